@@ -1,0 +1,1 @@
+"""Model stages and their backends, and the motion planner. Imports only `vram`."""

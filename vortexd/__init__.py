@@ -1,0 +1,1 @@
+"""vortexd: the Vortex daemon, its one-shot renderer and its control client."""

@@ -1,0 +1,1 @@
+"""Device memory: the static arena, its regions and budgets, and video-slab leases."""
