@@ -1,0 +1,73 @@
+"""`vortexd` command line: `render` one slot now, or `serve` as the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+def _render(args: argparse.Namespace) -> int:
+    from stages.errors import StageInputError
+    from vortexd.progress import ProgressPrinter
+    from vortexd.recipe import RecipeError, load_recipe
+    from vortexd.render import render_slot
+    from vortexd.settings import load_settings
+
+    try:
+        settings = load_settings(args.config, verify=False if args.no_verify else None)
+        recipe = load_recipe(args.recipe, allowed_roots=list(settings.allowed_roots))
+        progress = None if args.quiet else ProgressPrinter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = lambda message, *_: print(f"warning: {message}", file=sys.stderr)
+            result = render_slot(recipe, settings, args.output, progress=progress)
+    except (RecipeError, StageInputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except FileExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps({"slot_dir": str(result.slot_dir), "manifest": result.manifest}, indent=2))
+    else:
+        seconds = result.manifest["stage_seconds"]
+        verdict = result.manifest.get("verdict") or {}
+        print(f"published {result.slot_dir / 'video.mp4'}")
+        print("stages: " + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items())
+              + f"  (total {sum(seconds.values()):.2f} s)")
+        if verdict:
+            state = "passed" if verdict.get("passed") else "FAILED: " + "; ".join(verdict.get("problems", []))
+            print(f"verify: {state}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `vortexd`."""
+    parser = argparse.ArgumentParser(prog="vortexd", description="Vortex talking-head video engine")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    render = commands.add_parser("render", help="render one slot now, without the daemon")
+    render.add_argument("recipe", type=Path, help="recipe file (.toml or .json)")
+    render.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    render.add_argument("-c", "--config", type=Path, help="settings TOML file")
+    render.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    render.add_argument("--quiet", action="store_true", help="no progress display")
+    render.add_argument("--no-verify", action="store_true", help="skip the verify stage")
+    render.set_defaults(run=_render)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `vortexd` console script."""
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

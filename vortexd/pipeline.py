@@ -1,0 +1,151 @@
+"""The steps of one slot, as plain functions shared by `vortexd render` and the daemon's actors.
+
+Each step takes what the previous produced and returns a frozen result; none holds state
+except the backend caches in `Backends`, so the daemon can run steps of different slots on
+different actors at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.metadata
+import time
+import warnings
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from stages.fit import fit_speech
+from stages.registry import load_backend_class
+from stages.types import FRAME_SIZE_PX, Actor, MotionPlan, Speech
+from vortexd.recipe import ExpressionSegment, Recipe
+from vortexd.settings import Settings
+
+Progress = Callable[[str, int, int], None]
+"""progress(stage, done, total): called as work advances (frames for warp, 0/1 for the rest)."""
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    """Progress sink that drops reports (the default)."""
+
+
+class Backends:
+    """The stage backends one process uses, created lazily and kept (models load once)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._prepared: dict[str, object] = {}
+
+    @functools.cached_property
+    def tts(self):
+        """The TTS backend (espeak; Kokoro voices arrive with their own backend)."""
+        return load_backend_class("tts", "espeak")()
+
+    @functools.cached_property
+    def warp(self):
+        """The configured warp backend."""
+        return load_backend_class("warp", self.settings.warp_backend)()
+
+    def prepared_warp(self, actor: Actor):
+        """The warp backend prepared for `actor`, cached by the actor's content hash."""
+        key = actor.source_sha256
+        if key not in self._prepared:
+            # Keep a handful: the daemon alternates between few actors; each entry is small.
+            if len(self._prepared) >= 8:
+                self._prepared.pop(next(iter(self._prepared)))
+            self._prepared[key] = self.warp.prepare(actor)
+        return self._prepared[key]
+
+
+def make_actor(recipe: Recipe, settings: Settings) -> Actor:
+    """The image stage: the recipe's image, a library pick for its prompt, or the sample portrait."""
+    from stages.image import load_actor
+
+    return load_actor(image=recipe.actor.image, prompt=recipe.actor.prompt,
+                      library_dir=settings.actor_library_dir)
+
+
+def make_speech(recipe: Recipe, backends: Backends) -> tuple[Speech, list[str]]:
+    """The TTS stage, fitted to the slot: (speech, warnings for the manifest)."""
+    spec = recipe.speech
+    if spec.audio is not None:
+        from stages.tts import load_wav
+
+        raw = load_wav(spec.audio)
+    else:
+        raw = backends.tts.synthesize(spec.text, voice=spec.voice, rate_wpm=spec.rate_wpm)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fitted = fit_speech(raw, recipe.output.duration_s)
+    return fitted, [str(w.message) for w in caught]
+
+
+def expression_segments(recipe: Recipe):
+    """The recipe's expression as the planner's PresetSegment tuple."""
+    from stages.motion import normalize_expression
+
+    value = recipe.motion.expression
+    if isinstance(value, list) and value and isinstance(value[0], ExpressionSegment):
+        value = [{"preset": s.preset, "start_s": s.start_s} for s in value]
+    return normalize_expression(value, recipe.output.duration_s)
+
+
+def make_plan(recipe: Recipe, speech: Speech) -> MotionPlan:
+    """The motion planner: per-frame curves for the whole slot."""
+    from stages.motion import plan_motion
+
+    return plan_motion(speech, expression_segments(recipe), seed=recipe.motion.seed,
+                       n_frames=recipe.output.n_frames, fps=recipe.output.fps)
+
+
+def allocate_slab(n_frames: int) -> np.ndarray:
+    """A video slab for the one-shot renderer (the daemon leases them from the vram arena)."""
+    return np.empty((n_frames, FRAME_SIZE_PX, FRAME_SIZE_PX, 3), dtype=np.uint8)
+
+
+def warp_frames(backends: Backends, actor: Actor, plan: MotionPlan, slab: np.ndarray,
+                progress: Progress = _no_progress, should_stop: Callable[[], bool] = lambda: False) -> None:
+    """The warp stage: render every frame of `plan` into `slab`, chunk by chunk."""
+    prepared = backends.prepared_warp(actor)
+    chunk = backends.settings.warp_chunk_frames
+    for start in range(0, plan.n_frames, chunk):
+        if should_stop():
+            raise InterruptedError("warp cancelled")
+        frames = slice(start, min(start + chunk, plan.n_frames))
+        prepared.render(plan, frames, slab)
+        progress("warp", frames.stop, plan.n_frames)
+
+
+def verify_frames(slab: np.ndarray, speech: Speech, fps: int):
+    """The verify stage: objective checks on the rendered frames and the speech."""
+    from stages.verify import verify_slot
+
+    return verify_slot(slab, speech, fps)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries whose output ends up in a slot (for the manifest)."""
+    found = {}
+    for package in ("vortex", "mediapipe", "espeakng-loader", "av", "numpy", "opencv-contrib-python"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = "absent"
+    return found
+
+
+class StageClock:
+    """Wall-clock seconds per stage, in the order they ran."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def time(self, stage: str) -> Iterator[None]:
+        """Add the elapsed time of the `with` block to `stage`."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start

@@ -1,0 +1,109 @@
+"""`vortexd render`: one slot, start to finish, in this process (no daemon)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vortexd import pipeline
+from vortexd.pipeline import Backends, Progress, StageClock
+from vortexd.recipe import Recipe, RecipeError
+from vortexd.settings import Settings
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """Where the slot was published and what its manifest says."""
+
+    slot_dir: Path
+    manifest: dict[str, Any]
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy of `value` (dataclasses, numpy scalars/arrays, paths)."""
+    def default(obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj):
+            return dataclasses.asdict(obj)
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+        if isinstance(obj, Path):
+            return str(obj)
+        raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+    return json.loads(json.dumps(value, default=default))
+
+
+def build_manifest(recipe: Recipe, backends: Backends, speech, plan, verdict, clock: StageClock,
+                   warnings_seen: list[str], actor_source: str) -> dict[str, Any]:
+    """The manifest.json content of a slot (file hashes are added by publish_slot)."""
+    verdict_fields = dataclasses.asdict(verdict) if verdict is not None else None
+    return _plain({
+        "slot_id": recipe.slot_id,
+        "recipe_sha256": recipe.content_hash(),
+        "recipe": recipe.model_dump(mode="json"),
+        "seed": recipe.motion.seed,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "video": {"fps": plan.fps, "frames": plan.n_frames, "duration_s": plan.n_frames / plan.fps,
+                  "width": 512, "height": 512, "codec": "h264", "audio_codec": "aac",
+                  "audio_sample_rate_hz": speech.sample_rate_hz},
+        "backends": {"image": "library", "tts": speech.backend, "voice": speech.voice,
+                     "warp": backends.warp.name, "verify": "objective", "motion_source": plan.meta.get("source")},
+        "actor_source": actor_source,
+        "versions": pipeline.versions(),
+        "stage_seconds": {k: round(v, 4) for k, v in clock.seconds.items()},
+        "verdict": verdict_fields,
+        "warnings": warnings_seen,
+    })
+
+
+def render_slot(recipe: Recipe, settings: Settings, out_root: Path, progress: Progress | None = None,
+                backends: Backends | None = None) -> RenderResult:
+    """Render `recipe` and publish `<out_root>/<slot_id>/{video.mp4, manifest.json}` atomically.
+
+    Fails before any work if the slot is already published; on any error nothing is left in
+    `out_root`.
+    """
+    from stages.encode import encode_mp4, publish_slot
+
+    progress = progress or pipeline._no_progress
+    backends = backends or Backends(settings)
+    if (out_root / recipe.slot_id).exists():
+        raise RecipeError("slot_id", f"slot {recipe.slot_id!r} is already published in {out_root}")
+    clock = StageClock()
+    with clock.time("image"):
+        actor = pipeline.make_actor(recipe, settings)
+    progress("image", 1, 1)
+    with clock.time("tts"):
+        speech, warnings_seen = pipeline.make_speech(recipe, backends)
+    progress("tts", 1, 1)
+    with clock.time("motion"):
+        plan = pipeline.make_plan(recipe, speech)
+    progress("motion", 1, 1)
+    slab = pipeline.allocate_slab(plan.n_frames)
+    with clock.time("warp"):
+        pipeline.warp_frames(backends, actor, plan, slab, progress)
+    verdict = None
+    if settings.verify:
+        with clock.time("verify"):
+            verdict = pipeline.verify_frames(slab, speech, plan.fps)
+        progress("verify", 1, 1)
+
+    def write(folder: Path) -> dict[str, Any]:
+        with clock.time("encode"):
+            encode_mp4(slab, speech.audio, folder / "video.mp4", fps=plan.fps,
+                       sample_rate_hz=speech.sample_rate_hz)
+        progress("encode", 1, 1)
+        return build_manifest(recipe, backends, speech, plan, verdict, clock, warnings_seen, actor.source)
+
+    out_root.mkdir(parents=True, exist_ok=True)
+    slot_dir = publish_slot(out_root, recipe.slot_id, write)
+    manifest = json.loads((slot_dir / "manifest.json").read_text())
+    return RenderResult(slot_dir=slot_dir, manifest=manifest)
