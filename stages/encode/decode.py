@@ -1,0 +1,228 @@
+"""Reading MP4s back: frames and audio on one timeline, and a probe of what a file contains.
+
+`decode_mp4` puts audio sample 0 at video time 0 using the streams' own timestamps (after the
+edit list has hidden the AAC priming), so a sound and the picture it belongs to line up to the
+sample. `probe_mp4` also reads the MP4 boxes directly, to report what players see that PyAV
+does not expose: whether the index is at the front (faststart) and the audio edit-list skip.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import numpy as np
+
+from stages.errors import StageInputError
+
+# Boxes that only contain other boxes, on the path moov → trak → edts/elst and mdia → hdlr.
+_CONTAINER_BOXES = {b"moov", b"trak", b"edts", b"mdia"}
+
+
+@dataclass(frozen=True)
+class DecodedVideo:
+    """An MP4 decoded: RGB frames and mono float32 audio, audio sample 0 at video time 0."""
+
+    frames: np.ndarray  # (T, H, W, 3) uint8 RGB
+    audio: np.ndarray  # (n,) float32 mono
+    sample_rate_hz: int
+    fps: float
+    duration_s: float  # of the returned frames: T / fps
+
+
+def _open(path: Path | str):
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise StageInputError("path", "no such video file", path=str(path))
+    try:
+        return av.open(str(path))
+    except av.error.FFmpegError as exc:
+        raise StageInputError("path", f"not a readable media file: {exc}", path=str(path)) from exc
+
+
+def _seconds(value: int | None, time_base) -> float | None:
+    return None if value is None or time_base is None else float(value * time_base)
+
+
+def _mono_float(frame) -> np.ndarray:
+    """The samples of one decoded audio frame as float32 mono (channels averaged)."""
+    data = frame.to_ndarray()
+    name = frame.format.name
+    if not frame.format.is_planar:
+        # Packed layouts interleave channels in one row: (1, n·ch) → (ch, n).
+        data = data.reshape(-1, frame.layout.nb_channels).T
+    if name.startswith("s16"):
+        data = data.astype(np.float32) / 32768.0
+    elif name.startswith("s32"):
+        data = data.astype(np.float32) / 2147483648.0
+    elif name.startswith("u8"):
+        data = (data.astype(np.float32) - 128.0) / 128.0
+    return data.astype(np.float32, copy=False).mean(axis=0, dtype=np.float32)
+
+
+def decode_mp4(path: Path | str, max_frames: int | None = None) -> DecodedVideo:
+    """Decode `path` to RGB frames and mono audio where audio sample 0 plays at video time 0.
+
+    `max_frames` keeps only the first frames (and the audio of the same span) to save memory;
+    by default the whole file is returned, audio trimmed to the track's recorded duration.
+    """
+    import av
+
+    with _open(path) as container:
+        if not container.streams.video:
+            raise StageInputError("path", "the file has no video stream", path=str(path))
+        vstream = container.streams.video[0]
+        astream = container.streams.audio[0] if container.streams.audio else None
+        fps = float(vstream.average_rate or vstream.guessed_rate or 0)
+        expected = vstream.frames or int(round(float((vstream.duration or 0) * vstream.time_base) * fps))
+        if max_frames is not None:
+            expected = min(expected, max_frames) if expected else max_frames
+        height, width = vstream.codec_context.height, vstream.codec_context.width
+        # Preallocated so a 1080-frame file costs one (T, H, W, 3) array, not a list plus a copy.
+        frames = np.empty((max(expected, 1), height, width, 3), dtype=np.uint8)
+        n_frames, video_t0_s = 0, None
+        audio_parts: list[np.ndarray] = []
+        audio_t0_s = None
+        streams = [vstream] + ([astream] if astream is not None else [])
+        for frame in container.decode(*streams):
+            if frame.time is None:
+                continue
+            if isinstance(frame, av.VideoFrame):
+                if max_frames is not None and n_frames >= max_frames:
+                    continue
+                video_t0_s = frame.time if video_t0_s is None else video_t0_s
+                if n_frames == len(frames):
+                    frames = np.concatenate([frames, np.empty_like(frames[: max(1, len(frames) // 2)])])
+                # Honour the stream's own colour tags (BT.601/709, limited/full range).
+                frames[n_frames] = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range)
+                n_frames += 1
+            else:
+                audio_t0_s = frame.time if audio_t0_s is None else audio_t0_s
+                audio_parts.append(_mono_float(frame))
+        frames = frames[:n_frames]
+        if n_frames == 0:
+            raise StageInputError("path", "the video stream has no decodable frames", path=str(path))
+        rate = int(astream.sample_rate) if astream is not None else 0
+        audio = _align_audio(audio_parts, rate, audio_t0_s, video_t0_s)
+        if astream is not None and astream.duration is not None and astream.start_time is not None:
+            end_s = _seconds(astream.start_time + astream.duration, astream.time_base) - video_t0_s
+            # Decoders return whole AAC frames; the container says where the real audio ends.
+            audio = audio[: max(0, int(round(end_s * rate)))]
+        if max_frames is not None:
+            audio = audio[: int(round(n_frames / fps * rate))]
+    return DecodedVideo(frames=frames, audio=audio, sample_rate_hz=rate, fps=fps, duration_s=n_frames / fps)
+
+
+def _align_audio(parts: list[np.ndarray], rate: int, audio_t0_s: float | None, video_t0_s: float) -> np.ndarray:
+    """Concatenated audio shifted so that index 0 is video time 0 (silence before, cut before)."""
+    if not parts or audio_t0_s is None:
+        return np.zeros(0, dtype=np.float32)
+    audio = np.concatenate(parts)
+    offset = int(round((audio_t0_s - video_t0_s) * rate))
+    if offset > 0:
+        return np.concatenate([np.zeros(offset, dtype=np.float32), audio])
+    return audio[-offset:]
+
+
+def _boxes(handle: BinaryIO, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload offset, box end) of each MP4 box between `start` and `end`."""
+    offset = start
+    while offset + 8 <= end:
+        handle.seek(offset)
+        size, kind = struct.unpack(">I4s", handle.read(8))
+        header = 8
+        if size == 1:
+            size = struct.unpack(">Q", handle.read(8))[0]
+            header = 16
+        elif size == 0:
+            size = end - offset
+        if size < header:
+            return
+        yield kind, offset + header, offset + size
+        offset += size
+
+
+def _track_facts(handle: BinaryIO, start: int, end: int, facts: dict) -> None:
+    """Collect handler type and first edit's media_time of one trak."""
+    for kind, payload, box_end in _boxes(handle, start, end):
+        if kind in _CONTAINER_BOXES:
+            _track_facts(handle, payload, box_end, facts)
+        elif kind == b"hdlr":
+            handle.seek(payload + 8)  # version/flags, pre_defined
+            facts["handler"] = handle.read(4).decode("latin-1")
+        elif kind == b"elst":
+            handle.seek(payload)
+            version = handle.read(1)[0]
+            handle.seek(payload + 4)
+            count = struct.unpack(">I", handle.read(4))[0]
+            if count:
+                fmt = ">Qq" if version == 1 else ">Ii"
+                duration, media_time = struct.unpack(fmt, handle.read(struct.calcsize(fmt)))
+                facts["edit_media_time"] = media_time
+                facts["edit_count"] = count
+
+
+def _box_layout(path: Path) -> dict:
+    """faststart flag and per-handler edit-list media_time read straight from the MP4 boxes."""
+    size = os.path.getsize(path)
+    layout: dict = {"faststart": False, "edits": {}}
+    with open(path, "rb") as handle:
+        top = {kind: payload for kind, payload, _ in _boxes(handle, 0, size)}
+        if b"moov" in top and b"mdat" in top:
+            layout["faststart"] = top[b"moov"] < top[b"mdat"]
+        for kind, payload, box_end in _boxes(handle, 0, size):
+            if kind != b"moov":
+                continue
+            for sub, sub_payload, sub_end in _boxes(handle, payload, box_end):
+                if sub == b"trak":
+                    facts: dict = {}
+                    _track_facts(handle, sub_payload, sub_end, facts)
+                    if "handler" in facts:
+                        layout["edits"][facts["handler"]] = facts.get("edit_media_time", 0)
+    return layout
+
+
+def probe_mp4(path: Path | str) -> dict:
+    """What an MP4 holds: codecs, frame count, fps, size, durations, audio rate, faststart.
+
+    Keys: video_codec, audio_codec, pix_fmt, profile, width, height, frames, fps, duration_s
+    (of the video), video_start_s, audio_duration_s, audio_start_s, audio_sample_rate_hz,
+    audio_channels, audio_priming_samples (skipped by the edit list), container_duration_s,
+    faststart, bytes. Audio keys are None when there is no audio stream.
+    """
+    path = Path(path)
+    with _open(path) as container:
+        if not container.streams.video:
+            raise StageInputError("path", "the file has no video stream", path=str(path))
+        vstream = container.streams.video[0]
+        astream = container.streams.audio[0] if container.streams.audio else None
+        frames = vstream.frames or sum(1 for p in container.demux(vstream) if p.size)
+        info = {
+            "video_codec": vstream.codec_context.name,
+            "pix_fmt": vstream.codec_context.pix_fmt,
+            "profile": vstream.codec_context.profile,
+            "width": vstream.codec_context.width,
+            "height": vstream.codec_context.height,
+            "frames": int(frames),
+            "fps": float(vstream.average_rate) if vstream.average_rate else None,
+            "duration_s": _seconds(vstream.duration, vstream.time_base),
+            "video_start_s": _seconds(vstream.start_time, vstream.time_base),
+            "video_bit_rate": vstream.codec_context.bit_rate or None,
+            "audio_codec": astream.codec_context.name if astream else None,
+            "audio_sample_rate_hz": int(astream.sample_rate) if astream else None,
+            "audio_channels": astream.codec_context.channels if astream else None,
+            "audio_duration_s": _seconds(astream.duration, astream.time_base) if astream else None,
+            "audio_start_s": _seconds(astream.start_time, astream.time_base) if astream else None,
+            "audio_bit_rate": (astream.codec_context.bit_rate or None) if astream else None,
+            "container_duration_s": container.duration / 1_000_000 if container.duration else None,
+        }
+    layout = _box_layout(path) if path.suffix.lower() in (".mp4", ".m4v", ".mov") else {"faststart": None, "edits": {}}
+    info["faststart"] = layout["faststart"]
+    info["audio_priming_samples"] = layout["edits"].get("soun") if astream else None
+    info["bytes"] = path.stat().st_size
+    return info
