@@ -1,14 +1,22 @@
 """ctypes bindings to the libespeak-ng shipped by `espeakng-loader` (never a system espeak).
 
 libespeak-ng keeps all of its state in process globals (current voice, parameters, the synth
-callback), so every call into it goes through `_LOCK`, and the library is initialised once,
-lazily, on first use. Synthesis runs in AUDIO_OUTPUT_SYNCHRONOUS mode: `espeak_Synth` returns
+callback), so every call into it goes through `_LOCK`, and the library is initialised lazily,
+on first use.
+
+Some of that state is C `static` data that outlives espeak_Terminate (the waveform generator's
+pitch-cycle phase, among others): the same text spoken twice in a row comes out a few samples
+different, with phoneme boundaries moved by a pitch period. Reproducible slots need identical
+speech, so each synthesis runs on a freshly loaded library: the previous instance is
+terminated and dlclose()d, which discards its statics, and the next dlopen starts clean. That
+costs ~5 ms per call. Synthesis runs in AUDIO_OUTPUT_SYNCHRONOUS mode: `espeak_Synth` returns
 only when the whole text has been spoken, having called our callback with each audio buffer and
 the events (words, sentences, phonemes) that fall inside it.
 """
 
 from __future__ import annotations
 
+import _ctypes
 import ctypes
 import threading
 from dataclasses import dataclass
@@ -136,6 +144,16 @@ class _Engine:
         self._chunks: list[np.ndarray] = []
         self._events: list[tuple[int, int, str]] = []
         self._callback_error: BaseException | None = None
+        self.has_synthesized = False
+
+    def close(self) -> None:
+        """Terminate espeak and unload the library, so the next load starts from clean statics."""
+        lib, self.lib = self.lib, None
+        lib.espeak_Terminate()
+        # After dlclose every function pointer of `lib` dangles; nothing may keep it.
+        handle = lib._handle
+        del lib
+        _ctypes.dlclose(handle)
 
     @staticmethod
     def _declare(lib: ctypes.CDLL) -> None:
@@ -151,6 +169,8 @@ class _Engine:
         lib.espeak_SetParameter.restype = ctypes.c_int
         lib.espeak_GetParameter.argtypes = [ctypes.c_int, ctypes.c_int]
         lib.espeak_GetParameter.restype = ctypes.c_int
+        lib.espeak_Terminate.argtypes = []
+        lib.espeak_Terminate.restype = ctypes.c_int
         lib.espeak_Synth.argtypes = [
             ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
             ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
@@ -200,6 +220,7 @@ class _Engine:
         return entries
 
     def synthesize(self, text: str, voice_name: str, rate_wpm: int, pitch: int) -> RawSynthesis:
+        self.has_synthesized = True
         if self.lib.espeak_SetVoiceByName(voice_name.encode()) != _EE_OK:
             raise ValueError(f"espeak refused voice {voice_name!r}")
         # Parameters after the voice: selecting a voice may reset them to the voice's defaults.
@@ -253,6 +274,15 @@ def _get_engine() -> _Engine:
     return _engine
 
 
+def _clean_engine() -> _Engine:
+    """An engine no synthesis has run on yet (see the module docstring for why). Caller holds _LOCK."""
+    global _engine
+    if _engine is not None and _engine.has_synthesized:
+        stale, _engine = _engine, None
+        stale.close()
+    return _get_engine()
+
+
 def list_voices(variants: bool = False) -> tuple[list[VoiceEntry], Path]:
     """Installed voices (or, with `variants`, the voice variants) and the espeak data folder."""
     with _LOCK:
@@ -266,6 +296,6 @@ def synthesize(text: str, voice_name: str, rate_wpm: int, pitch: int | None) -> 
     `pitch` is espeak's 0..100 base-pitch parameter; None means the library default.
     """
     with _LOCK:
-        engine = _get_engine()
+        engine = _clean_engine()
         resolved_pitch = engine.default_pitch if pitch is None else pitch
         return engine.synthesize(text, voice_name, rate_wpm, resolved_pitch)

@@ -1,0 +1,119 @@
+"""Stage actors: control before work, supervision of failing jobs, task-manager shutdown, sd_notify."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from vortexd.actor import Cancel, Job, StageActor, Stop
+from vortexd.sdnotify import Notifier
+from vortexd.tasks import TaskManager
+
+
+def test_a_failing_job_fails_only_its_slot_and_the_actor_keeps_serving() -> None:
+    """A job that raises reports its error; the next job still runs."""
+    outcomes: list[tuple[str, object, str | None]] = []
+
+    async def handler(job: Job) -> str:
+        if job.slot_id == "bad":
+            raise RuntimeError("boom")
+        return f"done {job.slot_id}"
+
+    async def sink(job: Job, result: object, error: BaseException | None) -> None:
+        outcomes.append((job.slot_id, result, None if error is None else str(error)))
+
+    async def scenario() -> None:
+        actor = StageActor("warp", handler, sink)
+        for slot in ("bad", "good"):
+            actor.send(Job(slot))
+        actor.control(Stop())
+        # Stop has priority, so queue it only after the work has been taken.
+        runner = asyncio.create_task(actor.run())
+        await asyncio.wait_for(runner, 2)
+
+    async def ordered() -> None:
+        actor = StageActor("warp", handler, sink)
+        runner = asyncio.create_task(actor.run())
+        actor.send(Job("bad"))
+        actor.send(Job("good"))
+        while len(outcomes) < 2:
+            await asyncio.sleep(0.01)
+        actor.control(Stop())
+        await asyncio.wait_for(runner, 2)
+        assert actor.jobs_failed == 1 and actor.jobs_done == 1
+
+    asyncio.run(scenario())
+    assert outcomes == []  # Stop jumped the queue: nothing ran
+    asyncio.run(ordered())
+    assert outcomes == [("bad", None, "boom"), ("good", "done good", None)]
+
+
+def test_cancel_overtakes_queued_work() -> None:
+    """A Cancel sent after a job is queued still removes that job before it starts."""
+    ran: list[str] = []
+    reported: list[tuple[str, bool]] = []
+
+    async def handler(job: Job) -> None:
+        ran.append(job.slot_id)
+        await asyncio.sleep(0.05)
+
+    async def sink(job: Job, result: object, error: BaseException | None) -> None:
+        reported.append((job.slot_id, error is not None))
+
+    async def scenario() -> None:
+        actor = StageActor("tts", handler, sink)
+        actor.send(Job("a"))
+        actor.send(Job("b"))
+        actor.control(Cancel("b"))
+        runner = asyncio.create_task(actor.run())
+        while len(reported) < 2:
+            await asyncio.sleep(0.01)
+        actor.control(Stop())
+        await asyncio.wait_for(runner, 2)
+
+    asyncio.run(scenario())
+    assert ran == ["a"] and reported == [("a", False), ("b", True)]
+
+
+def test_task_manager_cancels_everything_and_names_stragglers() -> None:
+    """shutdown() cancels all tasks and returns the names of those that ignore cancellation."""
+
+    async def obedient() -> None:
+        await asyncio.sleep(60)
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                continue
+
+    async def scenario() -> list[str]:
+        manager = TaskManager()
+        manager.spawn(obedient(), "obedient")
+        manager.spawn(stubborn(), "stubborn")
+        await asyncio.sleep(0)
+        return await manager.shutdown(timeout_s=0.2)
+
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(scenario()) == ["stubborn"]
+    finally:
+        for task in asyncio.all_tasks(loop):
+            task.get_coro().close()
+        loop.close()
+
+
+def test_notifier_sends_ready_and_watchdog_datagrams(tmp_path) -> None:
+    """With NOTIFY_SOCKET set, ready() and watchdog() arrive as sd_notify datagrams."""
+    path = str(tmp_path / "notify.sock")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(path)
+    receiver.settimeout(2)
+    notifier = Notifier(path)
+    notifier.ready("serving")
+    notifier.watchdog()
+    first = receiver.recv(4096).decode()
+    assert "READY=1" in first and "STATUS=serving" in first
+    assert receiver.recv(4096) == b"WATCHDOG=1"
+    assert not Notifier("").enabled
