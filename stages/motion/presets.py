@@ -68,8 +68,8 @@ PRESETS: dict[str, Preset] = {
                       shift_amplitude_px=3.0, nod_deg=2.2, blink_interval_s=3.0, eye_wide=0.5,
                       brow=0.3, brow_emphasis=0.3, smile=0.45),
     "manic": Preset("manic", mouth_gain=1.2, head_amplitude_deg=3.0, head_rate_hz=0.75,
-                    shift_amplitude_px=5.0, nod_deg=3.5, blink_interval_s=2.0, eye_wide=0.85,
-                    brow=0.5, brow_emphasis=0.45, smile=0.3),
+                    shift_amplitude_px=5.0, nod_deg=3.5, blink_interval_s=2.0, eye_wide=0.8,
+                    brow=0.45, brow_emphasis=0.4, smile=0.3),
 }
 
 PRESET_PARAMETERS = tuple(f.name for f in fields(Preset) if f.name != "name")

@@ -14,12 +14,11 @@ import numpy as np
 from stages.tts._espeak_ffi import EVENT_END, EVENT_MSG_TERMINATED, EVENT_PHONEME
 from stages.types import Phoneme
 
-_PAUSE_CHARS = frozenset("_ \t")
-
-
 def _is_pause(symbol: str) -> bool:
-    # Empty in IPA mode; "_"/"_:" style names appear if a voice reports its own pause phonemes.
-    return all(ch in _PAUSE_CHARS for ch in symbol)
+    # Empty in IPA mode; espeak's own pause phonemes are named "_", "_:", "_!" ..., and no IPA
+    # symbol starts with an underscore.
+    stripped = symbol.strip()
+    return not stripped or stripped.startswith("_")
 
 
 def phonemes_from_events(
