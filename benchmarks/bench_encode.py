@@ -45,7 +45,10 @@ def _portrait() -> np.ndarray:
 
 
 def talking_frames(n_frames: int = N_FRAMES, seed: int = 0) -> np.ndarray:
-    """(n_frames, 512, 512, 3) uint8 frames: the portrait swaying, nodding and stretching."""
+    """(n_frames, 512, 512, 3) uint8 frames: the portrait's head swaying, nodding and stretching.
+
+    Like the mesh warp, only a soft ellipse around the head moves; the background stays put.
+    """
     import cv2
 
     portrait = _portrait()
@@ -55,12 +58,17 @@ def talking_frames(n_frames: int = N_FRAMES, seed: int = 0) -> np.ndarray:
     shift_x_px = 3.0 * np.sin(2 * np.pi * 0.17 * t_s + rng.uniform(0, 6))
     shift_y_px = 2.0 * np.sin(2 * np.pi * 0.31 * t_s + rng.uniform(0, 6))
     stretch = 1.0 + 0.04 * np.abs(np.sin(2 * np.pi * 3.0 * t_s))  # syllable-rate vertical stretch
+    yy, xx = np.mgrid[0:512, 0:512]
+    head = np.clip(1.6 - np.hypot((xx - 256) / 150.0, (yy - 230) / 200.0), 0, 1)[..., None].astype(np.float32)
+    still = portrait.astype(np.float32) * (1 - head)
+    moved = np.empty_like(portrait)
     frames = np.empty((n_frames, 512, 512, 3), dtype=np.uint8)
     for i in range(n_frames):  # one cv2 call per frame: this is test content, not the product
         matrix = cv2.getRotationMatrix2D((256, 256), float(angle_deg[i]), 1.0)
         matrix[1, :2] *= stretch[i]
         matrix[:, 2] += (shift_x_px[i], shift_y_px[i] + 256 * (1 - stretch[i]))
-        cv2.warpAffine(portrait, matrix, (512, 512), dst=frames[i], borderMode=cv2.BORDER_REFLECT)
+        cv2.warpAffine(portrait, matrix, (512, 512), dst=moved, borderMode=cv2.BORDER_REFLECT)
+        frames[i] = still + moved * head
     return frames
 
 

@@ -76,3 +76,7 @@ class NoFreeSlab(SlabPoolError):
 
 class SlabAlreadyLeased(SlabPoolError):
     """A slot asked for a second slab while it already holds or awaits one."""
+
+
+class InvalidView(VramError, ValueError):
+    """A view request with a bad name, shape or dtype."""

@@ -1,0 +1,80 @@
+"""Plan curves → the per-frame feature vector every displacement basis is linear in.
+
+Most features are plan curves as they are (clipped to a safe range, so an overshooting plan
+cannot fold the face); a few are products or trigonometric terms, which keeps the rest of the
+warp linear: control displacements = features @ basis.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stages.errors import StageInputError
+from stages.types import MotionPlan
+
+FEATURES = (
+    "jaw", "jaw_closed", "closed", "width", "round", "smile", "eye_wide", "brow_up", "brow_down",
+    "blink", "sin_yaw", "versin_yaw", "sin_pitch", "versin_pitch", "sin_roll", "versin_roll",
+    "shift_x", "shift_y",
+)
+"""Names of the feature columns, in order. versin = 1 − cos."""
+N_FEATURES = len(FEATURES)
+F = {name: k for k, name in enumerate(FEATURES)}
+
+# Safe ranges: beyond these the mesh warp would fold or tear rather than look bigger.
+_UNIT_CLIP = (0.0, 1.3)
+_SIGNED_CLIP = (-1.3, 1.3)
+_MAX_ANGLE_DEG = 30.0
+_MAX_SHIFT_FRACTION = 0.15  # of the frame size
+
+
+def validate_plan(plan: MotionPlan, frames: slice) -> tuple[int, int]:
+    """Check that `plan` covers `frames` with finite curves; return (start, stop)."""
+    n = plan.n_frames
+    start, stop, step = frames.indices(n)
+    if step != 1:
+        raise StageInputError("frames", "only contiguous frame ranges can be rendered", step=step)
+    for name, curve in plan.curves().items():
+        arr = np.asarray(curve)
+        if arr.ndim != 1 or arr.shape[0] != n:
+            raise StageInputError(f"plan.{name}", "every curve must be 1-D with one value per frame",
+                                  shape=tuple(arr.shape), n_frames=n)
+        if not np.isfinite(arr[start:stop]).all():
+            raise StageInputError(f"plan.{name}", "curve holds NaN or infinite values")
+    return start, max(start, stop)
+
+
+def fill_features(plan: MotionPlan, start: int, stop: int, frame_size_px: int,
+                  out: np.ndarray) -> np.ndarray:
+    """Write the (stop − start, N_FEATURES) feature rows for frames [start, stop) into `out`."""
+    rows = out[: stop - start]
+    sl = slice(start, stop)
+
+    def put(name: str, values: np.ndarray, lo: float, hi: float) -> None:
+        np.clip(values, lo, hi, out=rows[:, F[name]])
+
+    jaw = rows[:, F["jaw"]]
+    put("jaw", plan.jaw_open[sl], *_UNIT_CLIP)
+    put("closed", plan.lips_closed[sl], 0.0, 1.0)
+    np.multiply(jaw, rows[:, F["closed"]], out=rows[:, F["jaw_closed"]])
+    put("width", plan.lip_width[sl], *_SIGNED_CLIP)
+    put("round", plan.lip_round[sl], *_UNIT_CLIP)
+    put("smile", plan.smile[sl], *_UNIT_CLIP)
+    put("blink", plan.blink[sl], 0.0, 1.0)
+    # A blink closes the eye whatever the excitement: the wide-eye lift gives way to it.
+    put("eye_wide", plan.eye_wide[sl], *_UNIT_CLIP)
+    rows[:, F["eye_wide"]] *= 1.0 - rows[:, F["blink"]]
+    put("brow_up", plan.brow[sl], 0.0, _SIGNED_CLIP[1])
+    put("brow_down", -np.asarray(plan.brow[sl]), 0.0, _SIGNED_CLIP[1])
+    for axis, curve in (("yaw", plan.head_yaw_deg), ("pitch", plan.head_pitch_deg),
+                        ("roll", plan.head_roll_deg)):
+        rad = rows[:, F[f"sin_{axis}"]]
+        np.clip(curve[sl], -_MAX_ANGLE_DEG, _MAX_ANGLE_DEG, out=rad)
+        np.deg2rad(rad, out=rad)
+        np.cos(rad, out=rows[:, F[f"versin_{axis}"]])
+        np.subtract(1.0, rows[:, F[f"versin_{axis}"]], out=rows[:, F[f"versin_{axis}"]])
+        np.sin(rad, out=rad)
+    limit = _MAX_SHIFT_FRACTION * frame_size_px
+    put("shift_x", plan.shift_x_px[sl], -limit, limit)
+    put("shift_y", plan.shift_y_px[sl], -limit, limit)
+    return rows

@@ -1,0 +1,137 @@
+"""Control displacements → a dense, invertible displacement field over a box of the frame.
+
+A `Grid` is a coarse lattice of nodes over a rectangular box. Node i sits at pixel
+x0 + step·i + (step − 1)/2, which is exactly where cv2.resize (INTER_LINEAR, half-pixel
+centres) puts it when the node array is upsampled by `step`: one resize turns a coarse map into
+the full-resolution map with no offset error.
+
+Fields are *forward* (a source pixel p goes to p + d(p)); cv2.remap needs the *inverse* (for an
+output pixel q, which source pixel lands there). `GridInverter` finds it on the coarse nodes by
+fixed-point iteration s ← q − d(s), which converges because every field we build is smooth
+(|∇d| well below 1) on the part of the face it is used for; discontinuities (mouth, eyelids) are
+never put into one field but handled by layers (see layers.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Box:
+    """A pixel rectangle [x0, x0 + w) × [y0, y0 + h) of the frame."""
+
+    x0: int
+    y0: int
+    w: int
+    h: int
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        """(rows, cols) slices of the box in a frame array."""
+        return slice(self.y0, self.y0 + self.h), slice(self.x0, self.x0 + self.w)
+
+    def pixel_centres(self) -> np.ndarray:
+        """(h, w, 2) float64 (x, y) coordinates of every pixel in the box."""
+        ys, xs = np.mgrid[self.y0:self.y0 + self.h, self.x0:self.x0 + self.w]
+        return np.stack([xs, ys], axis=-1).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A coarse node lattice covering `box`; box.w = step·gw and box.h = step·gh exactly."""
+
+    box: Box
+    step: int
+    gw: int
+    gh: int
+
+    @classmethod
+    def covering(cls, x0: float, y0: float, x1: float, y1: float, step: int, frame_px: int) -> "Grid":
+        """The smallest step-aligned grid inside the frame that covers [x0, x1) × [y0, y1)."""
+        def span(lo: float, hi: float) -> tuple[int, int]:
+            lo_i = max(0, int(np.floor(lo)))
+            hi_i = min(frame_px, int(np.ceil(hi)))
+            n = max(2, int(np.ceil((hi_i - lo_i) / step)))
+            n = min(n, frame_px // step)
+            start = min(max(0, lo_i - (n * step - (hi_i - lo_i)) // 2), frame_px - n * step)
+            return start, n
+
+        bx, gw = span(x0, x1)
+        by, gh = span(y0, y1)
+        return cls(Box(bx, by, gw * step, gh * step), step, gw, gh)
+
+    def nodes(self) -> np.ndarray:
+        """(gh, gw, 2) float64 pixel positions (x, y) of the nodes."""
+        half = (self.step - 1) / 2.0
+        xs = self.box.x0 + self.step * np.arange(self.gw) + half
+        ys = self.box.y0 + self.step * np.arange(self.gh) + half
+        gx, gy = np.meshgrid(xs, ys)
+        return np.stack([gx, gy], axis=-1)
+
+    @property
+    def n_nodes(self) -> int:
+        """Number of nodes."""
+        return self.gw * self.gh
+
+
+def gaussian_rbf_weights(nodes_px: np.ndarray, controls_px: np.ndarray, sigma_px: float,
+                         ridge: float = 1e-3) -> np.ndarray:
+    """(n_nodes, n_controls) matrix W so that W @ values interpolates control values at nodes.
+
+    Gaussian radial basis with a small ridge: exact enough at the controls, no ringing between
+    close ones, and it decays to zero a few sigma away from every control — which is what a
+    local expression should do.
+    """
+    c = np.asarray(controls_px, dtype=np.float64)
+    q = np.asarray(nodes_px, dtype=np.float64).reshape(-1, 2)
+    inv2s2 = 1.0 / (2.0 * sigma_px * sigma_px)
+    d_cc = ((c[:, None, :] - c[None, :, :]) ** 2).sum(-1)
+    k_cc = np.exp(-d_cc * inv2s2)
+    k_cc[np.diag_indices_from(k_cc)] += ridge
+    d_qc = ((q[:, None, :] - c[None, :, :]) ** 2).sum(-1)
+    k_qc = np.exp(-d_qc * inv2s2)
+    # Solve from the right: W = K_qc · K_cc⁻¹ (K_cc is symmetric positive definite).
+    return np.linalg.solve(k_cc, k_qc.T).T
+
+
+class GridInverter:
+    """Turns one frame's forward node field into the full-resolution inverse map of its box.
+
+    All buffers are allocated here, once; `invert` only writes into them.
+    """
+
+    ITERATIONS = 3
+
+    def __init__(self, grid: Grid) -> None:
+        self.grid = grid
+        gh, gw, s = grid.gh, grid.gw, grid.step
+        jj, ii = np.mgrid[0:gh, 0:gw]
+        self._ident = np.ascontiguousarray(np.stack([ii, jj], -1), dtype=np.float32)
+        self._origin = np.array([grid.box.x0 + (s - 1) / 2.0, grid.box.y0 + (s - 1) / 2.0],
+                                dtype=np.float32)
+        self._d_idx = np.empty((gh, gw, 2), np.float32)
+        self._s_idx = np.empty((gh, gw, 2), np.float32)
+        self._sampled = np.empty((gh, gw, 2), np.float32)
+        self.fine = np.empty((grid.box.h, grid.box.w, 2), np.float32)
+
+    def invert(self, field_px: np.ndarray) -> np.ndarray:
+        """Inverse map for forward node displacements `field_px` (gh, gw, 2) → self.fine.
+
+        self.fine[y, x] is the frame pixel (x, y) whose content lands on box pixel (y, x).
+        """
+        s = self.grid.step
+        np.multiply(field_px, 1.0 / s, out=self._d_idx)  # node-index units, what remap wants
+        np.subtract(self._ident, self._d_idx, out=self._s_idx)
+        for _ in range(self.ITERATIONS):
+            cv2.remap(self._d_idx, self._s_idx, None, cv2.INTER_LINEAR, dst=self._sampled,
+                      borderMode=cv2.BORDER_REPLICATE)
+            np.subtract(self._ident, self._sampled, out=self._s_idx)
+        np.multiply(self._s_idx, float(s), out=self._s_idx)
+        np.add(self._s_idx, self._origin, out=self._s_idx)
+        cv2.resize(self._s_idx, (self.grid.box.w, self.grid.box.h), dst=self.fine,
+                   interpolation=cv2.INTER_LINEAR)
+        return self.fine
