@@ -51,10 +51,6 @@ class ControlSet:
     lid_ids: tuple[np.ndarray, np.ndarray]  # controls of each eyelid layer (right, left)
 
 
-def _rows(k: str) -> int:
-    return F[k]
-
-
 def build_controls(landmarks_px: np.ndarray, frame: an.FaceFrame, mouth: an.MouthGeometry,
                    eyes: tuple[an.EyeGeometry, an.EyeGeometry]) -> ControlSet:
     """Control points and their displacement bases for one actor."""

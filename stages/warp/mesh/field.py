@@ -50,18 +50,21 @@ class Grid:
     gh: int
 
     @classmethod
-    def covering(cls, x0: float, y0: float, x1: float, y1: float, step: int, frame_px: int) -> "Grid":
-        """The smallest step-aligned grid inside the frame that covers [x0, x1) × [y0, y1)."""
-        def span(lo: float, hi: float) -> tuple[int, int]:
-            lo_i = max(0, int(np.floor(lo)))
-            hi_i = min(frame_px, int(np.ceil(hi)))
-            n = max(2, int(np.ceil((hi_i - lo_i) / step)))
-            n = min(n, frame_px // step)
-            start = min(max(0, lo_i - (n * step - (hi_i - lo_i)) // 2), frame_px - n * step)
+    def covering(cls, x0: float, y0: float, x1: float, y1: float, step: int, within: Box) -> "Grid":
+        """The smallest step-aligned grid inside `within` that covers [x0, x1) × [y0, y1).
+
+        When `within` is too small for the request, the grid is as large as fits.
+        """
+        def span(lo: float, hi: float, lim_lo: int, lim_len: int) -> tuple[int, int]:
+            lo_i = int(np.clip(np.floor(lo), lim_lo, lim_lo + lim_len))
+            hi_i = int(np.clip(np.ceil(hi), lo_i, lim_lo + lim_len))
+            n = int(np.clip(np.ceil((hi_i - lo_i) / step), 2, max(2, lim_len // step)))
+            start = lo_i - (n * step - (hi_i - lo_i)) // 2
+            start = int(np.clip(start, lim_lo, max(lim_lo, lim_lo + lim_len - n * step)))
             return start, n
 
-        bx, gw = span(x0, x1)
-        by, gh = span(y0, y1)
+        bx, gw = span(x0, x1, within.x0, within.w)
+        by, gh = span(y0, y1, within.y0, within.h)
         return cls(Box(bx, by, gw * step, gh * step), step, gw, gh)
 
     def nodes(self) -> np.ndarray:

@@ -1,0 +1,104 @@
+"""Displacement bases on grid nodes: head pose (analytic, with depth) and expressions (RBF).
+
+A layer's basis is a (K, n_nodes·2) float32 matrix, so a block of frames turns into node
+fields with one matmul: fields = features (B, K) @ basis.
+
+Head pose rotates each node in 3-D about a pivot in the neck, using a depth map interpolated
+from the landmarks' z — the nose swings further than the cheeks when the head turns
+(parallax) — and is cut to zero outside the head by the falloff window.
+
+Sign conventions (degrees): +yaw turns the nose toward the viewer's right, +pitch tips the nose
+down, +roll turns the head clockwise in the picture; shifts are picture pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from stages.warp.mesh.anatomy import FaceFrame
+from stages.warp.mesh.controls import ControlSet
+from stages.warp.mesh.features import F, N_FEATURES
+from stages.warp.mesh.field import Grid, gaussian_rbf_weights
+
+
+@dataclass(frozen=True)
+class HeadModel:
+    """What the pose basis needs: the depth interpolator's data and the neck pivot."""
+
+    control_px: np.ndarray  # (n, 2)
+    control_depth_px: np.ndarray  # (n,) toward the viewer, 0 at the cheek contour
+    pivot_uvz: np.ndarray  # (3,) pivot in face coordinates + depth
+    depth_sigma_px: float
+
+    @classmethod
+    def build(cls, frame: FaceFrame, controls: ControlSet, oval_ids: np.ndarray,
+              ring_shares: tuple[float, ...]) -> "HeadModel":
+        """Depth at every control (virtual oval rings fade to the contour plane) and the pivot."""
+        n_mesh = frame.depth_px.shape[0]
+        depth = [frame.depth_px]
+        for share in ring_shares:
+            depth.append(share * frame.depth_px[oval_ids])
+        depth = np.concatenate(depth)
+        oval_uv = frame.to_face(controls.points_px[oval_ids])
+        chin_v = oval_uv[:, 1].max()
+        pivot = np.array([0.5 * (oval_uv[:, 0].min() + oval_uv[:, 0].max()),
+                          chin_v + 0.45 * frame.face_h_px, -0.15 * frame.face_w_px])
+        assert depth.shape[0] == controls.points_px.shape[0] and n_mesh <= depth.shape[0]
+        return cls(controls.points_px, depth, pivot, 0.08 * frame.face_h_px)
+
+    def depth_at(self, nodes_px: np.ndarray) -> np.ndarray:
+        """Interpolated depth (toward the viewer) at image points (..., 2)."""
+        w = gaussian_rbf_weights(nodes_px, self.control_px, self.depth_sigma_px, ridge=1e-2)
+        return (w @ self.control_depth_px).reshape(nodes_px.shape[:-1])
+
+
+def pose_basis(frame: FaceFrame, head: HeadModel, nodes_px: np.ndarray) -> np.ndarray:
+    """(K, n, 2) image displacement of nodes per unit pose feature (sin/versin of angles, shift)."""
+    pts = nodes_px.reshape(-1, 2)
+    uv = frame.to_face(pts)
+    du = uv[:, 0] - head.pivot_uvz[0]
+    dv = uv[:, 1] - head.pivot_uvz[1]
+    dz = head.depth_at(pts) - head.pivot_uvz[2]
+    out_uv = np.zeros((N_FEATURES, pts.shape[0], 2))
+    out_uv[F["sin_yaw"], :, 0] = dz
+    out_uv[F["versin_yaw"], :, 0] = -du
+    out_uv[F["sin_pitch"], :, 1] = dz
+    out_uv[F["versin_pitch"], :, 1] = -dv
+    out_uv[F["sin_roll"], :, 0] = -dv
+    out_uv[F["sin_roll"], :, 1] = du
+    out_uv[F["versin_roll"], :, 0] = -du
+    out_uv[F["versin_roll"], :, 1] = -dv
+    out = frame.to_image_vectors(out_uv)
+    out[F["shift_x"], :, 0] = 1.0
+    out[F["shift_y"], :, 1] = 1.0
+    return out
+
+
+def expression_basis(nodes_px: np.ndarray, controls: ControlSet, ids: np.ndarray, sigma_px: float,
+                     which: str = "skin") -> np.ndarray:
+    """(K, n, 2) displacement of nodes per unit feature, interpolated from controls `ids`."""
+    w = gaussian_rbf_weights(nodes_px.reshape(-1, 2), controls.points_px[ids], sigma_px)
+    disp = getattr(controls, which)[:, ids]  # (K, c, 2)
+    return np.einsum("nc,kcd->knd", w, disp)
+
+
+def pack(basis_knd: np.ndarray) -> np.ndarray:
+    """(K, n, 2) float64 → the (K, n·2) float32 matrix a block matmul uses."""
+    k = basis_knd.shape[0]
+    return np.ascontiguousarray(basis_knd.reshape(k, -1), dtype=np.float32)
+
+
+class LayerFields:
+    """One layer's grid and basis, and its node fields for the current block of frames."""
+
+    def __init__(self, grid: Grid, basis: np.ndarray, max_block: int) -> None:
+        self.grid = grid
+        self.basis = basis  # (K, gh·gw·2) float32
+        self._flat = np.empty((max_block, basis.shape[1]), np.float32)
+        self.fields = self._flat.reshape(max_block, grid.gh, grid.gw, 2)
+
+    def compute(self, features: np.ndarray) -> None:
+        """Node fields for every frame of the block: one matmul into the preallocated buffer."""
+        np.matmul(features, self.basis, out=self._flat[: features.shape[0]])
