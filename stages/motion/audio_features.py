@@ -50,9 +50,15 @@ FORMANT_RATE_HZ = 12_000
 """Formants are estimated on audio decimated to about this rate."""
 FORMANT_WINDOW_S = 0.03
 LPC_ORDER = 14
+LPC_LAG_WINDOW_HZ = 60.0
+"""Gaussian lag window: smooths the LPC envelope over about this bandwidth."""
+LPC_NOISE_FLOOR = 1e-3
+"""White-noise correction (−30 dB) added to the zero-lag autocorrelation."""
 FORMANT_FFT_SIZE = 1024
 FORMANT_BAND_HZ = (200.0, 3200.0)
 """Envelope peaks in this band are F1, F2 candidates."""
+MERGED_FORMANT_MAX_HZ = 1100.0
+"""A lone envelope peak below this is F1 and F2 merged (a back rounded vowel)."""
 FORMANT_HOP_STRIDE = 2
 """Formants every 2 hops (10 ms)."""
 LIP_WIDTH_GAIN, LIP_ROUND_GAIN = 0.65, 0.9
@@ -119,15 +125,18 @@ def _decimate(audio: np.ndarray, sample_rate_hz: int) -> tuple[np.ndarray, int]:
     return audio[:usable].reshape(-1, factor).mean(axis=1), sample_rate_hz // factor
 
 
-def lpc_envelopes(frames: np.ndarray, order: int, n_fft: int) -> np.ndarray:
+def lpc_envelopes(frames: np.ndarray, order: int, n_fft: int, rate_hz: float) -> np.ndarray:
     """LPC spectral envelopes (power, n_fft//2 + 1 bins) of windowed `frames`, one per row.
 
     Autocorrelation method with Levinson–Durbin, vectorised across frames (the loop runs over
-    the model order only).
+    the model order only). A lag window and a white-noise floor (as in speech coders) keep the
+    model from locking onto single harmonics of a steady voice, which would make F2 jump.
     """
     spectrum = np.fft.rfft(frames, 2 * frames.shape[1], axis=1)
     autocorr = np.fft.irfft(np.abs(spectrum) ** 2, axis=1)[:, : order + 1]
-    autocorr[:, 0] = autocorr[:, 0] * (1.0 + 1e-6) + 1e-12  # tiny white-noise floor: stable on silence
+    lags = np.arange(order + 1)
+    autocorr = autocorr * np.exp(-0.5 * (2.0 * np.pi * LPC_LAG_WINDOW_HZ * lags / rate_hz) ** 2)
+    autocorr[:, 0] = autocorr[:, 0] * (1.0 + LPC_NOISE_FLOOR) + 1e-12
     coeffs = np.zeros((frames.shape[0], order + 1))
     coeffs[:, 0] = 1.0
     error = autocorr[:, 0].copy()
@@ -156,11 +165,15 @@ def formant_tracks(audio: np.ndarray, sample_rate_hz: int, n_hops: int) -> tuple
     f2_hz = np.full(hops.size, np.nan)
     for lo in range(0, hops.size, _ANALYSIS_CHUNK):  # batches of frames, not a loop per frame
         envelope = lpc_envelopes(_frames(emphasised, centres[lo:lo + _ANALYSIS_CHUNK], size) * window,
-                                 LPC_ORDER, FORMANT_FFT_SIZE)
+                                 LPC_ORDER, FORMANT_FFT_SIZE, rate_hz)
         is_peak = (envelope[:, 1:-1] > envelope[:, :-2]) & (envelope[:, 1:-1] >= envelope[:, 2:]) & in_band
         peaks_hz = np.sort(np.where(is_peak, freqs_hz, np.inf), axis=1)
-        f1_hz[lo:lo + _ANALYSIS_CHUNK] = np.where(np.isfinite(peaks_hz[:, 0]), peaks_hz[:, 0], np.nan)
-        f2_hz[lo:lo + _ANALYSIS_CHUNK] = np.where(np.isfinite(peaks_hz[:, 1]), peaks_hz[:, 1], np.nan)
+        first, second = peaks_hz[:, 0], peaks_hz[:, 1]
+        # Back rounded vowels (u, o) bring F1 and F2 so close that they merge into one low peak.
+        merged = ~np.isfinite(second) & (first < MERGED_FORMANT_MAX_HZ)
+        f1_hz[lo:lo + _ANALYSIS_CHUNK] = np.where(np.isfinite(first), first, np.nan)
+        f2_hz[lo:lo + _ANALYSIS_CHUNK] = np.where(np.isfinite(second), second,
+                                                  np.where(merged, first, np.nan))
     grid = np.arange(n_hops)
     return _interp_nan(grid, hops, f1_hz), _interp_nan(grid, hops, f2_hz)
 

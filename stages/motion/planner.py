@@ -19,7 +19,8 @@ from stages.errors import StageInputError
 from stages.motion.audio_features import audio_mouth_tracks
 from stages.motion.curves import (SmoothNoise, blink_curve, cumulative_phase, raised_cosine_bumps,
                                   soft_limit)
-from stages.motion.presets import TRANSITION_S, PresetCurves, PresetSegment, normalize_expression, preset_curves
+from stages.motion.presets import (TRANSITION_S, PresetCurves, PresetSegment, normalize_expression,
+                                   preset_curves)
 from stages.motion.visemes import MouthTracks, viseme_tracks
 from stages.types import MotionPlan, Speech
 
@@ -135,6 +136,7 @@ class _EmphasisCurves:
 
     @classmethod
     def build(cls, rng: np.random.Generator, tracks: MouthTracks, frame_s: np.ndarray) -> "_EmphasisCurves":
+        """Bumps at `tracks.emphasis_s`, each scaled by its strength and a random factor."""
         n = tracks.emphasis_s.size
         # Not every emphasis is equally marked: vary each one's size a little.
         nod_amps = tracks.emphasis_strength * rng.uniform(0.6, 1.0, n)

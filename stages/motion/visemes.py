@@ -294,16 +294,15 @@ def viseme_tracks(phonemes: Sequence[Phoneme], duration_s: float, min_closure_s:
 
     # Which span covers each grid time (vectorised): the latest span starting at or before it,
     # looked up ANTICIPATION_S ahead so the mouth shapes a sound just before it is heard.
+    # A rest pseudo-span at index 0 covers silence (and a timeline of nothing but pauses).
+    targets = np.vstack([rest_target, targets])
+    dominance = np.vstack([rest_dominance, dominance])
     lookup_s = grid_s + ANTICIPATION_S
-    idx = np.searchsorted(spans.starts_s, lookup_s, side="right") - 1
-    safe = np.clip(idx, 0, None)
-    inside = (idx >= 0) & (lookup_s < spans.ends_s[safe]) if spans.starts_s.size else np.zeros(n_grid, bool)
-    if spans.starts_s.size:
-        grid_targets = np.where(inside[:, None], targets[safe], rest_target).T
-        grid_dominance = np.where(inside[:, None], dominance[safe], rest_dominance).T
-    else:
-        grid_targets = np.repeat(rest_target[:, None], n_grid, axis=1)
-        grid_dominance = np.repeat(rest_dominance[:, None], n_grid, axis=1)
+    idx = np.searchsorted(spans.starts_s, lookup_s, side="right")  # 0 = before every span
+    inside = idx > 0
+    inside[inside] = lookup_s[inside] < spans.ends_s[idx[inside] - 1]
+    idx = np.where(inside, idx, 0)
+    grid_targets, grid_dominance = targets[idx].T, dominance[idx].T
 
     sigmas = np.array([JAW_SIGMA_S, LIP_SIGMA_S, LIP_SIGMA_S, CLOSED_SIGMA_S]) * GRID_RATE_HZ
     jaw, width, round_, closed = (

@@ -59,6 +59,10 @@ SPEECH_FLOOR_DBFS = -50.0
 
 SPEECH_BELOW_PEAK_DB = 35.0
 
+SPEECH_GAP_BRIDGE_S = 0.5
+"""Pauses up to 0.5 s between voiced frames still count as speaking for the frozen-picture check
+(a face does not freeze between the words of a sentence)."""
+
 _COARSE_ROW_STEP = 4  # frozen-picture pre-check looks at every 4th row first
 _CHUNK_FRAMES = 48  # frames compared per vectorised step (bounded scratch memory)
 
@@ -115,6 +119,15 @@ def voiced_frames(speech: Speech, fps: int, n_frames: int) -> np.ndarray:
     if n_frames == 0:
         return np.zeros(0, dtype=bool)
     return level_db >= max(SPEECH_FLOOR_DBFS, float(level_db.max()) - SPEECH_BELOW_PEAK_DB)
+
+
+def bridge_gaps(mask: np.ndarray, max_gap: int) -> np.ndarray:
+    """`mask` with every run of False of length ≤ max_gap between two Trues set to True."""
+    bridged = np.asarray(mask, dtype=bool).copy()
+    for lo, hi in _runs(np.flatnonzero(~bridged)):
+        if lo > 0 and hi < len(bridged) and hi - lo <= max_gap:
+            bridged[lo:hi] = True
+    return bridged
 
 
 def face_presence(frames: np.ndarray, every_n_frames: int = FACE_SAMPLE_EVERY_N_FRAMES) -> np.ndarray:
@@ -247,7 +260,8 @@ def verify_slot(
                                    sample_rate_hz=speech.sample_rate_hz, start_frame=window[0])
     problems += _lipsync_problems(offset, window)
 
-    frozen_frames, frozen_start = longest_true_run(still_frames(frames, voiced))
+    speaking = bridge_gaps(voiced, int(round(SPEECH_GAP_BRIDGE_S * fps)))
+    frozen_frames, frozen_start = longest_true_run(still_frames(frames, speaking))
     # A run of k "same as the previous frame" flags is k+1 identical frames, starting one earlier.
     frozen_run = frozen_frames + 1 if frozen_frames else 0
     frozen_start = frozen_start - 1 if frozen_start is not None else None

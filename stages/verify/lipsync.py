@@ -184,7 +184,12 @@ def phoneme_reference(phonemes: Iterable[Phoneme], fps: float, n_frames: int, st
     Vowels ~1 (open vowels 1.2), approximants 0.5, bilabials and silence 0, other consonants
     low; lightly smoothed. Frame i covers video time [(start_frame+i)/fps, (start_frame+i+1)/fps).
     """
-    centres_s = _frame_centres_s(fps, n_frames, start_frame)
+    _frame_centres_s(fps, n_frames, start_frame)  # validates the arguments
+    # Evaluate a margin of frames either side and smooth before cropping, so a window of the
+    # video gets exactly the values the whole-track reference has there.
+    margin = int(np.ceil(4 * REFERENCE_SMOOTHING_FRAMES))
+    first = max(0, start_frame - margin)
+    centres_s = (np.arange(first, start_frame + n_frames + margin) + 0.5) / fps
     items = sorted(phonemes, key=lambda p: p.start_s)
     if not items:
         return np.zeros(n_frames, dtype=np.float32)
@@ -197,9 +202,9 @@ def phoneme_reference(phonemes: Iterable[Phoneme], fps: float, n_frames: int, st
     index = np.searchsorted(starts, centres_s, side="right") - 1
     inside = (index >= 0) & (centres_s < ends[np.clip(index, 0, None)])
     reference = np.where(inside, values[np.clip(index, 0, None)], 0.0)
-    if n_frames > 1:
+    if len(reference) > 1:
         reference = gaussian_filter1d(reference, REFERENCE_SMOOTHING_FRAMES, mode="nearest")
-    return reference.astype(np.float32)
+    return reference[start_frame - first : start_frame - first + n_frames].astype(np.float32)
 
 
 def frame_rms(audio: np.ndarray, sample_rate_hz: int, fps: float, n_frames: int, start_frame: int = 0) -> np.ndarray:

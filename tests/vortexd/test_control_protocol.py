@@ -70,6 +70,8 @@ def _make_handler(root: Path) -> Any:
             raise ControlError("not_found", f"no slot {request.args['slot_id']!r}")
         if request.op == "slots":
             return {"slots": [], "limit": request.args.get("limit", 20)}
+        if request.op == "resume":
+            return {"not json": {1, 2}}  # a handler bug: the result cannot be encoded
         if request.op == "subscribe":
             return _ticks(int(request.args.get("slot_id", "3").removeprefix("n")))
         return {"op": request.op}
@@ -80,7 +82,7 @@ def _make_handler(root: Path) -> Any:
 async def _ticks(n: int) -> AsyncIterator[dict[str, Any]]:
     for i in range(n):
         await asyncio.sleep(0)
-        yield {"kind": "tick", "i": i}
+        yield {"kind": "tick", "i": i, "pad": "x" * 200}
 
 
 @asynccontextmanager
@@ -116,18 +118,23 @@ def _hostile_lines(root: Path) -> list[tuple[bytes, str]]:
     fixed: list[tuple[Any, str]] = [
         (b'{"op": "health"', "bad_json"), (b"{'op': 'health'}", "bad_json"), (b'{"op": NaN}', "bad_json"),
         (b"[" * 100_000 + b"]" * 100_000, "bad_json"), (b'{"op": "health",}', "bad_json"),
-        (b"\xff\xfe\x00garbage", "bad_json"), (b'"just a string"', "bad_request"), (b"[1, 2, 3]", "bad_request"),
+        (b"\xff\xfe\x00garbage", "bad_json"), (b'"just a string"', "bad_request"),
+        (b'{"id": "\\ud800", "op": "nope"}', "unknown_op"),  # a lone surrogate id must still echo
+        ('{"id": "\u20ac", "op": 1}'.encode(), "bad_request"), (b"[1, 2, 3]", "bad_request"),
         (b"42", "bad_request"), (b"null", "bad_request"), (b"{}", "bad_request"),
-        ({"op": 7}, "bad_request"), ({"op": None, "id": 1}, "bad_request"), ({"op": "health", "x": 1}, "bad_request"),
-        ({"op": "health", "args": [1]}, "bad_request"), ({"op": "health", "args": {"verbose": True}}, "bad_request"),
-        ({"op": "slots", "args": {"limit": "ten"}}, "bad_request"), ({"op": "slots", "args": {"limit": 0}}, "bad_request"),
-        ({"op": "slots", "args": {"limit": True}}, "bad_request"), ({"op": "slots", "args": {"states": "failed"}}, "bad_request"),
+        ({"op": 7}, "bad_request"), ({"op": None, "id": 1}, "bad_request"),
+        ({"op": "health", "x": 1}, "bad_request"), ({"op": "health", "args": [1]}, "bad_request"),
+        ({"op": "health", "args": {"verbose": True}}, "bad_request"),
+        ({"op": "slots", "args": {"limit": "ten"}}, "bad_request"),
+        ({"op": "slots", "args": {"limit": 0}}, "bad_request"),
+        ({"op": "slots", "args": {"limit": True}}, "bad_request"),
+        ({"op": "slots", "args": {"states": "failed"}}, "bad_request"),
         ({"op": "cancel"}, "bad_request"), ({"op": "cancel", "args": {"slot_id": 5}}, "bad_request"),
         ({"op": "cancel", "args": {"slot_id": "x" * 500}}, "bad_request"),
         ({"op": "submit", "args": {"recipe": "slot.toml"}}, "bad_request"),
         ({"op": "submit", "args": {"recipe": {}, "base_dir": "relative/dir"}}, "bad_request"),
         ({"op": "cancel", "args": {"slot_id": "s1"}}, "not_found"),
-        ({"op": "status"}, "internal"),
+        ({"op": "status"}, "internal"), ({"op": "resume"}, "internal"),
     ]
     bad_recipes = [
         {"slot_id": "x"},
@@ -323,7 +330,8 @@ def test_a_subscriber_receives_the_stream_and_a_slow_one_loses_the_oldest_events
     async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]], float]:
         async with _serving(path, _make_handler(short_dir), subscriber_queue=16):
             small = await _read_stream(path, b'{"id": "s", "op": "subscribe", "args": {"slot_id": "n3"}}', 4)
-            reader, writer = await asyncio.open_unix_connection(str(path), limit=1 << 20)
+            # A small client buffer, so that not reading really leaves the server's writes pending.
+            reader, writer = await asyncio.open_unix_connection(str(path), limit=1 << 16)
             started = time.perf_counter()
             writer.write(b'{"id": "big", "op": "subscribe", "args": {"slot_id": "n30000"}}\n')
             await writer.drain()
@@ -447,3 +455,33 @@ def test_requests_carry_the_peer_credentials(short_dir: Path, run: Any) -> None:
             return (await _roundtrip(path, [b'{"op": "health"}']))[0]["result"]
 
     assert run(scenario()) == {"pid": os.getpid(), "uid": os.getuid()}
+
+
+def test_close_ends_open_subscriptions_promptly(short_dir: Path) -> None:
+    """close() with a subscriber streaming forever returns within a second; the client sees EOF."""
+    path = short_dir / "control.sock"
+
+    async def forever() -> AsyncIterator[dict[str, Any]]:
+        while True:
+            await asyncio.sleep(0.01)
+            yield {"kind": "tick"}
+
+    async def handler(request: Request) -> Any:
+        return forever()
+
+    async def scenario() -> tuple[float, bytes]:
+        server = ControlServer(path, handler)
+        await server.start()
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        writer.write(b'{"op": "subscribe"}\n')
+        await reader.readline()
+        started = time.perf_counter()
+        await server.close()
+        elapsed_s = time.perf_counter() - started
+        rest = await asyncio.wait_for(reader.read(), 2)
+        writer.close()
+        return elapsed_s, rest
+
+    elapsed_s, rest = asyncio.run(scenario())
+    assert elapsed_s < 1.0
+    assert all(json.loads(line)["event"]["kind"] == "tick" for line in rest.splitlines())

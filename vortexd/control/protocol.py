@@ -92,8 +92,10 @@ def error_response(request_id: Any, code: str, message: str,
 
 
 def encode_line(message: Mapping[str, Any]) -> bytes:
-    """One compact JSON line (UTF-8, newline-terminated). NaN/inf and non-JSON types raise ValueError/TypeError."""
-    return json.dumps(message, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode() + b"\n"
+    """One compact JSON line (newline-terminated). NaN/inf and non-JSON types raise ValueError/TypeError."""
+    # ensure_ascii: a hostile id like "\ud800" (a lone surrogate) is echoed as an escape instead of
+    # failing to encode as UTF-8.
+    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode("ascii") + b"\n"
 
 
 def _reject_constant(name: str) -> Any:

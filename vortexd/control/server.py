@@ -266,7 +266,8 @@ class ControlServer:
                 f"too many control connections (limit {self.options.max_connections})"
             try:
                 writer.write(encode_line(error_response(None, "busy", reason)))
-                await asyncio.wait_for(writer.drain(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await writer.drain()
             except (OSError, asyncio.TimeoutError):
                 pass
             writer.close()
@@ -286,14 +287,18 @@ class ControlServer:
             self._connections.pop(task, None)
             writer.close()
             try:
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await writer.wait_closed()
             except (OSError, asyncio.TimeoutError, asyncio.CancelledError):
                 pass
 
     async def _send(self, writer: asyncio.StreamWriter, message: Mapping[str, Any] | bytes) -> None:
         writer.write(message if isinstance(message, bytes) else encode_line(message))
         # Waiting for the client to read keeps our buffer bounded; a stalled client is dropped.
-        await asyncio.wait_for(writer.drain(), self.options.write_timeout_s)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that arrives just as the
+        # drain completes, and close() would then wait out its grace for a stream that never ends.
+        async with asyncio.timeout(self.options.write_timeout_s):
+            await writer.drain()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      peer: Peer | None, clog: Any, task: asyncio.Task) -> None:
@@ -352,16 +357,15 @@ class ControlServer:
 
     async def _respond(self, request: Request, clog: Any) -> bytes:
         result = await self._call(request, clog)
-        if isinstance(result, ControlError):
-            self.errors_by_code[result.code] += 1
-            return encode_line(result.response(request.id))
-        if not isinstance(result, Mapping):
-            error = self._internal(request, clog, "bad_result", TypeError(f"handler returned {type(result).__name__}"))
-            self.errors_by_code["internal"] += 1
-            return encode_line(error.response(request.id))
+        if not isinstance(result, (ControlError, Mapping)):
+            result = self._internal(request, clog, "bad_result",
+                                    TypeError(f"handler returned {type(result).__name__}"))
         try:
+            if isinstance(result, ControlError):
+                self.errors_by_code[result.code] += 1
+                return encode_line(result.response(request.id))
             return encode_line(ok_response(request.id, result))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError) as exc:  # a result or error detail that is not JSON
             self.errors_by_code["internal"] += 1
             return encode_line(self._internal(request, clog, "bad_result", exc).response(request.id))
 

@@ -153,3 +153,32 @@ def test_decoding_a_non_video_names_the_path(tmp_path: Path) -> None:
             with pytest.raises(StageInputError) as caught:
                 call(path)
             assert caught.value.field == "path"
+
+
+def test_audio_starting_late_in_the_container_gets_leading_silence(tmp_path: Path) -> None:
+    """An MP4 whose audio track starts 0.5 s after the video decodes with the first sound at sample 12 000."""
+    import av
+
+    path = tmp_path / "late.mp4"
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=FPS)
+        video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
+        sound = container.add_stream("aac", rate=RATE_HZ, layout="mono")
+        for i in range(24):
+            picture = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 9 * i, np.uint8), format="rgb24")
+            picture.pts = i
+            container.mux(video.encode(picture))
+        container.mux(video.encode(None))
+        block = np.zeros((1, 1024), np.float32)
+        for k in range(12):
+            block[0, :] = 0.0
+            if k == 0:
+                block[0, 0] = 0.9  # click on the first sample of the track
+            chunk = av.AudioFrame.from_ndarray(block, format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = RATE_HZ, RATE_HZ // 2 + 1024 * k
+            container.mux(sound.encode(chunk))
+        container.mux(sound.encode(None))
+    back = decode_mp4(path)
+    assert abs(int(np.argmax(np.abs(back.audio))) - RATE_HZ // 2) <= 0.002 * RATE_HZ
+    # Before the track starts (minus one AAC window of pre-echo around the click) there is silence.
+    assert len(back.audio) >= RATE_HZ and np.abs(back.audio[: RATE_HZ // 2 - 2048]).max() == 0.0

@@ -64,20 +64,33 @@ def vowel_buzz(n_samples: int, f1_hz: float, f2_hz: float, f0_hz: float = 120.0,
     return np.tile(wave / np.abs(wave).max(), n_samples // period + 1)[:n_samples]
 
 
+# Textbook formants (F1, F2 in Hz) by a vowel's first letter; open vowels (high F1) are louder.
+FORMANTS_HZ = {
+    "a": (750, 1300), "ɑ": (750, 1100), "æ": (700, 1700), "ʌ": (640, 1200), "ɛ": (560, 1800),
+    "e": (450, 2000), "ɪ": (400, 2000), "i": (300, 2300), "ʊ": (420, 1000), "u": (320, 850),
+    "o": (480, 900), "ɔ": (570, 850), "ə": (500, 1450), "ɜ": (520, 1350), "ɚ": (500, 1350),
+}
+
+
+def _vowel_key(symbol: str) -> str:
+    return next(ch for ch in symbol if ch in VOWEL_CHARS)
+
+
 def synth_audio(phonemes, duration_s: float, seed: int = 0) -> np.ndarray:
-    """Audio that follows a timeline: loud formant buzz for vowels, a quiet low murmur for voiced
-    consonants, soft hiss for voiceless ones, silence in gaps (5 ms ramps)."""
+    """Audio that follows a timeline: a formant buzz for vowels (louder the more open), a quiet low
+    murmur for voiced consonants, soft hiss for voiceless ones, silence in gaps (5 ms ramps)."""
     rng = np.random.default_rng(seed)
     n = int(round(duration_s * SAMPLE_RATE_HZ))
     audio = np.zeros(n)
-    vowel = vowel_buzz(n, 600.0, 1500.0)
+    buzzes = {key: vowel_buzz(n, *f) for key, f in FORMANTS_HZ.items()}
     murmur = np.sin(2 * np.pi * 120.0 * np.arange(n) / SAMPLE_RATE_HZ)
     hiss = rng.standard_normal(n)
     for ph in phonemes:
         lo, hi = int(ph.start_s * SAMPLE_RATE_HZ), min(n, int(ph.end_s * SAMPLE_RATE_HZ))
         core = ph.symbol.strip("ˈˌː")
         if is_vowel(ph.symbol):
-            audio[lo:hi] = 0.3 * vowel[lo:hi]
+            f1_hz = FORMANTS_HZ[_vowel_key(ph.symbol)][0]
+            audio[lo:hi] = (0.12 + 0.3 * (f1_hz - 300) / 450) * buzzes[_vowel_key(ph.symbol)][lo:hi]
         elif core in VOICED:
             audio[lo:hi] = 0.05 * murmur[lo:hi]
         else:

@@ -19,7 +19,7 @@ FPS = 24
 SAMPLE_RATE_HZ = 24_000
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared"
 PORTRAIT = SHARED / "faces" / "s10.jpg"  # lips visible and slightly parted
-MAX_OPENING_PX = 16.0
+MAX_OPENING_PX = 24.0  # below ~8 px MediaPipe reads the crude gap as closed lips
 _MOUTH_INTERIOR_RGB = (45, 18, 22)
 
 
@@ -50,7 +50,7 @@ def load_portrait(path: Path = PORTRAIT) -> Portrait:
 def syllable_speech(n_frames: int, seed: int = 0) -> tuple[Speech, np.ndarray]:
     """Speech of syllable bursts filling n_frames, and its per-frame loudness in [0, 1].
 
-    Bursts last 3–7 frames with loudness 0.4–1.0, closures 2–4 frames, and a pause of 8–12
+    Bursts last 3–7 frames with loudness 0.5–1.0, closures 2–4 frames, and a pause of 8–12
     frames every few syllables. Burst edges sit on frame boundaries.
     """
     rng = np.random.default_rng(seed)
@@ -59,7 +59,7 @@ def syllable_speech(n_frames: int, seed: int = 0) -> tuple[Speech, np.ndarray]:
     frame = 6
     while frame < n_frames - 8:
         length = int(rng.integers(3, 8))
-        loudness[frame : frame + length] = rng.uniform(0.4, 1.0)
+        loudness[frame : frame + length] = rng.uniform(0.5, 1.0)
         phonemes.append(Phoneme("a", frame / FPS, (frame + length) / FPS))
         frame += length
         gap = int(rng.integers(8, 13)) if rng.random() < 0.25 else int(rng.integers(2, 5))

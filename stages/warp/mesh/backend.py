@@ -1,0 +1,199 @@
+"""The mesh-warp backend: prepare an actor once, then render plan chunks into the video slab.
+
+prepare() builds, per actor: the head ROI and its falloff, control bases, one whole-face layer
+on a coarse grid, two lip layers on a fine grid over the mouth, and one lid layer per eye, each
+as a (features → node field) matrix; plus every scratch buffer the render loop will need.
+
+render() then works in blocks of frames: the block's feature rows, one matmul per layer for all
+its node fields, and per frame only cv2 / numpy calls that write into those buffers: invert the
+node fields on their grids, upsample to pixels, let the lip and lid layers overwrite their
+patches of the map, one remap of the head ROI, and paint the mouth interior where the lips part.
+Frames of a block are split across two threads (cv2 and numpy release the GIL).
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+
+from stages.errors import StageInputError
+from stages.types import FRAME_SIZE_PX, Actor, MotionPlan
+from stages.warp.mesh import anatomy as an
+from stages.warp.mesh.controls import JAW_DROP, OVAL_RINGS, build_controls
+from stages.warp.mesh.eyes import EyeCompositor, EyePatch
+from stages.warp.mesh.features import F, N_FEATURES, fill_features, validate_plan
+from stages.warp.mesh.field import Box, Grid, GridInverter
+from stages.warp.mesh.layers import HeadModel, LayerFields, expression_basis, pack, pose_basis
+from stages.warp.mesh.mouth import MouthCompositor, MouthPatch
+from stages.warp.mesh.regions import HeadEllipse, box_window, head_window
+
+BLOCK_FRAMES = 32
+"""Frames whose node fields are computed together (one matmul per layer)."""
+N_THREADS = 2
+_BLINK_EPS = 1e-3
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def _thread_pool() -> ThreadPoolExecutor:
+    # One small pool for the process: render calls come one slot at a time.
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=N_THREADS, thread_name_prefix="mesh-warp")
+        return _pool
+
+
+def _check_actor(actor: Actor) -> tuple[np.ndarray, np.ndarray]:
+    image = np.asarray(actor.image)
+    if image.dtype != np.uint8 or image.shape != (FRAME_SIZE_PX, FRAME_SIZE_PX, 3):
+        raise StageInputError("actor.image", f"expected a {FRAME_SIZE_PX}×{FRAME_SIZE_PX}×3 uint8 RGB image",
+                              dtype=str(image.dtype), shape=tuple(image.shape))
+    lm = np.asarray(actor.landmarks_px, dtype=np.float64)
+    if lm.ndim != 2 or lm.shape[0] < an.N_MESH or lm.shape[1] != 3:
+        raise StageInputError("actor.landmarks_px", "expected (478, 3) face-mesh landmarks",
+                              shape=tuple(lm.shape))
+    return np.ascontiguousarray(image), lm
+
+
+class _Workspace:
+    """Everything one render thread writes per frame, allocated once."""
+
+    def __init__(self, base_grid: Grid, mouth: MouthPatch, eyes: tuple[EyePatch, ...]) -> None:
+        self.base = GridInverter(base_grid)
+        self.mouth = MouthCompositor(mouth)
+        self.eyes = tuple(EyeCompositor(p) for p in eyes)
+
+
+def _sub_box(inner: Box, outer: Box) -> tuple[slice, slice]:
+    """Slices of `inner` relative to `outer` (inner lies inside outer)."""
+    return (slice(inner.y0 - outer.y0, inner.y0 - outer.y0 + inner.h),
+            slice(inner.x0 - outer.x0, inner.x0 - outer.x0 + inner.w))
+
+
+class PreparedMeshWarp:
+    """An actor made ready for the mesh warp; `render` fills slab frames from a motion plan."""
+
+    def __init__(self, actor: Actor) -> None:
+        image, lm = _check_actor(actor)
+        self.image = image
+        frame = an.FaceFrame.from_landmarks(lm)
+        mouth = an.MouthGeometry.measure(frame, lm)
+        eyes = (an.EyeGeometry.measure(frame, lm, "right"), an.EyeGeometry.measure(frame, lm, "left"))
+        controls = build_controls(lm, frame, mouth, eyes)
+        face_h = frame.face_h_px
+        oval_ids = np.array(an.FACE_OVAL)
+        head = HeadEllipse.around(frame, frame.to_face(lm[oval_ids, :2]),
+                                  frame.to_face(lm[an.FOREHEAD_TOP, :2]), frame.to_face(lm[an.CHIN, :2]))
+        head_model = HeadModel.build(frame, controls, oval_ids, tuple(s for _, s in OVAL_RINGS))
+        full = Box(0, 0, FRAME_SIZE_PX, FRAME_SIZE_PX)
+        edge_px = max(8.0, 0.08 * face_h)
+
+        # Grid steps follow the face size: fine enough for lips and lids, coarse enough to be cheap.
+        base_step = int(np.clip(round(face_h / 18.0), 4, 8))
+        mouth_step = int(np.clip(round(face_h / 55.0), 2, 4))
+        eye_step = int(np.clip(round(face_h / 70.0), 2, 3))
+        base_grid = Grid.covering(*head.bounding_box_px(frame), step=base_step, within=full)
+        self.roi = base_grid.box
+
+        sigma_base = 0.06 * face_h
+        sigma_lips = 0.045 * face_h
+
+        def face_part(nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """Pose + whole-face expression at nodes, and the head window there."""
+            window = head_window(frame, head, nodes, FRAME_SIZE_PX, edge_px).reshape(-1)
+            basis = pose_basis(frame, head_model, nodes)
+            basis += expression_basis(nodes, controls, controls.base_ids, sigma_base)
+            return basis, window
+
+        nodes = base_grid.nodes()
+        base_basis, base_window = face_part(nodes)
+        layers = {"base": LayerFields(base_grid, pack(base_basis * base_window[None, :, None]), BLOCK_FRAMES)}
+
+        self.mouth_patch = MouthPatch.build(image, lm, frame, mouth, self.roi, mouth_step,
+                                            max_drop_px=1.3 * JAW_DROP * face_h)
+        nodes = self.mouth_patch.grid.nodes()
+        face_b, window = face_part(nodes)
+        local = box_window(frame, nodes, self.mouth_patch.inner_rect_uv, self.mouth_patch.ramp_px).reshape(-1)
+        e_base = expression_basis(nodes, controls, controls.base_ids, sigma_lips)
+        for name, ids in (("upper", controls.upper_ids), ("lower", controls.lower_ids)):
+            own = expression_basis(nodes, controls, ids, sigma_lips) - e_base
+            basis = (face_b + own * local[None, :, None]) * window[None, :, None]
+            layers[name] = LayerFields(self.mouth_patch.grid, pack(basis), BLOCK_FRAMES)
+
+        self.eye_patches = []
+        for k, eye in enumerate(eyes):
+            patch = EyePatch.build(frame, eye, lm, self.roi, eye_step)
+            nodes = patch.grid.nodes()
+            face_b, window = face_part(nodes)
+            local = box_window(frame, nodes, patch.inner_rect_uv, patch.ramp_px).reshape(-1)
+            lid = expression_basis(nodes, controls, controls.lid_ids[k], 0.6 * eye.height_px + 0.1 * eye.width_px,
+                                   which="lid")
+            basis = (face_b + lid * local[None, :, None]) * window[None, :, None]
+            layers[f"lid{k}"] = LayerFields(patch.grid, pack(basis), BLOCK_FRAMES)
+            self.eye_patches.append(patch)
+
+        self._layers = layers
+        self._mouth_in_roi = _sub_box(self.mouth_patch.grid.box, self.roi)
+        self._eyes_in_roi = tuple(_sub_box(p.grid.box, self.roi) for p in self.eye_patches)
+        self._features = np.zeros((BLOCK_FRAMES, N_FEATURES), np.float32)
+        self._workspaces = [_Workspace(base_grid, self.mouth_patch, tuple(self.eye_patches))
+                            for _ in range(N_THREADS)]
+        self.frame_geometry = frame
+
+    def render(self, plan: MotionPlan, frames: slice, out: np.ndarray) -> None:
+        """Write frames `frames` of `plan` into `out[frames]` ((n, 512, 512, 3) uint8 slab)."""
+        start, stop = validate_plan(plan, frames)
+        if not (isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.ndim == 4
+                and out.shape[1:] == (FRAME_SIZE_PX, FRAME_SIZE_PX, 3)):
+            raise StageInputError("out", f"expected an (n, {FRAME_SIZE_PX}, {FRAME_SIZE_PX}, 3) uint8 slab",
+                                  shape=getattr(out, "shape", None), dtype=str(getattr(out, "dtype", None)))
+        if stop > out.shape[0]:
+            raise StageInputError("frames", "the frame range runs past the end of the slab",
+                                  stop=stop, slab_frames=out.shape[0])
+        if not out[0].flags.c_contiguous:
+            raise StageInputError("out", "each slab frame must be C-contiguous")
+        pool = _thread_pool()
+        for block_start in range(start, stop, BLOCK_FRAMES):
+            block_stop = min(block_start + BLOCK_FRAMES, stop)
+            n = block_stop - block_start
+            feats = fill_features(plan, block_start, block_stop, FRAME_SIZE_PX, self._features)
+            for layer in self._layers.values():
+                layer.compute(feats)
+            half = (n + 1) // 2
+            job = pool.submit(self._render_frames, self._workspaces[1], range(half, n), block_start, out)
+            self._render_frames(self._workspaces[0], range(0, half), block_start, out)
+            job.result()
+
+    def _render_frames(self, ws: _Workspace, js: range, block_start: int, out: np.ndarray) -> None:
+        layers = self._layers
+        rows, cols = self.roi.slices
+        blink = self._features[:, F["blink"]]
+        for j in js:
+            dst = out[block_start + j]
+            np.copyto(dst, self.image)
+            fine = ws.base.invert(layers["base"].fields[j])
+            ws.mouth.composite_map(layers["upper"].fields[j], layers["lower"].fields[j],
+                                   fine[self._mouth_in_roi])
+            if blink[j] > _BLINK_EPS:
+                for k, eye in enumerate(ws.eyes):
+                    eye.composite_map(layers[f"lid{k}"].fields[j], fine[self._eyes_in_roi[k]])
+            cv2.remap(self.image, fine, None, cv2.INTER_LINEAR, dst=dst[rows, cols],
+                      borderMode=cv2.BORDER_REPLICATE)
+            mrows, mcols = self.mouth_patch.grid.box.slices
+            ws.mouth.paint_interior(dst[mrows, mcols])
+
+
+class MeshWarpBackend:
+    """Landmark-driven dense warp with a synthesised mouth interior; CPU, no model weights."""
+
+    def __init__(self, name: str = "mesh") -> None:
+        self.name = name
+
+    def prepare(self, actor: Actor) -> PreparedMeshWarp:
+        """Precompute the actor's layers, bases and scratch buffers (~0.1–0.5 s)."""
+        return PreparedMeshWarp(actor)
