@@ -100,10 +100,13 @@ class LagResult:
 
 @dataclass(frozen=True)
 class AVOffset:
-    """Audio-visual offset of a run of frames, measured against the phonemes and the loudness.
+    """Audio-visual offset of a run of frames, measured against the loudness and the phonemes.
 
-    `phoneme` is None when no phoneme timeline was given; either is None with `notes` saying
-    why when it could not be measured (e.g. no face, a still mouth).
+    The headline figures (`lag_frames`, `lag_ms`, `correlation`) come from the audio envelope:
+    it is what the viewer hears, and it is independent of any timeline. `phoneme` correlates
+    more strongly but also contains the deliberate anticipation of the mouth (on the embedded
+    backends it reads ~0.6 frame earlier than the envelope). `phoneme` is None without a
+    timeline; either is None, with `notes` saying why, when it could not be measured.
     """
 
     fps: int
@@ -116,29 +119,29 @@ class AVOffset:
 
     @property
     def reference(self) -> str | None:
-        """Which measurement `lag_frames` reports: "phonemes" (preferred, exact timing) or "envelope"."""
-        if self.phoneme is not None:
-            return "phonemes"
-        return "envelope" if self.envelope is not None else None
+        """Which measurement the headline figures come from: "envelope", else "phonemes"."""
+        if self.envelope is not None:
+            return "envelope"
+        return "phonemes" if self.phoneme is not None else None
 
     @property
     def best(self) -> LagResult | None:
-        """The preferred measurement (phonemes when available, else the audio envelope)."""
-        return self.phoneme if self.phoneme is not None else self.envelope
+        """The headline measurement (the audio envelope when measurable, else the phonemes)."""
+        return self.envelope if self.envelope is not None else self.phoneme
 
     @property
     def lag_frames(self) -> int | None:
-        """The preferred lag in frames (+ = video late), None when nothing could be measured."""
+        """The headline lag in frames (+ = video late), None when nothing could be measured."""
         return None if self.best is None else self.best.lag_frames
 
     @property
     def lag_ms(self) -> float | None:
-        """The preferred lag in milliseconds (+ = video late)."""
-        return None if self.best is None else self.best.lag_frames * 1000.0 / self.fps
+        """The headline lag in milliseconds (+ = video late), from the sub-frame refined peak."""
+        return None if self.best is None else self.best.lag_refined_frames * 1000.0 / self.fps
 
     @property
     def correlation(self) -> float | None:
-        """Correlation at the preferred lag."""
+        """Correlation at the headline lag."""
         return None if self.best is None else self.best.correlation
 
 

@@ -485,3 +485,22 @@ def test_close_ends_open_subscriptions_promptly(short_dir: Path) -> None:
     elapsed_s, rest = asyncio.run(scenario())
     assert elapsed_s < 1.0
     assert all(json.loads(line)["event"]["kind"] == "tick" for line in rest.splitlines())
+
+
+def test_the_socket_gets_the_configured_group_and_a_missing_group_is_tolerated(short_dir: Path) -> None:
+    """group= chgrps the socket when the group exists; a group that does not exist is skipped, not fatal."""
+    import grp
+
+    own_group = grp.getgrgid(os.getgid()).gr_name
+    path = short_dir / "control.sock"
+
+    async def scenario(group: str) -> int:
+        server = ControlServer(path, _make_handler(short_dir), group=group)
+        await server.start()
+        try:
+            return os.stat(path).st_gid
+        finally:
+            await server.close()
+
+    assert asyncio.run(scenario(own_group)) == os.getgid()
+    assert asyncio.run(scenario("no-such-group-vx")) == os.getgid()

@@ -3,7 +3,10 @@
 Request:  {"id": <any JSON value, echoed>, "op": <one of OPS>, "args": {...}}   ("args" optional)
 Response: {"id": ..., "ok": true, "result": {...}}
        or {"id": ..., "ok": false, "error": {"code": <one of ERROR_CODES>, "message": str, "details": {...}}}
-Stream:   after a successful `subscribe` response, one line per event: {"id": ..., "event": {...}}.
+Stream:   after a successful `subscribe` response ({"subscribed": true, ...args}), one line per event:
+          {"id": ..., "event": {...}}; a subscriber that reads too slowly first gets
+          {"kind": "dropped", "count": n} for the oldest events it lost. The server answers lines in
+          order, ignores blank lines, and closes nothing on a bad line.
 
 Arguments each op accepts (anything else is a "bad_request" naming the argument):
   submit    recipe: object (required), base_dir: absolute path (the recipe file's folder)

@@ -28,7 +28,7 @@ from stages.warp.mesh.features import F, N_FEATURES, fill_features, validate_pla
 from stages.warp.mesh.field import Box, Grid, GridInverter
 from stages.warp.mesh.layers import HeadModel, LayerFields, expression_basis, pack, pose_basis
 from stages.warp.mesh.mouth import MouthCompositor, MouthPatch
-from stages.warp.mesh.regions import HeadEllipse, box_window, head_window
+from stages.warp.mesh.regions import HeadEllipse, box_window, head_window, smoothstep
 
 BLOCK_FRAMES = 32
 """Frames whose node fields are computed together (one matmul per layer)."""
@@ -120,9 +120,15 @@ class PreparedMeshWarp:
         face_b, window = face_part(nodes)
         local = box_window(frame, nodes, self.mouth_patch.inner_rect_uv, self.mouth_patch.ramp_px).reshape(-1)
         e_base = expression_basis(nodes, controls, controls.base_ids, sigma_lips)
-        for name, ids in (("upper", controls.upper_ids), ("lower", controls.lower_ids)):
-            own = expression_basis(nodes, controls, ids, sigma_lips) - e_base
-            basis = (face_b + own * local[None, :, None]) * window[None, :, None]
+        e_upper = expression_basis(nodes, controls, controls.upper_ids, sigma_lips)
+        e_lower = expression_basis(nodes, controls, controls.lower_ids, sigma_lips)
+        # Past the mouth corners the two sides must move as one, or the lips would tear open
+        # across the cheeks: there both use the mean of the two fields.
+        past_corner = mouth.outer_upper.overhang(frame.to_face(nodes)[..., 0]).reshape(-1)
+        merge = 0.5 * smoothstep(0.0, 0.3 * mouth.half_w_px, past_corner)[None, :, None]
+        e_upper, e_lower = (1 - merge) * e_upper + merge * e_lower, merge * e_upper + (1 - merge) * e_lower
+        for name, e_side in (("upper", e_upper), ("lower", e_lower)):
+            basis = (face_b + (e_side - e_base) * local[None, :, None]) * window[None, :, None]
             layers[name] = LayerFields(self.mouth_patch.grid, pack(basis), BLOCK_FRAMES)
 
         self.eye_patches = []
