@@ -47,6 +47,20 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from vortexd.daemon import serve
+    from vortexd.settings import load_settings
+
+    try:
+        settings = load_settings(args.config)
+    except (ValidationError, OSError, ValueError) as exc:
+        print(f"error: settings: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return serve(settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `vortexd`."""
     parser = argparse.ArgumentParser(prog="vortexd", description="Vortex talking-head video engine")
@@ -60,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--quiet", action="store_true", help="no progress display")
     render.add_argument("--no-verify", action="store_true", help="skip the verify stage")
     render.set_defaults(run=_render)
+
+    daemon = commands.add_parser("serve", help="run the daemon (systemd Type=notify)")
+    daemon.add_argument("-c", "--config", type=Path, help="settings TOML file (VORTEX_* env overrides it)")
+    daemon.set_defaults(run=_serve)
     return parser
 
 

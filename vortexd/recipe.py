@@ -146,8 +146,11 @@ def _first_error(exc: ValidationError) -> RecipeError:
     return RecipeError(field, message, **details)
 
 
-def _resolve_inside(path: Path, base: Path, roots: list[Path], field: str) -> Path:
+def _resolve_inside(path: Path, base: Path | None, roots: list[Path], field: str) -> Path:
     """`path` made absolute against `base`, refused unless it lies inside one of `roots`."""
+    if not path.is_absolute() and base is None:
+        raise RecipeError(field, f"relative path {str(path)!r} needs a recipe folder inside the allowed roots",
+                          path=str(path), allowed_roots=[str(r) for r in roots])
     resolved = (base / path).resolve() if not path.is_absolute() else path.resolve()
     for root in roots:
         if resolved.is_relative_to(root.resolve()):
@@ -156,10 +159,12 @@ def _resolve_inside(path: Path, base: Path, roots: list[Path], field: str) -> Pa
                       path=str(resolved), allowed_roots=[str(r) for r in roots])
 
 
-def parse_recipe(data: Any, base_dir: Path, allowed_roots: list[Path] = ()) -> Recipe:
+def parse_recipe(data: Any, base_dir: Path | None, allowed_roots: list[Path] = ()) -> Recipe:
     """Validate a recipe mapping; resolve its paths against `base_dir` inside the allowed roots.
 
-    `base_dir` itself is always an allowed root (a recipe may use files beside it).
+    `base_dir` itself is always an allowed root (a recipe may use files beside it). With no
+    `base_dir` (a daemon submission from an untrusted folder) only absolute paths inside
+    `allowed_roots` are accepted.
     """
     if not isinstance(data, dict):
         raise RecipeError("", f"a recipe must be a table/object, got {type(data).__name__}")
@@ -167,7 +172,7 @@ def parse_recipe(data: Any, base_dir: Path, allowed_roots: list[Path] = ()) -> R
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         raise _first_error(exc) from None
-    roots = [base_dir, *allowed_roots]
+    roots = [*([base_dir] if base_dir is not None else []), *allowed_roots]
     actor, speech = recipe.actor, recipe.speech
     if actor.image is not None:
         actor = actor.model_copy(update={"image": _resolve_inside(actor.image, base_dir, roots, "actor.image")})

@@ -71,8 +71,6 @@ def render_slot(recipe: Recipe, settings: Settings, out_root: Path, progress: Pr
     Fails before any work if the slot is already published; on any error nothing is left in
     `out_root`.
     """
-    from stages.encode import encode_mp4, publish_slot
-
     progress = progress or pipeline._no_progress
     backends = backends or Backends(settings)
     if (out_root / recipe.slot_id).exists():
@@ -96,14 +94,24 @@ def render_slot(recipe: Recipe, settings: Settings, out_root: Path, progress: Pr
             verdict = pipeline.verify_frames(slab, speech, plan.fps)
         progress("verify", 1, 1)
 
-    def write(folder: Path) -> dict[str, Any]:
-        with clock.time("encode"):
-            encode_mp4(slab, speech.audio, folder / "video.mp4", fps=plan.fps,
-                       sample_rate_hz=speech.sample_rate_hz)
-        progress("encode", 1, 1)
-        return build_manifest(recipe, backends, speech, plan, verdict, clock, warnings_seen, actor.source)
-
     out_root.mkdir(parents=True, exist_ok=True)
-    slot_dir = publish_slot(out_root, recipe.slot_id, write)
+    slot_dir = publish_video(out_root, recipe, backends, speech, plan, slab, verdict, clock, warnings_seen,
+                             actor.source, progress)
     manifest = json.loads((slot_dir / "manifest.json").read_text())
     return RenderResult(slot_dir=slot_dir, manifest=manifest)
+
+
+def publish_video(out_root: Path, recipe: Recipe, backends: Backends, speech, plan, slab: np.ndarray, verdict,
+                  clock: StageClock, warnings_seen: list[str], actor_source: str,
+                  progress: Progress = pipeline._no_progress) -> Path:
+    """Encode `slab` with the speech and publish it with its manifest, atomically; returns the folder."""
+    from stages.encode import encode_mp4, publish_slot
+
+    def write(folder: Path) -> dict[str, Any]:
+        with clock.time("encode"):
+            encode_mp4(slab[: plan.n_frames], speech.audio, folder / "video.mp4", fps=plan.fps,
+                       sample_rate_hz=speech.sample_rate_hz)
+        progress("encode", 1, 1)
+        return build_manifest(recipe, backends, speech, plan, verdict, clock, warnings_seen, actor_source)
+
+    return publish_slot(out_root, recipe.slot_id, write)

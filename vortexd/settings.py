@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -30,6 +30,29 @@ class Settings(BaseSettings):
     that progress and cancellation stay responsive (48 frames = 2 s of video)."""
     default_voice: str = "en-us"
     verify: bool = True
+
+    # --- daemon (vortexd serve) ---
+    socket_path: Path = Path("/run/vortexd/control.sock")
+    socket_mode: Annotated[int, Field(ge=0, le=0o777)] = 0o660
+    socket_group: str | None = "vortex"
+    journal_path: Path = Path("/var/lib/vortexd/journal.sqlite3")
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9400
+    """0 picks a free port (tests); the daemon logs and reports the one it bound."""
+    device: str = "cpu"
+    arena_budgets_mib: dict[str, Annotated[int, Field(ge=0)]] = {}
+    """Model regions of the arena in MiB (e.g. liveportrait = 3584); the two video slabs are
+    added from `slab_count` and `max_slot_frames`."""
+    arena_prefault: bool = True
+    """Touch every arena page at start-up so an out-of-memory shows then, not mid-slot."""
+    slab_count: Annotated[int, Field(ge=1, le=8)] = 2
+    max_slot_frames: Annotated[int, Field(ge=1, le=14_400)] = 1080
+    cadence_s: Annotated[float, Field(gt=0)] = 45.0
+    margin_s: Annotated[float, Field(ge=0)] = 2.0
+    late_policy: Literal["skip", "publish_late"] = "skip"
+    drain_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    """SIGTERM: finish the slot in flight within this bound, else journal it for the restart."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @classmethod
     def settings_customise_sources(

@@ -8,6 +8,7 @@ video time 0. The decode-side test of that is a click placed at t = 10 s.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,7 +168,9 @@ def encode_mp4(
         container.mux(video.encode(None))
         container.mux(audio_stream.encode(None))
     except BaseException:
-        container.close()
+        # Never leave a truncated MP4 behind; closing a half-written container may itself fail.
+        with contextlib.suppress(Exception):
+            container.close()
         path.unlink(missing_ok=True)
         raise
     container.close()

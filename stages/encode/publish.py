@@ -119,6 +119,7 @@ def publish_slot(out_root: Path, slot_id: str, write: Callable[[Path], dict]) ->
     target = out_root / slot_id
     if target.exists():
         raise SlotExistsError(target)
+    out_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{slot_id}-{os.getpid()}-", dir=out_root))
     try:
         manifest = write(tmp)

@@ -138,7 +138,11 @@ class Polyline:
 
     def overhang(self, u: np.ndarray) -> np.ndarray:
         """How far (px) u lies beyond the curve's ends; 0 between them."""
-        return np.maximum(np.maximum(self.u[0] - u, u - self.u[-1]), 0.0)
+        return np.maximum(self.signed_overhang(u), 0.0)
+
+    def signed_overhang(self, u: np.ndarray) -> np.ndarray:
+        """Distance (px) beyond the nearer end of the curve; negative between the ends."""
+        return np.maximum(self.u[0] - u, u - self.u[-1])
 
 
 @dataclass(frozen=True)
@@ -161,7 +165,8 @@ class MouthGeometry:
         # rest gap is never negative.
         lo = lo.copy()
         lo[:, 1] = np.maximum(lo[:, 1], up[:, 1])
-        mid = 0.5 * (up + lo)
+        # The parting line runs from outer corner to outer corner through the inner lips' midline.
+        mid = np.concatenate([uv[[61]], 0.5 * (up + lo), uv[[291]]])
         return cls(Polyline(up), Polyline(lo), Polyline(mid), Polyline(uv[list(LIP_OUTER_UPPER)]),
                    Polyline(uv[list(LIP_OUTER_LOWER)]), 0.5 * frame.mouth_w_px)
 

@@ -124,12 +124,14 @@ class PreparedMeshWarp:
         e_lower = expression_basis(nodes, controls, controls.lower_ids, sigma_lips)
         # Past the mouth corners the two sides must move as one, or the lips would tear open
         # across the cheeks: there both use the mean of the two fields.
-        past_corner = mouth.outer_upper.overhang(frame.to_face(nodes)[..., 0]).reshape(-1)
-        merge = 0.5 * smoothstep(0.0, 0.3 * mouth.half_w_px, past_corner)[None, :, None]
+        past_corner = mouth.slit.signed_overhang(frame.to_face(nodes)[..., 0]).reshape(-1)
+        merge = 0.5 * smoothstep(-0.15 * mouth.half_w_px, 0.05 * mouth.half_w_px, past_corner)[None, :, None]
         e_upper, e_lower = (1 - merge) * e_upper + merge * e_lower, merge * e_upper + (1 - merge) * e_lower
         for name, e_side in (("upper", e_upper), ("lower", e_lower)):
             basis = (face_b + (e_side - e_base) * local[None, :, None]) * window[None, :, None]
             layers[name] = LayerFields(self.mouth_patch.grid, pack(basis), BLOCK_FRAMES)
+        teeth = pose_basis(frame, head_model, nodes) * window[None, :, None]
+        layers["teeth"] = LayerFields(self.mouth_patch.grid, pack(teeth), BLOCK_FRAMES)
 
         self.eye_patches = []
         for k, eye in enumerate(eyes):
@@ -184,7 +186,7 @@ class PreparedMeshWarp:
             np.copyto(dst, self.image)
             fine = ws.base.invert(layers["base"].fields[j])
             ws.mouth.composite_map(layers["upper"].fields[j], layers["lower"].fields[j],
-                                   fine[self._mouth_in_roi])
+                                   layers["teeth"].fields[j], fine[self._mouth_in_roi])
             if blink[j] > _BLINK_EPS:
                 for k, eye in enumerate(ws.eyes):
                     eye.composite_map(layers[f"lid{k}"].fields[j], fine[self._eyes_in_roi[k]])

@@ -99,8 +99,10 @@ def build_controls(landmarks_px: np.ndarray, frame: an.FaceFrame, mouth: an.Mout
     # --- lips closed (p, b, m) ------------------------------------------------------------
     gap = mouth.rest_gap_px(u)
     press = 0.012 * face_h * (1.0 - inner) * (1.0 - uc**2)
-    add("closed", is_upper_lip, dv=0.5 * gap * (0.35 + 0.65 * inner) + press)
-    add("closed", is_lower_lip, dv=-0.5 * gap * (0.35 + 0.65 * inner) - press)
+    # …and a hair past it, so pressed lips overlap instead of leaving a seam of teeth.
+    overlap = 0.006 * face_h * inner * (1.0 - uc**2)
+    add("closed", is_upper_lip, dv=0.5 * gap * (0.35 + 0.65 * inner) + press + overlap)
+    add("closed", is_lower_lip, dv=-0.5 * gap * (0.35 + 0.65 * inner) - press - overlap)
     parting = (1.0 + UPPER_LIP_LIFT) * jaw * (1.0 - uc**2)  # what the jaw opened between the lips
     add("jaw_closed", is_lower_lip, dv=-LIP_CLOSE_LOWER_SHARE * parting * (0.7 + 0.3 * inner))
     add("jaw_closed", is_upper_lip, dv=(1.0 - LIP_CLOSE_LOWER_SHARE) * parting * (0.5 + 0.5 * inner))
@@ -171,20 +173,49 @@ def build_controls(landmarks_px: np.ndarray, frame: an.FaceFrame, mouth: an.Mout
     points = np.concatenate([lm] + ring_pts)
     skin = np.concatenate([skin] + ring_skin, axis=1)
     lid = np.concatenate([lid, np.zeros((N_FEATURES, len(points) - n, 2))], axis=1)
+    gap = np.concatenate([gap, np.zeros(len(points) - n)])
+
+    # Ghosts: a layer's field must go on moving like its own edge for a little way past it
+    # (into the part it does not own), or the inverse map could not find that edge. Each lip
+    # edge point gets two ghosts across the parting line, each lid-margin point two ghosts in
+    # the eye opening, copying its displacement.
+    n_real = len(points)
+    ghost_pts, ghost_skin, ghost_lid, ghost_kind = [], [], [], []
+    for ids, direction, kind in ((an.LIP_INNER_UPPER[1:-1], 1.0, "upper"),
+                                 (an.LIP_INNER_LOWER[1:-1], -1.0, "lower")):
+        for step in (0.03, 0.07):
+            for i in ids:
+                ghost_pts.append(lm[i] + frame.to_image_vectors(np.array([0.0, direction * (0.5 * gap[i] + step * face_h)])))
+                ghost_skin.append(skin[:, i])
+                ghost_lid.append(np.zeros((N_FEATURES, 2)))
+                ghost_kind.append(kind)
+    for k, eye in enumerate(eyes):
+        for frac in (0.45, 0.9):
+            for i in eye.upper_ids:
+                ghost_pts.append(lm[i] + frame.to_image_vectors(np.array([0.0, frac * eye.height_px])))
+                ghost_skin.append(np.zeros((N_FEATURES, 2)))
+                ghost_lid.append(lid[:, i])
+                ghost_kind.append(f"lid{k}")
+    points = np.concatenate([points, np.array(ghost_pts)])
+    skin = np.concatenate([skin, np.stack(ghost_skin, axis=1)], axis=1)
+    lid = np.concatenate([lid, np.stack(ghost_lid, axis=1)], axis=1)
+    ghost_kind = np.array([""] * n_real + ghost_kind)
 
     all_ids = np.arange(len(points))
-    virtual = all_ids >= n
-    mesh_lip = np.concatenate([is_lip, np.zeros(len(points) - n, bool)])
-    mesh_below = np.concatenate([below_slit, np.zeros(len(points) - n, bool)])
-    mesh_lateral = np.concatenate([np.abs(uh) > 1.5, np.ones(len(points) - n, bool)])
-    upper_lip_m = np.concatenate([is_upper_lip | is_corner, np.zeros(len(points) - n, bool)])
-    lower_lip_m = np.concatenate([is_lower_lip | is_corner, np.zeros(len(points) - n, bool)])
-    base = ~mesh_lip
-    upper = upper_lip_m | (~mesh_lip & (~mesh_below | mesh_lateral))
-    lower = lower_lip_m | (~mesh_lip & (mesh_below | mesh_lateral)) | virtual
+    virtual = (all_ids >= n) & (all_ids < n_real)
+    pad = len(points) - n
+    real = ghost_kind == ""
+    mesh_lip = np.concatenate([is_lip, np.zeros(pad, bool)])
+    mesh_below = np.concatenate([below_slit, np.zeros(pad, bool)])
+    mesh_lateral = np.concatenate([np.abs(uh) > 1.5, np.ones(pad, bool)])
+    upper_lip_m = np.concatenate([is_upper_lip | is_corner, np.zeros(pad, bool)])
+    lower_lip_m = np.concatenate([is_lower_lip | is_corner, np.zeros(pad, bool)])
+    base = real & ~mesh_lip
+    upper = (upper_lip_m | (real & ~mesh_lip & (~mesh_below | mesh_lateral))) | (ghost_kind == "upper")
+    lower = (lower_lip_m | (real & ~mesh_lip & (mesh_below | mesh_lateral)) | virtual) | (ghost_kind == "lower")
     lid_sets = []
-    for eye, brows in zip(eyes, brow_ids):
+    for k, (eye, brows) in enumerate(zip(eyes, brow_ids)):
         ids = np.array(eye.upper_ids + eye.ring2_ids + eye.ring3_ids + eye.corner_ids + tuple(brows))
-        lid_sets.append(ids)
+        lid_sets.append(np.concatenate([ids, all_ids[ghost_kind == f"lid{k}"]]))
     return ControlSet(points.astype(np.float64), skin, lid, all_ids[base], all_ids[upper],
                       all_ids[lower], (lid_sets[0], lid_sets[1]))

@@ -1,13 +1,15 @@
 """The mouth: two lip layers that part, and a synthesised interior where they do.
 
 Source pixels of the mouth patch are labelled upper side (upper lip and everything above the
-lip line), jaw side (lower lip and below) or actor interior (whatever the actor's own parted
-lips show — it stays attached to the upper teeth). Each side follows its own smooth field.
-For an output pixel q, side k claims q when its inverse map s_k(q) lands in its own label; the
-upper side wins overlaps (pressed lips), the actor interior sits behind both, and what nobody
-claims is the opened mouth — painted from two textures built once per actor and carried by
-the two sides' maps: upper teeth hang under the upper lip (so they stay put while the jaw
-drops), tongue and a hint of lower teeth ride on the lower lip.
+lip line), jaw side (lower lip and below) or teeth side (whatever the actor's own parted lips
+show). Each side follows its own smooth field: the upper and jaw sides their lips' motion, the
+teeth side only the head's (upper teeth are fixed to the skull — when a lip corner drops it
+covers them rather than bending them). For an output pixel q, side k claims q when its inverse
+map s_k(q) lands in its own label; the upper side wins overlaps (pressed lips), the teeth side
+sits behind both lips, and what nobody claims is the opened mouth — painted from two textures
+built once per actor: upper teeth hanging from the rest line of the upper lip (carried by the
+teeth side), and tongue, a hint of lower teeth and the dark cavity resting on the lower lip
+(carried by the jaw side).
 """
 
 from __future__ import annotations
@@ -64,8 +66,9 @@ class MouthPatch:
     grid: Grid
     inner_rect_uv: tuple[float, float, float, float]
     ramp_px: float
-    labels_upper: np.ndarray  # (h, w, 2) float32: upper-side label, actor-interior label
+    labels_upper: np.ndarray  # (h, w) float32: upper-side label
     labels_lower: np.ndarray  # (h, w) float32: jaw-side label
+    labels_teeth: np.ndarray  # (h, w, 2) float32: teeth-side label, where the mouth may open
     upper_texture: np.ndarray  # (h, w, 4) float32: premultiplied RGB + alpha of the upper teeth
     lower_texture: np.ndarray  # (h, w, 3) float32: tongue, lower teeth, cavity — opaque
 
@@ -84,68 +87,77 @@ class MouthPatch:
         uv = frame.to_face(grid.box.pixel_centres())
         below = below_coverage(uv, mouth.slit, widen=0.6)
         interior = between_coverage(uv, mouth.inner_upper, mouth.inner_lower)
-        labels_upper = np.stack([(1.0 - below) * (1.0 - interior), interior], -1).astype(np.float32)
+        labels_upper = ((1.0 - below) * (1.0 - interior)).astype(np.float32)
         labels_lower = (below * (1.0 - interior)).astype(np.float32)
+        # The mouth opens only between its corners; past them a shortfall of claims is just the
+        # two sides' fields differing a little, and is renormalised away, never painted dark.
+        may_open = 1.0 - smoothstep(-0.08 * mouth.half_w_px, 0.02 * mouth.half_w_px,
+                                    mouth.slit.signed_overhang(uv[..., 0]))
+        labels_teeth = np.stack([interior, may_open], -1).astype(np.float32)
         colours = MouthColours.sample(image, landmarks_px)
         upper_tex, lower_tex = _paint_interior(uv, mouth, face_h, colours)
         return cls(grid, inner, ramp, np.ascontiguousarray(labels_upper),
-                   np.ascontiguousarray(labels_lower), upper_tex, lower_tex)
+                   np.ascontiguousarray(labels_lower), np.ascontiguousarray(labels_teeth),
+                   upper_tex, lower_tex)
 
 
 def _paint_interior(uv: np.ndarray, mouth: an.MouthGeometry, face_h: float,
                     colours: MouthColours) -> tuple[np.ndarray, np.ndarray]:
-    """Upper-teeth texture (hangs below the upper inner lip) and tongue/cavity texture (rests
-    on the lower inner lip), both in source coordinates of the patch."""
+    """Upper-teeth texture (hangs from the rest line of the upper inner lip) and the
+    tongue/cavity texture (rests on the lower inner lip), in source coordinates of the patch."""
     u, v = uv[..., 0], uv[..., 1]
     inner_half_w = max(0.5 * (mouth.inner_upper.u[-1] - mouth.inner_upper.u[0]), 2.0)
     centre_u = 0.5 * (mouth.inner_upper.u[-1] + mouth.inner_upper.u[0])
     across = (u - centre_u) / inner_half_w  # ±1 at the inner corners
-    teeth_h = 0.05 * face_h * (1.0 - 0.25 * np.clip(across, -1, 1) ** 2)  # curved incisal line
+    off_centre_px = np.abs(u - centre_u)
+
+    # Upper teeth: a band of incisors and canines under the lip, its lower edge gently curved,
+    # darker toward the corners and in the lip's shadow, with faint gaps between teeth.
+    teeth_h = 0.05 * face_h * (1.0 - 0.3 * np.clip(across, -1, 1) ** 2)
     below_lip = v - mouth.inner_upper(u)
-    span = 0.8 * inner_half_w
-    side = np.clip(span - np.abs(u - centre_u) + 0.5, 0.0, 1.0)  # teeth end toward the corners
-    bottom = np.clip(teeth_h - below_lip + 0.5, 0.0, 1.0)
-    alpha = side * bottom
-    shade = 1.0 - 0.4 * np.clip(np.abs(across) / 0.8, 0, 1) ** 2
-    shade *= 0.7 + 0.3 * smoothstep(0.0, 0.3 * teeth_h, below_lip)  # the lip's shadow on top
-    shade *= 1.0 - 0.12 * smoothstep(0.7 * teeth_h, teeth_h, below_lip)  # translucent edge
-    px_per_unit = inner_half_w
-    gaps = np.array([0.0, 0.21, -0.21, 0.38, -0.38, 0.53, -0.53, 0.66, -0.66])
-    dist = np.min(np.abs(across[..., None] - gaps) * px_per_unit, axis=-1)
-    shade *= 1.0 - 0.14 * np.exp(-(dist / 0.6) ** 2) * smoothstep(0.15, 0.6, below_lip / teeth_h)
+    alpha = (np.clip(0.85 * inner_half_w - off_centre_px + 0.5, 0.0, 1.0)
+             * np.clip(teeth_h - below_lip + 0.5, 0.0, 1.0)
+             * np.clip(below_lip + 0.06 * face_h, 0.0, 1.0))  # gums end well under the lip
+    shade = 1.0 - 0.45 * smoothstep(0.35, 0.85, np.abs(across))
+    shade *= 0.78 + 0.22 * smoothstep(-0.01 * face_h, 0.25 * teeth_h, below_lip)
+    shade *= 1.0 - 0.1 * smoothstep(0.75, 1.0, below_lip / teeth_h)
+    gaps = np.array([0.0, 0.22, -0.22, 0.4, -0.4, 0.56, -0.56, 0.7, -0.7])
+    gap_dist_px = np.min(np.abs(across[..., None] - gaps), axis=-1) * inner_half_w
+    shade *= 1.0 - 0.16 * np.exp(-(gap_dist_px / 0.7) ** 2) * smoothstep(0.1, 0.6, below_lip / teeth_h)
     teeth_rgb = colours.teeth * shade[..., None]
     upper = np.concatenate([teeth_rgb * alpha[..., None], alpha[..., None]], -1)
 
+    # Jaw side: dark cavity (darker toward the cheeks and deep in the mouth), the tongue's
+    # front resting behind the lower lip (lower teeth stay hidden behind it).
     above_lip = mouth.inner_lower(u) - v
-    throat = 1.0 - 0.35 * np.clip(np.abs(across), 0, 1)  # darker toward the cheeks
-    rgb = colours.cavity * throat[..., None]
-    tongue_a = (1.0 - smoothstep(0.025 * face_h, 0.07 * face_h, above_lip)) * np.clip(
-        0.85 * inner_half_w - np.abs(u - centre_u) + 0.5, 0, 1)
-    tongue_rgb = colours.tongue * (0.8 + 0.2 * (1.0 - smoothstep(0.0, 0.05 * face_h, above_lip)))[..., None]
+    depth = 1.0 - 0.35 * np.clip(np.abs(across), 0, 1) - 0.15 * smoothstep(0.0, 0.08 * face_h, above_lip)
+    rgb = colours.cavity * depth[..., None]
+    tongue_a = ((1.0 - smoothstep(0.02 * face_h, 0.065 * face_h, above_lip))
+                * np.clip(0.8 * inner_half_w - off_centre_px + 0.5, 0, 1)
+                * (0.55 + 0.45 * (1.0 - smoothstep(0.4, 0.8, np.abs(across)))))
+    tongue_rgb = colours.tongue * (0.75 + 0.25 * (1.0 - smoothstep(0.0, 0.05 * face_h, above_lip)))[..., None]
     rgb = rgb * (1.0 - tongue_a[..., None]) + tongue_rgb * tongue_a[..., None]
-    low_teeth_a = 0.85 * np.clip(0.018 * face_h - above_lip + 0.5, 0, 1) * np.clip(
-        0.55 * inner_half_w - np.abs(u - centre_u) + 0.5, 0, 1)
-    rgb = rgb * (1.0 - low_teeth_a[..., None]) + (0.72 * colours.teeth) * low_teeth_a[..., None]
     return (np.ascontiguousarray(upper, dtype=np.float32), np.ascontiguousarray(rgb, dtype=np.float32))
 
 
 class MouthCompositor:
-    """Per-thread scratch for the mouth: both sides' maps, claims, the hole and its paint."""
+    """Per-thread scratch for the mouth: the three sides' maps, claims, the hole and its paint."""
 
     def __init__(self, patch: MouthPatch) -> None:
         self.patch = patch
         g = patch.grid
         self.upper = GridInverter(g)
         self.lower = GridInverter(g)
+        self.teeth = GridInverter(g)
         h, w = g.box.h, g.box.w
         self._origin = np.array([g.box.x0, g.box.y0], np.float32)
-        self._local_u = np.empty((h, w, 2), np.float32)
-        self._local_l = np.empty((h, w, 2), np.float32)
-        self._lab_u = np.empty((h, w, 2), np.float32)
-        self._lab_l = np.empty((h, w), np.float32)
-        self._w_lower = np.empty((h, w), np.float32)
-        self._w_upper = np.empty((h, w), np.float32)
+        self._local = {k: np.empty((h, w, 2), np.float32) for k in ("upper", "lower", "teeth")}
+        self._c_up = np.empty((h, w), np.float32)
+        self._c_low = np.empty((h, w), np.float32)
+        self._c_teeth = np.empty((h, w, 2), np.float32)
+        self._total = np.empty((h, w), np.float32)
         self._tmp = np.empty((h, w), np.float32)
+        self._vec = np.empty((h, w, 2), np.float32)
         self.hole = np.empty((h, w), np.float32)
         self._tex_u = np.empty((h, w, 4), np.float32)
         self._tex_l = np.empty((h, w, 3), np.float32)
@@ -153,53 +165,61 @@ class MouthCompositor:
         self._pix = np.empty((h, w, 3), np.float32)
         self.has_hole = False
 
-    def composite_map(self, upper_field: np.ndarray, lower_field: np.ndarray, map_view: np.ndarray) -> None:
-        """Overwrite `map_view` (the patch's part of the frame map) with the lip composite."""
-        s_u = self.upper.invert(upper_field)
-        s_l = self.lower.invert(lower_field)
-        np.subtract(s_u, self._origin, out=self._local_u)
-        np.subtract(s_l, self._origin, out=self._local_l)
-        cv2.remap(self.patch.labels_upper, self._local_u, None, cv2.INTER_LINEAR, dst=self._lab_u,
+    def _claim(self, side: str, field: np.ndarray, labels: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        inverter = getattr(self, side)
+        s = inverter.invert(field)
+        np.subtract(s, self._origin, out=self._local[side])
+        cv2.remap(labels, self._local[side], None, cv2.INTER_LINEAR, dst=dst,
                   borderMode=cv2.BORDER_REPLICATE)
-        cv2.remap(self.patch.labels_lower, self._local_l, None, cv2.INTER_LINEAR, dst=self._lab_l,
-                  borderMode=cv2.BORDER_REPLICATE)
-        c_up = self._lab_u[..., 0]
-        c_in = self._lab_u[..., 1]
-        # jaw side: whatever the upper side leaves; actor interior: behind both.
+        return s
+
+    def composite_map(self, upper_field: np.ndarray, lower_field: np.ndarray, teeth_field: np.ndarray,
+                      map_view: np.ndarray) -> None:
+        """Overwrite `map_view` (the patch's part of the frame map) with the mouth composite."""
+        p = self.patch
+        s_u = self._claim("upper", upper_field, p.labels_upper, self._c_up)
+        s_l = self._claim("lower", lower_field, p.labels_lower, self._c_low)
+        s_t = self._claim("teeth", teeth_field, p.labels_teeth, self._c_teeth)
+        c_up, c_low, c_teeth = self._c_up, self._c_low, self._c_teeth[..., 0]
+        # Claims in priority order: upper lip, then lower lip, then teeth, each taking at most
+        # what the ones before it left.
         np.subtract(1.0, c_up, out=self._tmp)
-        np.minimum(self._lab_l, self._tmp, out=self._w_lower)
-        np.subtract(self._tmp, self._w_lower, out=self._tmp)
-        np.minimum(c_in, self._tmp, out=self._tmp)
-        np.add(c_up, self._tmp, out=self._w_upper)
-        np.add(self._w_upper, self._w_lower, out=self._tmp)
-        np.subtract(1.0, self._tmp, out=self.hole)
-        np.maximum(self._tmp, _EPS, out=self._tmp)
-        np.divide(self._w_lower, self._tmp, out=self._w_lower)
-        # map = s_u + (w_lower / total)·(s_l − s_u): a pure upper map where nobody claims.
-        np.subtract(s_l, s_u, out=self._local_l)
-        np.multiply(self._local_l, self._w_lower[..., None], out=self._local_l)
-        np.add(s_u, self._local_l, out=map_view)
-        self.has_hole = bool(self.hole.max() > 1.0 / 255.0)
+        np.minimum(c_low, self._tmp, out=c_low)
+        np.subtract(self._tmp, c_low, out=self._tmp)
+        np.minimum(c_teeth, self._tmp, out=c_teeth)
+        np.add(c_up, c_low, out=self._total)
+        np.add(self._total, c_teeth, out=self._total)
+        np.subtract(1.0, self._total, out=self.hole)
+        np.clip(self.hole, 0.0, 1.0, out=self.hole)
+        np.multiply(self.hole, self._c_teeth[..., 1], out=self.hole)
+        # map = s_u + (c_low·(s_l − s_u) + c_teeth·(s_t − s_u)) / total; where nobody claims,
+        # the upper side's map (the painted interior covers it).
+        np.maximum(self._total, _EPS, out=self._total)
+        np.divide(c_low, self._total, out=c_low)
+        np.divide(c_teeth, self._total, out=c_teeth)
+        np.subtract(s_l, s_u, out=self._vec)
+        np.multiply(self._vec, c_low[..., None], out=self._vec)
+        np.add(s_u, self._vec, out=map_view)
+        np.subtract(s_t, s_u, out=self._vec)
+        np.multiply(self._vec, c_teeth[..., None], out=self._vec)
+        np.add(map_view, self._vec, out=map_view)
+        self.has_hole = bool(self.hole.max() > 0.5 / 255.0)
 
     def paint_interior(self, out_view: np.ndarray) -> None:
         """Blend the synthesised interior into `out_view` (uint8 RGB patch) where the lips part."""
         if not self.has_hole:
             return
-        cv2.remap(self.patch.upper_texture, self._local_u, None, cv2.INTER_LINEAR, dst=self._tex_u,
-                  borderMode=cv2.BORDER_REPLICATE)
-        # self._local_l was reused as scratch; rebuild the lower side's local map.
-        np.subtract(self.lower.fine, self._origin, out=self._local_l)
-        cv2.remap(self.patch.lower_texture, self._local_l, None, cv2.INTER_LINEAR, dst=self._tex_l,
-                  borderMode=cv2.BORDER_REPLICATE)
-        alpha = self._tex_u[..., 3]
-        np.subtract(1.0, alpha, out=self._tmp)
+        cv2.remap(self.patch.upper_texture, self._local["teeth"], None, cv2.INTER_LINEAR,
+                  dst=self._tex_u, borderMode=cv2.BORDER_REPLICATE)
+        cv2.remap(self.patch.lower_texture, self._local["lower"], None, cv2.INTER_LINEAR,
+                  dst=self._tex_l, borderMode=cv2.BORDER_REPLICATE)
+        np.subtract(1.0, self._tex_u[..., 3], out=self._tmp)
         np.multiply(self._tex_l, self._tmp[..., None], out=self._paint)
         np.add(self._paint, self._tex_u[..., :3], out=self._paint)
-        np.clip(self.hole, 0.0, 1.0, out=self._tmp)
         # out = out + hole·(paint − out), rounded back to uint8 in place.
         self._pix[...] = out_view
         np.subtract(self._paint, self._pix, out=self._paint)
-        np.multiply(self._paint, self._tmp[..., None], out=self._paint)
+        np.multiply(self._paint, self.hole[..., None], out=self._paint)
         np.add(self._pix, self._paint, out=self._pix)
         np.add(self._pix, 0.5, out=self._pix)
         np.copyto(out_view, self._pix, casting="unsafe")

@@ -15,12 +15,13 @@ from stages.verify.checks import MAX_FROZEN_RUN_FRAMES, black_frame_mask, longes
 
 
 def test_in_sync_talking_portrait_passes(talk, in_sync_frames) -> None:
-    """A real face whose mouth follows the speech passes every check, with lag 0 against the phonemes."""
+    """A real face whose mouth follows the speech passes every check, with lag 0 against audio and phonemes."""
     verdict = verify_slot(in_sync_frames, talk[0], FPS)
     assert verdict.passed, verdict.problems
     assert verdict.problems == () and verdict.face_ratio == 1.0 and verdict.faces_checked == 16
-    assert verdict.av_lag_frames == 0 and verdict.av_reference == "phonemes" and verdict.av_correlation > 0.5
-    assert verdict.av_lag_envelope_frames == 0 and verdict.av_window_frames == (0, len(in_sync_frames))
+    assert verdict.av_lag_frames == 0 and verdict.av_reference == "envelope" and verdict.av_correlation > 0.5
+    assert verdict.av_lag_phonemes_frames == 0 and verdict.av_correlation_phonemes > 0.5
+    assert verdict.av_window_frames == (0, len(in_sync_frames))
     assert verdict.black_frames == 0 and verdict.longest_frozen_run_frames <= MAX_FROZEN_RUN_FRAMES
     assert 0.3 < verdict.speech_active_fraction < 0.9
     json.dumps(verdict.as_dict(), allow_nan=False)  # manifest-ready: strict JSON
@@ -71,7 +72,10 @@ def test_mouth_four_frames_late_is_flagged(portrait, talk) -> None:
     frames = open_mouth_frames(portrait, shifted(talk[1], 4))
     verdict = verify_slot(frames, talk[0], FPS)
     assert not verdict.passed and verdict.av_lag_frames == 4
-    assert verdict.problems == ("lip-sync offset +4 frames (+167 ms, video late) exceeds ±2 frames",)
+    assert verdict.problems == (
+        "lip-sync offset against the audio +4 frames (+167 ms, video late) exceeds ±2 frames",
+        "lip-sync offset against the phonemes +4 frames (+167 ms, video late) exceeds ±2 frames",
+    )
 
 
 def test_clipped_and_silent_audio_are_flagged(talk, in_sync_frames) -> None:

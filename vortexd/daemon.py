@@ -1,0 +1,411 @@
+"""`vortexd serve`: start-up → load → warm up → READY → serve → drain on SIGTERM → exit.
+
+The event loop only decides and records; every model call runs in a worker thread through a
+stage actor. Three actors mirror the scheduler's stages: prepare (image + TTS + motion plan),
+warp, and finish (verify + encode + publish). The scheduler says what may run; the journal
+records each transition before anyone is told about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import signal
+import time
+from typing import Any
+
+import structlog
+
+from stages.types import FRAME_SIZE_PX
+from vortexd import pipeline
+from vortexd.actor import Cancel, Job, StageActor, Stop
+from vortexd.clock import Clock, MonotonicClock
+from vortexd.events import EventBus
+from vortexd.journal import Journal, SlotFinished
+from vortexd.metrics import Metrics, MetricsOptions
+from vortexd.recipe import Recipe
+from vortexd.render import publish_video
+from vortexd.scheduler import Action, Scheduler, SchedulerOptions, SlotState
+from vortexd.sdnotify import Notifier, watchdog_interval_s
+from vortexd.settings import Settings
+from vortexd.slot_work import SlotWork
+from vortexd.tasks import TaskManager
+
+log = structlog.get_logger("vortexd")
+
+STAGE_METRICS = ("prepare", "image", "tts", "motion", "warp", "verify", "encode", "finish")
+WARM_UP_TEXT = "Warm up."
+_LOOP_TICK_S = 1.0
+"""Longest the scheduling loop sleeps without an event: deadlines are checked at least this often."""
+
+
+class StartupError(RuntimeError):
+    """The daemon cannot start (arena does not fit, journal unreadable, socket in use, …)."""
+
+
+class Daemon:
+    """One vortexd process: owns the arena, the journal, the actors and the control socket."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or MonotonicClock()
+        self.tasks = TaskManager()
+        self.events = EventBus()
+        self.notifier = Notifier()
+        self.metrics = Metrics(MetricsOptions(stages=STAGE_METRICS, version=pipeline.versions()["vortex"]))
+        self.scheduler = Scheduler(SchedulerOptions(
+            cadence_s=settings.cadence_s, margin_s=settings.margin_s, late_policy=settings.late_policy,
+            slab_count=settings.slab_count), self.clock)
+        self.work: dict[str, SlotWork] = {}
+        self.phase = "starting"
+        self.metrics_port: int | None = None
+        self.started_monotonic_s = time.monotonic()
+        self.loop_lag_s = 0.0
+        self._wake: asyncio.Event | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self.journal: Journal | None = None
+        self.arena = None
+        self.slabs = None
+        self.backends = pipeline.Backends(settings)
+        self.actors: dict[str, StageActor] = {}
+        self.control = None
+
+    # ----- lifecycle -----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT, then drain; returns the process exit status."""
+        self._wake = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        try:
+            await self.start()
+        except StartupError as exc:
+            log.error("startup_failed", error=str(exc))
+            await self._close()
+            return 1
+        self.notifier.ready(f"serving; socket {self.settings.socket_path}")
+        log.info("ready", socket=str(self.settings.socket_path), metrics_port=self.metrics_port,
+                 startup_s=round(time.monotonic() - self.started_monotonic_s, 3))
+        self.phase = "serving"
+        await self._stop_requested.wait()
+        await self.drain_and_stop()
+        return 0
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop (SIGTERM)."""
+        if self._stop_requested is not None and not self._stop_requested.is_set():
+            log.info("stop_requested")
+            self._stop_requested.set()
+
+    async def start(self) -> None:
+        """Open the journal, allocate the arena, load and warm up the backends, resume, listen."""
+        from stages.encode.publish import clean_stale_temp
+        from vortexd.control.server import ControlServer
+        from vortexd.ops import ControlOps
+
+        settings = self.settings
+        settings.output_dir.mkdir(parents=True, exist_ok=True)
+        settings.journal_path.parent.mkdir(parents=True, exist_ok=True)
+        self.notifier.status("opening journal")
+        self.journal = await asyncio.to_thread(Journal.open, settings.journal_path)
+        await asyncio.to_thread(clean_stale_temp, settings.output_dir)
+        self.notifier.status("allocating arena")
+        await asyncio.to_thread(self._allocate_arena)
+        self.metrics_port = self.metrics.serve_http(settings.metrics_host, settings.metrics_port)
+        self.notifier.status("loading and warming up backends")
+        await asyncio.to_thread(self._warm_up)
+        self._resume_from_journal()
+        for stage, handler in (("prepare", self._prepare), ("warp", self._warp), ("finish", self._finish)):
+            actor = StageActor(stage, handler, functools.partial(self._stage_done, stage))
+            self.actors[stage] = actor
+            self.tasks.spawn(actor.run(), f"actor:{stage}")
+        self.control = ControlServer(settings.socket_path, ControlOps(self).handle, mode=settings.socket_mode,
+                                     group=settings.socket_group)
+        try:
+            await self.control.start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {settings.socket_path}: {exc}") from exc
+        self.tasks.spawn(self._schedule_loop(), "scheduler")
+        self.tasks.spawn(self._watchdog_loop(), "watchdog")
+
+    def _allocate_arena(self) -> None:
+        from vram import Arena, ArenaDoesNotFit, ArenaPlan, MIB, SlabPool, slab_region_bytes
+
+        settings = self.settings
+        budgets = {name: mib * MIB for name, mib in settings.arena_budgets_mib.items()}
+        budgets["video_slabs"] = slab_region_bytes(settings.slab_count, settings.max_slot_frames,
+                                                   FRAME_SIZE_PX, FRAME_SIZE_PX)
+        plan = ArenaPlan.from_budgets(budgets)
+        try:
+            self.arena = Arena.create(plan, settings.device, prefault=settings.arena_prefault)
+        except ArenaDoesNotFit as exc:
+            raise StartupError(f"the arena plan does not fit on {settings.device}:\n{exc}") from exc
+        self.slabs = SlabPool(self.arena, count=settings.slab_count, frames=settings.max_slot_frames,
+                              height=FRAME_SIZE_PX, width=FRAME_SIZE_PX)
+        log.info("arena_allocated", device=settings.device, table=self.arena.budget_table())
+
+    def _warm_up(self) -> None:
+        """Load every backend and run each once, so the first slot pays no first-call costs."""
+        from stages.image import load_actor
+        from stages.motion import plan_motion
+
+        started = time.perf_counter()
+        actor = load_actor()
+        speech = self.backends.tts.synthesize(WARM_UP_TEXT, voice=self.settings.default_voice)
+        plan = plan_motion(speech, "neutral", seed=0, n_frames=self.settings.warp_chunk_frames, fps=24)
+        lease = self.slabs.lease_nowait("warm-up")
+        try:
+            pipeline.warp_frames(self.backends, actor, plan, lease.slab)
+        finally:
+            lease.release()
+        log.info("warmed_up", seconds=round(time.perf_counter() - started, 3))
+
+    def _resume_from_journal(self) -> None:
+        """Put every accepted-but-unfinished slot back on the timeline; skip what was published."""
+        now = self.clock.now_s()
+        restored = 0
+        for record in self.journal.unfinished():
+            if (self.settings.output_dir / record.slot_id / "manifest.json").is_file():
+                # Published, but the process died before journaling it: never publish twice.
+                self.journal.set_state(record.slot_id, "published", result={"recovered": True})
+                continue
+            recipe = Recipe.model_validate(record.recipe)
+            self.work[record.slot_id] = SlotWork(recipe=recipe, seq=record.seq)
+            restored += 1
+            self.scheduler.restore(record.slot_id, record.seq, "queued",
+                                   air_s=now + self.settings.cadence_s * restored)
+        if restored:
+            self.scheduler.reanchor(now)
+            log.info("resumed_from_journal", slots=restored)
+
+    async def drain_and_stop(self) -> None:
+        """Stop taking work, let the slot in flight finish within the bound, then shut down."""
+        self.phase = "draining"
+        self.notifier.stopping()
+        self.scheduler.drain()
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        while self._stage_running() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self._stage_running():
+            # Out of time: interrupt; the journal keeps the slot unfinished, a restart resumes it.
+            log.warning("drain_timeout", running=self._stage_running())
+            for slot_id in list(self.work):
+                for actor in self.actors.values():
+                    actor.control(Cancel(slot_id))
+        await self._close()
+
+    def _stage_running(self) -> list[str]:
+        return [f"{name}:{actor.current.slot_id}" for name, actor in self.actors.items() if actor.current]
+
+    async def _close(self) -> None:
+        if self.control is not None:
+            await self.control.close()
+        for actor in self.actors.values():
+            actor.control(Stop())
+        self.events.close()
+        leftovers = await self.tasks.shutdown(timeout_s=5.0)
+        if leftovers:
+            log.warning("shutdown_leftovers", tasks=leftovers)
+        for work in self.work.values():
+            work.release_slab()
+        if self.journal is not None:
+            self.journal.close()
+        if self.arena is not None:
+            self.arena.close()
+        self.metrics.close()
+        log.info("stopped")
+
+    # ----- scheduling ----------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Ask the scheduling loop to look again now."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            now = self.clock.now_s()
+            for action in self.scheduler.next_actions(now):
+                self._dispatch(action)
+            self._refresh_gauges()
+            wake_at = self.scheduler.next_wakeup_s(now)
+            timeout_s = _LOOP_TICK_S if wake_at is None else min(_LOOP_TICK_S, max(0.0, wake_at - now))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout_s)
+
+    def _dispatch(self, action: Action) -> None:
+        slot_id = action.slot_id
+        if action.kind in ("prepare", "warp", "finish"):
+            self.record_state(slot_id, {"prepare": "preparing", "warp": "warping", "finish": "finishing"}[action.kind])
+            self.actors[action.kind].send(Job(slot_id))
+            return
+        # mark_late / abandon: the slot will not air on time.
+        if action.kind == "abandon":
+            for actor in self.actors.values():
+                actor.control(Cancel(slot_id))
+        view = self.scheduler.slot(slot_id)
+        if view.state is SlotState.LATE:
+            self.record_state(slot_id, "late", error=action.reason)
+            self.metrics.count_slot("late")
+            if action.kind == "mark_late":
+                self.forget(slot_id)
+        log.warning("slot_late", slot_id=slot_id, action=action.kind, reason=action.reason)
+
+    def record_state(self, slot_id: str, state: str, error: str | None = None,
+                     result: dict[str, Any] | None = None) -> None:
+        """Journal a slot's new state, then tell subscribers (never the other way round)."""
+        try:
+            self.journal.set_state(slot_id, state, error=error, result=result)
+        except SlotFinished:
+            return  # e.g. a cancelled slot's stage reporting back: the final state stands
+        self.events.publish(slot_id, "state", state=state, error=error)
+
+    def forget(self, slot_id: str) -> None:
+        """Drop a finished slot's in-memory artefacts and give its slab back."""
+        work = self.work.pop(slot_id, None)
+        if work is not None:
+            work.release_slab()
+
+    def _refresh_gauges(self) -> None:
+        snapshot = self.scheduler.snapshot()
+        self.metrics.set_queue_depth(snapshot.queue_depth)
+        for region, usage in self.arena.usage().items():
+            self.metrics.set_arena_region(region, usage.budget_bytes, usage.used_bytes)
+
+    async def _stage_done(self, stage: str, job: Job, result: Any, error: BaseException | None) -> None:
+        """Every stage outcome lands here: scheduler, journal, metrics, events, in that order."""
+        slot_id = job.slot_id
+        now = self.clock.now_s()
+        message = None if error is None else (f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
+        view = self.scheduler.on_stage_done(slot_id, stage, error is None, now, error=message)
+        work = self.work.get(slot_id)
+        if view.stage_durations_s.get(stage) is not None:
+            self.metrics.observe_stage(stage, view.stage_durations_s[stage])
+        if view.state is SlotState.PUBLISHED or (view.published_s is not None and stage == "finish"):
+            self._on_published(slot_id, view, result or {}, work)
+        elif view.state is SlotState.FAILED:
+            log.error("slot_failed", slot_id=slot_id, stage=stage, error=message)
+            self.record_state(slot_id, "failed", error=message)
+            self.metrics.count_slot("failed")
+            self.forget(slot_id)
+        elif view.state in (SlotState.LATE, SlotState.CANCELLED):
+            self.forget(slot_id)
+        else:
+            self.record_state(slot_id, str(view.state))
+        self.wake()
+
+    def _on_published(self, slot_id: str, view, result: dict[str, Any], work: SlotWork | None) -> None:
+        slack_s = view.deadline_slack_s if view.deadline_slack_s is not None else 0.0
+        result = {**result, "deadline_slack_s": round(slack_s, 3), "late": view.late}
+        self.record_state(slot_id, "published", result=result)
+        self.metrics.count_slot("published_late" if view.late else "published")
+        if work is not None:
+            self.metrics.observe_published(time.monotonic() - work.accepted_monotonic_s, slack_s)
+        log.info("slot_published", slot_id=slot_id, slack_s=round(slack_s, 3), late=view.late)
+        self.forget(slot_id)
+
+    # ----- stage handlers (blocking work in threads) ---------------------------------------
+
+    def _progress(self, slot_id: str):
+        loop = asyncio.get_running_loop()
+
+        def report(stage: str, done: int, total: int) -> None:
+            loop.call_soon_threadsafe(functools.partial(self.events.publish, slot_id, "progress",
+                                                        stage=stage, done=done, total=total))
+        return report
+
+    def _check_cancelled(self, stage: str, slot_id: str) -> None:
+        if self.actors[stage].is_cancelled(slot_id):
+            raise InterruptedError(f"{stage} of {slot_id} cancelled")
+
+    async def _prepare(self, job: Job) -> dict[str, Any]:
+        work = self.work[job.slot_id]
+        recipe, clock = work.recipe, work.clock
+
+        def image():
+            with clock.time("image"):
+                return pipeline.make_actor(recipe, self.settings)
+
+        def speech():
+            with clock.time("tts"):
+                return pipeline.make_speech(recipe, self.backends)
+
+        # Image and speech do not depend on each other: run them side by side.
+        work.actor, (work.speech, work.warnings) = await asyncio.gather(
+            asyncio.to_thread(image), asyncio.to_thread(speech))
+        self._check_cancelled("prepare", job.slot_id)
+
+        def plan():
+            with clock.time("motion"):
+                return pipeline.make_plan(recipe, work.speech)
+
+        work.plan = await asyncio.to_thread(plan)
+        for stage in ("image", "tts", "motion"):
+            self.metrics.observe_stage(stage, clock.seconds[stage])
+        return {}
+
+    async def _warp(self, job: Job) -> dict[str, Any]:
+        work = self.work[job.slot_id]
+        work.lease = await self.slabs.acquire(job.slot_id)
+        progress = self._progress(job.slot_id)
+        started = time.perf_counter()
+
+        def warp():
+            with work.clock.time("warp"):
+                pipeline.warp_frames(self.backends, work.actor, work.plan, work.frames, progress,
+                                     should_stop=lambda: self.actors["warp"].is_cancelled(job.slot_id))
+
+        await asyncio.to_thread(warp)
+        self.metrics.record_warp_throughput(work.plan.n_frames, time.perf_counter() - started)
+        return {}
+
+    async def _finish(self, job: Job) -> dict[str, Any]:
+        work = self.work[job.slot_id]
+        out_root = self.settings.output_dir
+        if self.settings.verify:
+            def verify():
+                with work.clock.time("verify"):
+                    return pipeline.verify_frames(work.frames, work.speech, work.plan.fps)
+
+            work.verdict = await asyncio.to_thread(verify)
+            self.metrics.observe_stage("verify", work.clock.seconds["verify"])
+            offset = getattr(work.verdict, "av_offset_frames", None)
+            if offset is not None:
+                self.metrics.observe_lipsync_offset(offset)
+        self._check_cancelled("finish", job.slot_id)
+        slot_dir = await asyncio.to_thread(
+            publish_video, out_root, work.recipe, self.backends, work.speech, work.plan, work.frames,
+            work.verdict, work.clock, work.warnings, work.actor.source)
+        self.metrics.observe_stage("encode", work.clock.seconds["encode"])
+        work.release_slab()
+        manifest = json.loads((slot_dir / "manifest.json").read_text())
+        return {"slot_dir": str(slot_dir), "video": str(slot_dir / "video.mp4"),
+                "stage_seconds": manifest["stage_seconds"],
+                "verdict_passed": (manifest.get("verdict") or {}).get("passed")}
+
+    # ----- health --------------------------------------------------------------------------
+
+    async def _watchdog_loop(self) -> None:
+        """Ping systemd's watchdog from the loop itself and measure how late the loop wakes."""
+        interval_s = watchdog_interval_s() or 1.0
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(interval_s)
+            self.loop_lag_s = max(0.0, time.monotonic() - before - interval_s)
+            self.notifier.watchdog()
+
+
+def serve(settings: Settings) -> int:
+    """Run the daemon on uvloop until it is stopped; returns the exit status."""
+    import uvloop
+
+    from vortexd.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    return uvloop.run(Daemon(settings).run())
+
