@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
@@ -23,16 +22,15 @@ def _render(args: argparse.Namespace) -> int:
         settings = load_settings(args.config, verify=False if args.no_verify else None)
         recipe = load_recipe(args.recipe, allowed_roots=list(settings.allowed_roots))
         progress = None if args.quiet else ProgressPrinter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = lambda message, *_: print(f"warning: {message}", file=sys.stderr)
-            result = render_slot(recipe, settings, args.output, progress=progress)
+        result = render_slot(recipe, settings, args.output, progress=progress)
     except (RecipeError, StageInputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except FileExistsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    for warning in result.manifest.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps({"slot_dir": str(result.slot_dir), "manifest": result.manifest}, indent=2))
     else:

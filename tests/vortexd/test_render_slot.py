@@ -92,6 +92,9 @@ def test_judge_reports_a_three_frame_audio_shift_as_three(decoded, demo_phonemes
     vs_audio = best_lag(aperture, envelope_reference(shifted.audio, shifted.sample_rate_hz, FPS, n))
     late_phonemes = [Phoneme(p.symbol, p.start_s + shift_s, p.end_s + shift_s) for p in demo_phonemes]
     vs_phonemes = best_lag(aperture, phoneme_reference(late_phonemes, FPS, n))
-    # The mouth now moves 3 frames BEFORE the sound: lag −3 in best_lag's sign convention.
+    in_sync = best_lag(mouth_aperture(decoded.frames), phoneme_reference(demo_phonemes, FPS, n))
+    # The mouth now moves 3 frames BEFORE the sound: lag −3 in best_lag's sign convention. Against
+    # the phoneme timeline the judge sees the planner's deliberate lead (~0.6 frame) on top, so the
+    # shift is what it must recover exactly.
     assert vs_audio.lag_frames == -CONTROL_SHIFT_FRAMES, vs_audio
-    assert vs_phonemes.lag_frames == -CONTROL_SHIFT_FRAMES, vs_phonemes
+    assert vs_phonemes.lag_frames - in_sync.lag_frames == -CONTROL_SHIFT_FRAMES, (vs_phonemes, in_sync)

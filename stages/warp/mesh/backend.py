@@ -22,7 +22,7 @@ import numpy as np
 from stages.errors import StageInputError
 from stages.types import FRAME_SIZE_PX, Actor, MotionPlan
 from stages.warp.mesh import anatomy as an
-from stages.warp.mesh.controls import JAW_DROP, OVAL_RINGS, build_controls
+from stages.warp.mesh.controls import JAW_DROP, build_controls
 from stages.warp.mesh.eyes import EyeCompositor, EyePatch
 from stages.warp.mesh.features import F, N_FEATURES, fill_features, validate_plan
 from stages.warp.mesh.field import Box, Grid, GridInverter
@@ -89,7 +89,7 @@ class PreparedMeshWarp:
         oval_ids = np.array(an.FACE_OVAL)
         head = HeadEllipse.around(frame, frame.to_face(lm[oval_ids, :2]),
                                   frame.to_face(lm[an.FOREHEAD_TOP, :2]), frame.to_face(lm[an.CHIN, :2]))
-        head_model = HeadModel.build(frame, controls, oval_ids, tuple(s for _, s in OVAL_RINGS))
+        head_model = HeadModel.build(frame, controls)
         full = Box(0, 0, FRAME_SIZE_PX, FRAME_SIZE_PX)
         edge_px = max(8.0, 0.08 * face_h)
 

@@ -49,6 +49,8 @@ class ControlSet:
     upper_ids: np.ndarray  # controls of the mouth's upper layer: upper lip and above
     lower_ids: np.ndarray  # controls of the mouth's jaw layer: lower lip and below
     lid_ids: tuple[np.ndarray, np.ndarray]  # controls of each eyelid layer (right, left)
+    surface_ids: np.ndarray  # mesh points and oval rings (no ghosts): where the face surface is
+    depth_px: np.ndarray  # (n,) depth toward the viewer of each control (0 for ghosts)
 
 
 def build_controls(landmarks_px: np.ndarray, frame: an.FaceFrame, mouth: an.MouthGeometry,
@@ -217,5 +219,7 @@ def build_controls(landmarks_px: np.ndarray, frame: an.FaceFrame, mouth: an.Mout
     for k, (eye, brows) in enumerate(zip(eyes, brow_ids)):
         ids = np.array(eye.upper_ids + eye.ring2_ids + eye.ring3_ids + eye.corner_ids + tuple(brows))
         lid_sets.append(np.concatenate([ids, all_ids[ghost_kind == f"lid{k}"]]))
+    depth = np.concatenate([frame.depth_px[:n]] + [share * frame.depth_px[oval] for _, share in OVAL_RINGS]
+                           + [np.zeros(len(points) - n_real)])
     return ControlSet(points.astype(np.float64), skin, lid, all_ids[base], all_ids[upper],
-                      all_ids[lower], (lid_sets[0], lid_sets[1]))
+                      all_ids[lower], (lid_sets[0], lid_sets[1]), all_ids[real], depth)

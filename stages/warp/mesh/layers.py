@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stages.warp.mesh.anatomy import FaceFrame
+from stages.warp.mesh.anatomy import FACE_OVAL, FaceFrame
 from stages.warp.mesh.controls import ControlSet
 from stages.warp.mesh.features import F, N_FEATURES
 from stages.warp.mesh.field import Grid, gaussian_rbf_weights
@@ -33,20 +33,13 @@ class HeadModel:
     depth_sigma_px: float
 
     @classmethod
-    def build(cls, frame: FaceFrame, controls: ControlSet, oval_ids: np.ndarray,
-              ring_shares: tuple[float, ...]) -> "HeadModel":
-        """Depth at every control (virtual oval rings fade to the contour plane) and the pivot."""
-        n_mesh = frame.depth_px.shape[0]
-        depth = [frame.depth_px]
-        for share in ring_shares:
-            depth.append(share * frame.depth_px[oval_ids])
-        depth = np.concatenate(depth)
-        oval_uv = frame.to_face(controls.points_px[oval_ids])
-        chin_v = oval_uv[:, 1].max()
+    def build(cls, frame: FaceFrame, controls: ControlSet) -> "HeadModel":
+        """Depth at the face-surface controls and a pivot in the neck, behind the cheeks."""
+        ids = controls.surface_ids
+        oval_uv = frame.to_face(controls.points_px[list(FACE_OVAL)])
         pivot = np.array([0.5 * (oval_uv[:, 0].min() + oval_uv[:, 0].max()),
-                          chin_v + 0.45 * frame.face_h_px, -0.15 * frame.face_w_px])
-        assert depth.shape[0] == controls.points_px.shape[0] and n_mesh <= depth.shape[0]
-        return cls(controls.points_px, depth, pivot, 0.08 * frame.face_h_px)
+                          oval_uv[:, 1].max() + 0.45 * frame.face_h_px, -0.15 * frame.face_w_px])
+        return cls(controls.points_px[ids], controls.depth_px[ids], pivot, 0.08 * frame.face_h_px)
 
     def depth_at(self, nodes_px: np.ndarray) -> np.ndarray:
         """Interpolated depth (toward the viewer) at image points (..., 2)."""

@@ -34,6 +34,7 @@ class MouthColours:
     cavity: np.ndarray
     teeth: np.ndarray
     tongue: np.ndarray
+    gum: np.ndarray
 
     @classmethod
     def sample(cls, image: np.ndarray, landmarks_px: np.ndarray) -> "MouthColours":
@@ -54,9 +55,10 @@ class MouthColours:
         luma = float(skin @ np.array([0.299, 0.587, 0.114]))
         light = float(np.clip(luma / 165.0, 0.45, 1.05))  # dim teeth in dark pictures
         cavity = lip * 0.2 + np.array([6.0, 1.0, 1.0])
-        tongue = np.clip(lip * 0.62 + np.array([18.0, 0.0, 2.0]), 0, 255)
+        tongue = np.clip(lip * 0.55 + np.array([16.0, 0.0, 2.0]), 0, 255)
         teeth = np.array([238.0, 232.0, 216.0]) * light
-        return cls(lip, cavity, teeth, tongue)
+        gum = np.clip(lip * 0.85 + np.array([12.0, 0.0, 0.0]), 0, 255)
+        return cls(lip, cavity, teeth, tongue, gum)
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,7 @@ def _paint_interior(uv: np.ndarray, mouth: an.MouthGeometry, face_h: float,
     teeth_h = 0.05 * face_h * (1.0 - 0.3 * np.clip(across, -1, 1) ** 2)
     below_lip = v - mouth.inner_upper(u)
     alpha = (np.clip(0.85 * inner_half_w - off_centre_px + 0.5, 0.0, 1.0)
-             * np.clip(teeth_h - below_lip + 0.5, 0.0, 1.0)
-             * np.clip(below_lip + 0.06 * face_h, 0.0, 1.0))  # gums end well under the lip
+             * np.clip(teeth_h - below_lip + 0.5, 0.0, 1.0))
     shade = 1.0 - 0.45 * smoothstep(0.35, 0.85, np.abs(across))
     shade *= 0.78 + 0.22 * smoothstep(-0.01 * face_h, 0.25 * teeth_h, below_lip)
     shade *= 1.0 - 0.1 * smoothstep(0.75, 1.0, below_lip / teeth_h)
@@ -125,6 +126,9 @@ def _paint_interior(uv: np.ndarray, mouth: an.MouthGeometry, face_h: float,
     gap_dist_px = np.min(np.abs(across[..., None] - gaps), axis=-1) * inner_half_w
     shade *= 1.0 - 0.16 * np.exp(-(gap_dist_px / 0.7) ** 2) * smoothstep(0.1, 0.6, below_lip / teeth_h)
     teeth_rgb = colours.teeth * shade[..., None]
+    # Above the rest line of the lip the teeth meet the gums, seen when the upper lip lifts.
+    gum = smoothstep(-0.5, -2.0, below_lip)[..., None]
+    teeth_rgb = teeth_rgb * (1.0 - gum) + colours.gum * (0.85 + 0.15 * shade[..., None]) * gum
     upper = np.concatenate([teeth_rgb * alpha[..., None], alpha[..., None]], -1)
 
     # Jaw side: dark cavity (darker toward the cheeks and deep in the mouth), the tongue's
@@ -132,10 +136,10 @@ def _paint_interior(uv: np.ndarray, mouth: an.MouthGeometry, face_h: float,
     above_lip = mouth.inner_lower(u) - v
     depth = 1.0 - 0.35 * np.clip(np.abs(across), 0, 1) - 0.15 * smoothstep(0.0, 0.08 * face_h, above_lip)
     rgb = colours.cavity * depth[..., None]
-    tongue_a = ((1.0 - smoothstep(0.02 * face_h, 0.065 * face_h, above_lip))
-                * np.clip(0.8 * inner_half_w - off_centre_px + 0.5, 0, 1)
-                * (0.55 + 0.45 * (1.0 - smoothstep(0.4, 0.8, np.abs(across)))))
-    tongue_rgb = colours.tongue * (0.75 + 0.25 * (1.0 - smoothstep(0.0, 0.05 * face_h, above_lip)))[..., None]
+    tongue_a = (0.85 * (1.0 - smoothstep(0.0, 0.045 * face_h, above_lip))
+                * np.clip(0.75 * inner_half_w - off_centre_px + 0.5, 0, 1)
+                * (1.0 - smoothstep(0.3, 0.75, np.abs(across))))
+    tongue_rgb = colours.tongue * (0.6 + 0.4 * (1.0 - smoothstep(0.0, 0.04 * face_h, above_lip)))[..., None]
     rgb = rgb * (1.0 - tongue_a[..., None]) + tongue_rgb * tongue_a[..., None]
     return (np.ascontiguousarray(upper, dtype=np.float32), np.ascontiguousarray(rgb, dtype=np.float32))
 
