@@ -124,7 +124,7 @@ class Daemon:
             self.actors[stage] = actor
             self.tasks.spawn(actor.run(), f"actor:{stage}")
         self.control = ControlServer(settings.socket_path, ControlOps(self).handle, mode=settings.socket_mode,
-                                     group=settings.socket_group)
+                                     group=settings.socket_group or None)
         try:
             await self.control.start()
         except OSError as exc:

@@ -26,6 +26,7 @@ from stages.warp.mesh.controls import JAW_DROP, build_controls
 from stages.warp.mesh.eyes import EyeCompositor, EyePatch
 from stages.warp.mesh.features import F, N_FEATURES, fill_features, validate_plan
 from stages.warp.mesh.field import Box, Grid, GridInverter
+from stages.warp.mesh.lipline import refine_inner_lips
 from stages.warp.mesh.layers import HeadModel, LayerFields, expression_basis, pack, pose_basis
 from stages.warp.mesh.mouth import MouthCompositor, MouthPatch
 from stages.warp.mesh.regions import HeadEllipse, box_window, head_window, smoothstep
@@ -82,7 +83,7 @@ class PreparedMeshWarp:
         image, lm = _check_actor(actor)
         self.image = image
         frame = an.FaceFrame.from_landmarks(lm)
-        mouth = an.MouthGeometry.measure(frame, lm)
+        mouth = refine_inner_lips(image, lm, frame, an.MouthGeometry.measure(frame, lm))
         eyes = (an.EyeGeometry.measure(frame, lm, "right"), an.EyeGeometry.measure(frame, lm, "left"))
         controls = build_controls(lm, frame, mouth, eyes)
         face_h = frame.face_h_px

@@ -1,0 +1,178 @@
+"""The real daemon as a subprocess: cadence with overlap, supervision, hostile input, metrics, kill -9."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import sqlite3
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from vortexd.testing_daemon import DaemonProcess, write_config
+
+pytestmark = pytest.mark.slow
+
+LINES = ("Good evening from the director node.", "Maybe people like bubbles.", "The weather looks bright.",
+         "Please stand by for the news.", "Thank you and good night.")
+
+
+def _recipe(i: int, **extra) -> dict:
+    data = {"slot_id": f"slot-{i}", "speech": {"text": LINES[i % len(LINES)]},
+            "motion": {"seed": i}, "output": {"duration_s": 6}}
+    data.update(extra)
+    return data
+
+
+def _collect_events(daemon: DaemonProcess, sink: list, stop: threading.Event) -> None:
+    with daemon.client(timeout_s=None) as client:
+        _, events = client.subscribe()
+        for message in events:
+            sink.append(message)
+            if stop.is_set():
+                return
+
+
+def _wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _states(daemon: DaemonProcess) -> dict[str, str]:
+    return {s["slot_id"]: s["state"] for s in daemon.request("slots", {"limit": 100})["result"]["slots"]}
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    """One daemon for the module, stopped with SIGTERM at the end."""
+    folder = tmp_path_factory.mktemp("vortexd")
+    process = DaemonProcess(folder, write_config(folder))
+    process.start()
+    yield process
+    assert process.stop() == 0, process.log_tail()
+
+
+def test_five_slots_publish_before_deadline_with_prepare_overlapping_warp(daemon: DaemonProcess) -> None:
+    """Five 6 s slots at a 6 s cadence all publish before their deadlines; TTS of k+1 runs while k warps."""
+    events: list = []
+    stop = threading.Event()
+    listener = threading.Thread(target=_collect_events, args=(daemon, events, stop), daemon=True)
+    listener.start()
+    time.sleep(0.3)
+    for i in range(5):
+        answer = daemon.request("submit", {"recipe": _recipe(i)})
+        assert answer["ok"], answer
+    _wait_for(lambda: all(_states(daemon).get(f"slot-{i}") == "published" for i in range(5)), 120, "5 published")
+    stop.set()
+    daemon.request("health")  # one more event-free round trip lets the listener see stop
+    for i in range(5):
+        status = daemon.request("status", {"slot_id": f"slot-{i}"})["result"]
+        assert status["result"]["deadline_slack_s"] > 0, status
+        assert (daemon.folder / "out" / f"slot-{i}" / "video.mp4").is_file()
+    times: dict[tuple[str, str], float] = {}
+    for message in events:
+        event = message.get("event", {})
+        if event.get("kind") == "state":
+            times.setdefault((event["slot_id"], event["data"]["state"]), event["at"])
+    overlaps = 0
+    for k in range(4):
+        warp_start, warp_end = times[(f"slot-{k}", "warping")], times[(f"slot-{k}", "warped")]
+        prep_start, prep_end = times[(f"slot-{k+1}", "preparing")], times[(f"slot-{k+1}", "prepared")]
+        overlaps += prep_start < warp_end and prep_end > warp_start
+    assert overlaps >= 3, times
+
+
+def test_a_failing_stage_fails_only_its_slot(daemon: DaemonProcess, shared_dir: Path) -> None:
+    """A recipe whose image has no human face fails alone; the next slot publishes; health stays green."""
+    shutil.copy(shared_dir / "faces" / "s25.jpg", daemon.folder / "dog.jpg")
+    bad = daemon.request("submit", {"recipe": _recipe(5, actor={"image": str(daemon.folder / "dog.jpg")})})
+    good = daemon.request("submit", {"recipe": _recipe(6)})
+    assert bad["ok"] and good["ok"]
+    _wait_for(lambda: _states(daemon).get("slot-6") == "published", 60, "slot-6 published")
+    failed = daemon.request("status", {"slot_id": "slot-5"})["result"]
+    assert failed["state"] == "failed" and "no human face" in failed["error"]
+    assert daemon.request("health")["result"]["healthy"]
+
+
+def test_a_thousand_hostile_lines_each_get_a_structured_error(daemon: DaemonProcess) -> None:
+    """Bad JSON, unknown ops, huge lines and invalid recipes each get {ok: false, error: {code, …}}."""
+    hostile: list[bytes] = []
+    for i in range(1000):
+        kind = i % 5
+        if kind == 0:
+            hostile.append(b"{not json" + str(i).encode())
+        elif kind == 1:
+            hostile.append(json.dumps({"id": i, "op": f"explode{i}"}).encode())
+        elif kind == 2:
+            hostile.append(b"[" * 5000 + b"]" * 5000 if i % 10 == 2 else b"x" * (2 << 20))
+        elif kind == 3:
+            hostile.append(json.dumps({"id": i, "op": "submit", "args": {"recipe": {"slot_id": "h", "speech": {}}}}).encode())
+        else:
+            hostile.append(json.dumps({"id": i, "op": "submit", "args": {"recipe": {
+                "slot_id": f"h{i}", "speech": {"text": "hi"}, "motion": {"expression": "furious"}}}}).encode())
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(daemon.socket_path))
+    reader = sock.makefile("rb")
+    writer = threading.Thread(target=lambda: [sock.sendall(line + b"\n") for line in hostile], daemon=True)
+    writer.start()
+    codes = []
+    for _ in hostile:
+        answer = json.loads(reader.readline())
+        assert answer["ok"] is False and {"code", "message", "details"} <= set(answer["error"]), answer
+        codes.append(answer["error"]["code"])
+    sock.close()
+    assert set(codes) >= {"bad_json", "unknown_op", "line_too_long", "invalid_recipe"}
+    furious = [c for c, line in zip(codes, hostile) if b"furious" in line]
+    assert set(furious) == {"invalid_recipe"}
+    assert daemon.request("health")["result"]["healthy"]
+
+
+def test_metrics_endpoint_exposes_slot_timing_series(daemon: DaemonProcess) -> None:
+    """After slots ran, /metrics has stage and end-to-end histograms, slack, outcomes, arena and warp rate."""
+    port = daemon.request("status")["result"]["metrics_port"]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    assert values['vortex_slots_total{outcome="published"}'] >= 5
+    assert values['vortex_slots_total{outcome="failed"}'] >= 1
+    assert values['vortex_stage_duration_seconds_count{stage="warp"}'] >= 5
+    assert values["vortex_slot_end_to_end_seconds_count"] >= 5
+    assert values["vortex_warp_frames_per_second"] > 0
+    assert values['vortex_arena_bytes{kind="budget",region="video_slabs"}'] >= 2 * 144 * 512 * 512 * 3
+    assert any(k.startswith("vortex_deadline_slack_seconds_bucket") for k in values)
+    assert "vortex_deadline_misses_total" in values and "vortex_queue_depth" in values
+
+
+def test_kill_9_mid_slot_then_restart_publishes_every_recipe_exactly_once(tmp_path: Path) -> None:
+    """kill -9 while a slot warps; after a restart every accepted recipe is published exactly once."""
+    daemon = DaemonProcess(tmp_path, write_config(tmp_path, max_slot_frames=240, cadence_s=10.0))
+    daemon.start()
+    for i in range(3):
+        assert daemon.request("submit", {"recipe": _recipe(i, output={"duration_s": 10})})["ok"]
+    _wait_for(lambda: "warping" in _states(daemon).values(), 60, "a slot warping")
+    daemon.stop(signal.SIGKILL)
+    restarted = DaemonProcess(tmp_path, daemon.config)
+    restarted.start()
+    try:
+        _wait_for(lambda: all(v == "published" for v in _states(restarted).values())
+                  and len(_states(restarted)) == 3, 120, "all published after restart")
+    finally:
+        assert restarted.stop() == 0, restarted.log_tail()
+    published = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert published == ["slot-0", "slot-1", "slot-2"]
+    with sqlite3.connect(tmp_path / "journal.sqlite3") as db:
+        rows = db.execute("SELECT slot_id, COUNT(*) FROM events WHERE kind = 'state' "
+                          "AND data_json LIKE '%\"published\"%' GROUP BY slot_id").fetchall()
+    assert dict(rows) == {"slot-0": 1, "slot-1": 1, "slot-2": 1}

@@ -1,0 +1,103 @@
+"""Run a real `vortexd serve` subprocess on a temporary socket (for tests and benchmarks)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vortexd.control.client import ControlClient
+
+
+def write_config(folder: Path, **overrides: Any) -> Path:
+    """A settings TOML for a daemon living entirely inside `folder` (socket, journal, outputs)."""
+    values: dict[str, Any] = {
+        "output_dir": str(folder / "out"), "journal_path": str(folder / "journal.sqlite3"),
+        "socket_path": str(folder / "control.sock"), "socket_group": "", "allowed_roots": [str(folder)],
+        "metrics_port": 0, "arena_prefault": False, "cadence_s": 6.0, "margin_s": 1.0,
+        "max_slot_frames": 144, "drain_timeout_s": 20.0,
+    }
+    values.update(overrides)
+    lines = []
+    for key, value in values.items():
+        if isinstance(value, bool):
+            lines.append(f"{key} = {'true' if value else 'false'}")
+        elif isinstance(value, (int, float)):
+            lines.append(f"{key} = {value}")
+        elif isinstance(value, list):
+            lines.append(f"{key} = [{', '.join(repr(str(v)) for v in value)}]")
+        else:
+            lines.append(f"{key} = {str(value)!r}")
+    path = folder / "vortexd.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class DaemonProcess:
+    """A vortexd subprocess, READY once `start()` returns (it waits for sd_notify READY=1)."""
+
+    folder: Path
+    config: Path
+    process: subprocess.Popen | None = None
+    notify: socket.socket | None = None
+    notifications: list[str] = field(default_factory=list)
+
+    @property
+    def socket_path(self) -> Path:
+        """The control socket."""
+        return self.folder / "control.sock"
+
+    def start(self, timeout_s: float = 120.0) -> float:
+        """Start the daemon and wait for READY=1; returns seconds from spawn to READY."""
+        notify_path = self.folder / f"notify-{time.monotonic_ns()}.sock"
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(notify_path))
+        env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "2000000"}
+        log = open(self.folder / "daemon.log", "ab")
+        started = time.monotonic()
+        self.process = subprocess.Popen([sys.executable, "-m", "vortexd.cli", "serve", "--config", str(self.config)],
+                                        env=env, stdout=log, stderr=log)
+        self.notify.settimeout(0.5)
+        while time.monotonic() - started < timeout_s:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"vortexd exited with {self.process.returncode}: {self.log_tail()}")
+            try:
+                message = self.notify.recv(4096).decode()
+            except TimeoutError:
+                continue
+            self.notifications.append(message)
+            if "READY=1" in message:
+                return time.monotonic() - started
+        raise TimeoutError(f"vortexd not READY after {timeout_s} s: {self.log_tail()}")
+
+    def client(self, timeout_s: float = 30.0) -> ControlClient:
+        """A connected control client."""
+        return ControlClient(self.socket_path, timeout_s=timeout_s).connect()
+
+    def request(self, op: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One request on a fresh connection."""
+        with self.client() as client:
+            return client.request(op, args)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60.0) -> int:
+        """Signal the daemon and wait for it to exit; returns its exit status."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout_s)
+        finally:
+            if self.notify is not None:
+                self.notify.close()
+
+    def log_tail(self, n_chars: int = 3000) -> str:
+        """The end of the daemon's log (for assertion messages)."""
+        path = self.folder / "daemon.log"
+        return path.read_text(errors="replace")[-n_chars:] if path.exists() else ""
