@@ -20,6 +20,9 @@ class Notifier:
         self._socket: socket.socket | None = None
         if self._address:
             self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # Never block the event loop: if the receiver's queue is full, a ping is simply lost
+            # (and a systemd that stopped reading will restart us anyway).
+            self._socket.setblocking(False)
 
     @property
     def enabled(self) -> bool:
@@ -33,7 +36,7 @@ class Notifier:
         try:
             self._socket.sendto("\n".join(fields).encode(), self._address)
         except OSError:
-            # systemd went away (e.g. during shutdown): notifications are advisory.
+            # systemd went away or its queue is full: notifications are advisory.
             pass
 
     def ready(self, status: str) -> None:

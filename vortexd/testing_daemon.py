@@ -62,7 +62,7 @@ class DaemonProcess:
         env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "2000000"}
         log = open(self.folder / "daemon.log", "ab")
         started = time.monotonic()
-        self.process = subprocess.Popen([sys.executable, "-m", "vortexd.cli", "serve", "--config", str(self.config)],
+        self.process = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "vortexd.cli", "serve", "--config", str(self.config)],
                                         env=env, stdout=log, stderr=log)
         self.notify.settimeout(0.5)
         while time.monotonic() - started < timeout_s:
@@ -93,6 +93,11 @@ class DaemonProcess:
         self.process.send_signal(sig)
         try:
             return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            # Leave a Python stack dump of every thread in the log, then fail loudly.
+            self.process.send_signal(signal.SIGABRT)
+            self.process.wait(10)
+            raise
         finally:
             if self.notify is not None:
                 self.notify.close()

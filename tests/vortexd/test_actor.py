@@ -117,3 +117,17 @@ def test_notifier_sends_ready_and_watchdog_datagrams(tmp_path) -> None:
     assert "READY=1" in first and "STATUS=serving" in first
     assert receiver.recv(4096) == b"WATCHDOG=1"
     assert not Notifier("").enabled
+
+
+def test_notifier_never_blocks_when_nobody_reads(tmp_path) -> None:
+    """A full notify queue drops pings instead of blocking the daemon's event loop."""
+    import time
+
+    path = str(tmp_path / "full.sock")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(path)
+    notifier = Notifier(path)
+    started = time.monotonic()
+    for _ in range(5000):
+        notifier.watchdog()
+    assert time.monotonic() - started < 2.0

@@ -64,10 +64,10 @@ def _check_actor(actor: Actor) -> tuple[np.ndarray, np.ndarray]:
 class _Workspace:
     """Everything one render thread writes per frame, allocated once."""
 
-    def __init__(self, base_grid: Grid, mouth: MouthPatch, eyes: tuple[EyePatch, ...]) -> None:
+    def __init__(self, image: np.ndarray, base_grid: Grid, mouth: MouthPatch, eyes: tuple[EyePatch, ...]) -> None:
         self.base = GridInverter(base_grid)
-        self.mouth = MouthCompositor(mouth)
-        self.eyes = tuple(EyeCompositor(p) for p in eyes)
+        self.mouth = MouthCompositor(mouth, image)
+        self.eyes = tuple(EyeCompositor(p, image) for p in eyes)
 
 
 def _sub_box(inner: Box, outer: Box) -> tuple[slice, slice]:
@@ -140,7 +140,7 @@ class PreparedMeshWarp:
             nodes = patch.grid.nodes()
             face_b, window = face_part(nodes)
             local = box_window(frame, nodes, patch.inner_rect_uv, patch.ramp_px).reshape(-1)
-            lid = expression_basis(nodes, controls, controls.lid_ids[k], 0.6 * eye.height_px + 0.1 * eye.width_px,
+            lid = expression_basis(nodes, controls, controls.lid_ids[k], 0.15 * eye.height_px + 0.09 * eye.width_px,
                                    which="lid")
             basis = (face_b + lid * local[None, :, None]) * window[None, :, None]
             layers[f"lid{k}"] = LayerFields(patch.grid, pack(basis), BLOCK_FRAMES)
@@ -150,7 +150,7 @@ class PreparedMeshWarp:
         self._mouth_in_roi = _sub_box(self.mouth_patch.grid.box, self.roi)
         self._eyes_in_roi = tuple(_sub_box(p.grid.box, self.roi) for p in self.eye_patches)
         self._features = np.zeros((BLOCK_FRAMES, N_FEATURES), np.float32)
-        self._workspaces = [_Workspace(base_grid, self.mouth_patch, tuple(self.eye_patches))
+        self._workspaces = [_Workspace(image, base_grid, self.mouth_patch, tuple(self.eye_patches))
                             for _ in range(N_THREADS)]
         self.frame_geometry = frame
 
@@ -188,13 +188,16 @@ class PreparedMeshWarp:
             fine = ws.base.invert(layers["base"].fields[j])
             ws.mouth.composite_map(layers["upper"].fields[j], layers["lower"].fields[j],
                                    layers["teeth"].fields[j], fine[self._mouth_in_roi])
-            if blink[j] > _BLINK_EPS:
+            blinking = blink[j] > _BLINK_EPS  # with open eyes the lid layer is the face layer
+            if blinking:
                 for k, eye in enumerate(ws.eyes):
                     eye.composite_map(layers[f"lid{k}"].fields[j], fine[self._eyes_in_roi[k]])
             cv2.remap(self.image, fine, None, cv2.INTER_LINEAR, dst=dst[rows, cols],
                       borderMode=cv2.BORDER_REPLICATE)
-            mrows, mcols = self.mouth_patch.grid.box.slices
-            ws.mouth.paint_interior(dst[mrows, mcols])
+            ws.mouth.finish(dst[self.mouth_patch.grid.box.slices])
+            if blinking:
+                for eye, patch in zip(ws.eyes, self.eye_patches):
+                    eye.finish(dst[patch.grid.box.slices])
 
 
 class MeshWarpBackend:

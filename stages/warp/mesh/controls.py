@@ -13,8 +13,9 @@ units of the face's own size, so it is the same motion on any actor at any scale
 - closed (p/b/m): inner lips meet at their rest midline; with `jaw_closed` (= jaw·closed) the lips
   also undo the jaw's parting — mostly the lower lip rising — while the chin stays down.
 - width / round / smile: corners out / in / up-and-out, lips thin or pout, cheeks follow.
-- eye_wide, brow_up/down, blink: lids and brows; the blink's *lid* travel lives in `lid`, a
-  separate basis for the eyelid layer, so the lid slides over the eye instead of squashing it.
+- eye_wide, brow_up/down: lids and brows. A blink's lid travel is not here: it is a layer of
+  its own (eyes.py), so the lid slides over the eye instead of squashing it; the face only
+  gets the blink's small side effects (lower lid rises a little, brows settle).
 """
 
 from __future__ import annotations
@@ -44,11 +45,9 @@ class ControlSet:
 
     points_px: np.ndarray  # (n, 2) image positions at rest
     skin: np.ndarray  # (K, n, 2) image displacement per unit feature (lips, jaw, brows, lids…)
-    lid: np.ndarray  # (K, n, 2) extra eyelid-layer travel per unit feature (blink)
     base_ids: np.ndarray  # controls of the whole-face field: everything but the lips
     upper_ids: np.ndarray  # controls of the mouth's upper layer: upper lip and above
     lower_ids: np.ndarray  # controls of the mouth's jaw layer: lower lip and below
-    lid_ids: tuple[np.ndarray, np.ndarray]  # controls of each eyelid layer (right, left)
     surface_ids: np.ndarray  # mesh points and oval rings (no ghosts): where the face surface is
     depth_px: np.ndarray  # (n,) depth toward the viewer of each control (0 for ghosts)
 
@@ -102,7 +101,7 @@ def build_controls(landmarks_px: np.ndarray, frame: an.FaceFrame, mouth: an.Mout
     gap = mouth.rest_gap_px(u)
     press = 0.012 * face_h * (1.0 - inner) * (1.0 - uc**2)
     # …and a hair past it, so pressed lips overlap instead of leaving a seam of teeth.
-    overlap = 0.006 * face_h * inner * (1.0 - uc**2)
+    overlap = 0.012 * face_h * inner * (1.0 - uc**2)
     add("closed", is_upper_lip, dv=0.5 * gap * (0.35 + 0.65 * inner) + press + overlap)
     add("closed", is_lower_lip, dv=-0.5 * gap * (0.35 + 0.65 * inner) - press - overlap)
     parting = (1.0 + UPPER_LIP_LIFT) * jaw * (1.0 - uc**2)  # what the jaw opened between the lips
@@ -127,7 +126,6 @@ def build_controls(landmarks_px: np.ndarray, frame: an.FaceFrame, mouth: an.Mout
     # --- eyes and brows ---------------------------------------------------------------------
     brow_ids = (an.RIGHT_BROW, an.LEFT_BROW)
     inner_brow = {107, 66, 55, 65, 336, 296, 285, 295}
-    lid_disp = np.zeros((n, 2))
     for eye, brows in zip(eyes, brow_ids):
         h = eye.height_px
         up, r2, r3, low = (np.array(ids) for ids in (eye.upper_ids, eye.ring2_ids, eye.ring3_ids,
@@ -150,20 +148,12 @@ def build_controls(landmarks_px: np.ndarray, frame: an.FaceFrame, mouth: an.Mout
         add("blink", m(low), dv=-0.05 * h)
         add("blink", m(b), dv=0.006 * face_h)
         add("smile", m(low), dv=-0.01 * face_h)
-        # The lid margin travels onto the lower lid (a little past it, so no sliver of eye
-        # shows); the skin above follows less and less up to the brow.
-        margin_drop = eye.lower(u[up]) - v[up] + 0.05 * h
-        lid_disp[up, 1] = margin_drop
-        lid_disp[r2, 1] = 0.5 * margin_drop
-        lid_disp[r3, 1] = 0.15 * margin_drop
     brow_line_v = np.maximum(v[list(an.RIGHT_BROW)].min(), v[list(an.LEFT_BROW)].min())
     forehead = (v < brow_line_v - 0.02 * face_h) & (np.abs(u - face_mid_u) < 0.5 * frame.face_w_px)
     add("brow_up", forehead, dv=-0.03 * face_h * (1.0 - 0.5 * np.clip((brow_line_v - v) / (0.3 * face_h), 0, 1)))
 
     # --- to image space, plus the virtual rings outside the oval ----------------------------
     skin = frame.to_image_vectors(uv_disp)  # (K, n, 2)
-    lid = np.zeros((N_FEATURES, n, 2))
-    lid[F["blink"]] = frame.to_image_vectors(lid_disp)
     oval = np.array(an.FACE_OVAL)
     centre = lm[oval].mean(0)
     outward = lm[oval] - centre
@@ -174,33 +164,23 @@ def build_controls(landmarks_px: np.ndarray, frame: an.FaceFrame, mouth: an.Mout
         ring_skin.append(share * skin[:, oval])
     points = np.concatenate([lm] + ring_pts)
     skin = np.concatenate([skin] + ring_skin, axis=1)
-    lid = np.concatenate([lid, np.zeros((N_FEATURES, len(points) - n, 2))], axis=1)
     gap = np.concatenate([gap, np.zeros(len(points) - n)])
 
-    # Ghosts: a layer's field must go on moving like its own edge for a little way past it
-    # (into the part it does not own), or the inverse map could not find that edge. Each lip
-    # edge point gets two ghosts across the parting line, each lid-margin point two ghosts in
-    # the eye opening, copying its displacement.
+    # Ghosts: a lip layer's field must go on moving like its own edge for a little way past
+    # it (into the part it does not own), or the inverse map could not find that edge. Each
+    # inner-lip point gets two ghosts across the parting line that copy its displacement.
     n_real = len(points)
-    ghost_pts, ghost_skin, ghost_lid, ghost_kind = [], [], [], []
+    ghost_pts, ghost_skin, ghost_kind = [], [], []
     for ids, direction, kind in ((an.LIP_INNER_UPPER[1:-1], 1.0, "upper"),
                                  (an.LIP_INNER_LOWER[1:-1], -1.0, "lower")):
         for step in (0.03, 0.07):
             for i in ids:
-                ghost_pts.append(lm[i] + frame.to_image_vectors(np.array([0.0, direction * (0.5 * gap[i] + step * face_h)])))
+                offset = np.array([0.0, direction * (0.5 * gap[i] + step * face_h)])
+                ghost_pts.append(lm[i] + frame.to_image_vectors(offset))
                 ghost_skin.append(skin[:, i])
-                ghost_lid.append(np.zeros((N_FEATURES, 2)))
                 ghost_kind.append(kind)
-    for k, eye in enumerate(eyes):
-        for frac in (0.45, 0.9):
-            for i in eye.upper_ids:
-                ghost_pts.append(lm[i] + frame.to_image_vectors(np.array([0.0, frac * eye.height_px])))
-                ghost_skin.append(np.zeros((N_FEATURES, 2)))
-                ghost_lid.append(lid[:, i])
-                ghost_kind.append(f"lid{k}")
     points = np.concatenate([points, np.array(ghost_pts)])
     skin = np.concatenate([skin, np.stack(ghost_skin, axis=1)], axis=1)
-    lid = np.concatenate([lid, np.stack(ghost_lid, axis=1)], axis=1)
     ghost_kind = np.array([""] * n_real + ghost_kind)
 
     all_ids = np.arange(len(points))
@@ -215,11 +195,7 @@ def build_controls(landmarks_px: np.ndarray, frame: an.FaceFrame, mouth: an.Mout
     base = real & ~mesh_lip
     upper = (upper_lip_m | (real & ~mesh_lip & (~mesh_below | mesh_lateral))) | (ghost_kind == "upper")
     lower = (lower_lip_m | (real & ~mesh_lip & (mesh_below | mesh_lateral)) | virtual) | (ghost_kind == "lower")
-    lid_sets = []
-    for k, (eye, brows) in enumerate(zip(eyes, brow_ids)):
-        ids = np.array(eye.upper_ids + eye.ring2_ids + eye.ring3_ids + eye.corner_ids + tuple(brows))
-        lid_sets.append(np.concatenate([ids, all_ids[ghost_kind == f"lid{k}"]]))
     depth = np.concatenate([frame.depth_px[:n]] + [share * frame.depth_px[oval] for _, share in OVAL_RINGS]
                            + [np.zeros(len(points) - n_real)])
-    return ControlSet(points.astype(np.float64), skin, lid, all_ids[base], all_ids[upper],
-                      all_ids[lower], (lid_sets[0], lid_sets[1]), all_ids[real], depth)
+    return ControlSet(points.astype(np.float64), skin, all_ids[base], all_ids[upper],
+                      all_ids[lower], all_ids[real], depth)

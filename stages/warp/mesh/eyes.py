@@ -50,23 +50,50 @@ class EyePatch:
 
 
 class EyeCompositor:
-    """Per-thread scratch for one eye: the lid map, its claim, and the blend into the frame map."""
+    """Per-thread scratch for one eye: the lid map, its claim, and the two-layer composite.
 
-    def __init__(self, patch: EyePatch) -> None:
+    The lid's source and the eye's source under a lid edge are far apart in the picture, so the
+    edge is not made by averaging map coordinates (that would sample the iris in between): each
+    pixel takes the stronger layer's map, and the weaker one is remapped and blended by colour.
+    """
+
+    def __init__(self, patch: EyePatch, image: np.ndarray) -> None:
         self.patch = patch
+        self.image = image
         g = patch.grid
-        self.inverter = GridInverter(g)
+        self.inverter = GridInverter(g, iterations=6)
+        h, w = g.box.h, g.box.w
         self._origin = np.array([g.box.x0, g.box.y0], np.float32)
-        self._local = np.empty((g.box.h, g.box.w, 2), np.float32)
-        self._claim = np.empty((g.box.h, g.box.w), np.float32)
+        self._local = np.empty((h, w, 2), np.float32)
+        self._claim = np.empty((h, w), np.float32)
+        self._lid_wins = np.empty((h, w), bool)
+        self._map2 = np.empty((h, w, 2), np.float32)
+        self._w2 = np.empty((h, w), np.float32)
+        self._second = np.empty((h, w, 3), np.uint8)
+        self._pix = np.empty((h, w, 3), np.float32)
+        self._diff = np.empty((h, w, 3), np.float32)
 
     def composite_map(self, lid_field: np.ndarray, map_view: np.ndarray) -> None:
-        """Blend the lid layer over `map_view` (the patch's part of the frame map), in place."""
+        """Put the lid layer over `map_view` (the patch's part of the frame map), in place."""
         s = self.inverter.invert(lid_field)
         np.subtract(s, self._origin, out=self._local)
         cv2.remap(self.patch.lid_label, self._local, None, cv2.INTER_LINEAR, dst=self._claim,
                   borderMode=cv2.BORDER_REPLICATE)
-        # map += claim · (s − map)
-        np.subtract(s, map_view, out=self._local)
-        np.multiply(self._local, self._claim[..., None], out=self._local)
-        np.add(map_view, self._local, out=map_view)
+        np.greater_equal(self._claim, 0.5, out=self._lid_wins)
+        np.copyto(self._map2, s)
+        np.copyto(self._map2, map_view, where=self._lid_wins[..., None])
+        np.copyto(map_view, s, where=self._lid_wins[..., None])
+        np.subtract(1.0, self._claim, out=self._w2)
+        np.minimum(self._w2, self._claim, out=self._w2)  # the losing layer's share
+
+    def finish(self, out_view: np.ndarray) -> None:
+        """Blend the losing layer into `out_view` (the patch of the remapped frame)."""
+        cv2.remap(self.image, self._map2, None, cv2.INTER_LINEAR, dst=self._second,
+                  borderMode=cv2.BORDER_REPLICATE)
+        self._pix[...] = out_view
+        self._diff[...] = self._second
+        np.subtract(self._diff, self._pix, out=self._diff)
+        np.multiply(self._diff, self._w2[..., None], out=self._diff)
+        np.add(self._pix, self._diff, out=self._pix)
+        np.add(self._pix, 0.5, out=self._pix)
+        np.copyto(out_view, self._pix, casting="unsafe")

@@ -107,10 +107,9 @@ class GridInverter:
     All buffers are allocated here, once; `invert` only writes into them.
     """
 
-    ITERATIONS = 3
-
-    def __init__(self, grid: Grid) -> None:
+    def __init__(self, grid: Grid, iterations: int = 3) -> None:
         self.grid = grid
+        self.iterations = iterations
         gh, gw, s = grid.gh, grid.gw, grid.step
         jj, ii = np.mgrid[0:gh, 0:gw]
         self._ident = np.ascontiguousarray(np.stack([ii, jj], -1), dtype=np.float32)
@@ -129,7 +128,7 @@ class GridInverter:
         s = self.grid.step
         np.multiply(field_px, 1.0 / s, out=self._d_idx)  # node-index units, what remap wants
         np.subtract(self._ident, self._d_idx, out=self._s_idx)
-        for _ in range(self.ITERATIONS):
+        for _ in range(self.iterations):
             cv2.remap(self._d_idx, self._s_idx, None, cv2.INTER_LINEAR, dst=self._sampled,
                       borderMode=cv2.BORDER_REPLICATE)
             np.subtract(self._ident, self._sampled, out=self._s_idx)

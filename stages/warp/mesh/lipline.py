@@ -79,7 +79,7 @@ def refine_inner_lips(image: np.ndarray, landmarks_px: np.ndarray, frame: an.Fac
         # A step is a pixel boundary between samples; turn its index into a v offset.
         shift = offsets[0] + (step - 0.5) / _SAMPLES_PER_PX
         shift = cv2.medianBlur(shift.astype(np.float32)[None, :], 5)[0].astype(np.float64)
-        shift = cv2.GaussianBlur(shift[None, :], (0, 0), 3.0, borderType=cv2.BORDER_REPLICATE)[0]
+        shift = cv2.GaussianBlur(shift[None, :], (0, 0), 5.0, borderType=cv2.BORDER_REPLICATE)[0]
         # Err toward the lip: a sliver of lip left on the teeth reads as shadow, a sliver of
         # teeth carried by the lip reads as a white seam.
         shift += -_LIP_BIAS_PX if lip_first else _LIP_BIAS_PX

@@ -117,8 +117,12 @@ def _paint_interior(uv: np.ndarray, mouth: an.MouthGeometry, face_h: float,
     # darker toward the corners and in the lip's shadow, with faint gaps between teeth.
     teeth_h = 0.05 * face_h * (1.0 - 0.3 * np.clip(across, -1, 1) ** 2)
     below_lip = v - mouth.inner_upper(u)
+    # Where the actor's own lips part, its own teeth (or darkness) show and stay in front of
+    # the painted interior; painted teeth there would hang below them, so only gums remain.
+    own_teeth = smoothstep(1.0, 3.0, mouth.rest_gap_px(u))
+    gum = smoothstep(0.5, -1.0, below_lip)
     alpha = (np.clip(0.85 * inner_half_w - off_centre_px + 0.5, 0.0, 1.0)
-             * np.clip(teeth_h - below_lip + 0.5, 0.0, 1.0))
+             * np.clip(teeth_h - below_lip + 0.5, 0.0, 1.0) * np.maximum(1.0 - own_teeth, gum))
     shade = 1.0 - 0.45 * smoothstep(0.35, 0.85, np.abs(across))
     shade *= 0.78 + 0.22 * smoothstep(-0.01 * face_h, 0.25 * teeth_h, below_lip)
     shade *= 1.0 - 0.1 * smoothstep(0.75, 1.0, below_lip / teeth_h)
@@ -127,7 +131,7 @@ def _paint_interior(uv: np.ndarray, mouth: an.MouthGeometry, face_h: float,
     shade *= 1.0 - 0.16 * np.exp(-(gap_dist_px / 0.7) ** 2) * smoothstep(0.1, 0.6, below_lip / teeth_h)
     teeth_rgb = colours.teeth * shade[..., None]
     # Above the rest line of the lip the teeth meet the gums, seen when the upper lip lifts.
-    gum = smoothstep(-0.5, -2.0, below_lip)[..., None]
+    gum = gum[..., None]
     teeth_rgb = teeth_rgb * (1.0 - gum) + colours.gum * (0.85 + 0.15 * shade[..., None]) * gum
     upper = np.concatenate([teeth_rgb * alpha[..., None], alpha[..., None]], -1)
 
@@ -145,13 +149,21 @@ def _paint_interior(uv: np.ndarray, mouth: an.MouthGeometry, face_h: float,
 
 
 class MouthCompositor:
-    """Per-thread scratch for the mouth: the three sides' maps, claims, the hole and its paint."""
+    """Per-thread scratch for the mouth: the three sides' maps, claims, the hole and its paint.
 
-    def __init__(self, patch: MouthPatch) -> None:
+    Along a boundary between two sides (the lips' meeting line, a lip edge over the teeth) the
+    two sources can be far apart in the picture, so averaging their coordinates would sample
+    whatever lies between them. Instead each output pixel takes its strongest claimant's map
+    for the main remap, and the runner-up is remapped separately and blended by colour.
+    """
+
+    def __init__(self, patch: MouthPatch, image: np.ndarray) -> None:
         self.patch = patch
+        self.image = image
         g = patch.grid
-        self.upper = GridInverter(g)
-        self.lower = GridInverter(g)
+        # The lip layers stretch the lips (closing, pouting): more fixed-point steps there.
+        self.upper = GridInverter(g, iterations=6)
+        self.lower = GridInverter(g, iterations=6)
         self.teeth = GridInverter(g)
         h, w = g.box.h, g.box.w
         self._origin = np.array([g.box.x0, g.box.y0], np.float32)
@@ -159,71 +171,90 @@ class MouthCompositor:
         self._c_up = np.empty((h, w), np.float32)
         self._c_low = np.empty((h, w), np.float32)
         self._c_teeth = np.empty((h, w, 2), np.float32)
-        self._total = np.empty((h, w), np.float32)
+        self._c1 = np.empty((h, w), np.float32)
+        self._c2 = np.empty((h, w), np.float32)
+        self._map2 = np.empty((h, w, 2), np.float32)
+        self._mask = np.empty((h, w), bool)
+        self._mask2 = np.empty((h, w), bool)
         self._tmp = np.empty((h, w), np.float32)
-        self._vec = np.empty((h, w, 2), np.float32)
         self.hole = np.empty((h, w), np.float32)
+        self._second = np.empty((h, w, 3), np.uint8)
         self._tex_u = np.empty((h, w, 4), np.float32)
         self._tex_l = np.empty((h, w, 3), np.float32)
         self._paint = np.empty((h, w, 3), np.float32)
         self._pix = np.empty((h, w, 3), np.float32)
-        self.has_hole = False
 
     def _claim(self, side: str, field: np.ndarray, labels: np.ndarray, dst: np.ndarray) -> np.ndarray:
-        inverter = getattr(self, side)
-        s = inverter.invert(field)
+        s = getattr(self, side).invert(field)
         np.subtract(s, self._origin, out=self._local[side])
         cv2.remap(labels, self._local[side], None, cv2.INTER_LINEAR, dst=dst,
                   borderMode=cv2.BORDER_REPLICATE)
         return s
 
+    def _rank(self, m1: np.ndarray, c: np.ndarray, s: np.ndarray) -> None:
+        """Fold claimant (c, s) into the running best (c1, m1) and runner-up (c2, map2)."""
+        np.greater(c, self._c1, out=self._mask)
+        np.greater(c, self._c2, out=self._mask2)
+        np.logical_and(self._mask2, ~self._mask, out=self._mask2)  # new runner-up only
+        # Where c beats the best, the old best becomes the runner-up.
+        np.copyto(self._map2, m1, where=self._mask[..., None])
+        np.copyto(self._c2, self._c1, where=self._mask)
+        np.copyto(m1, s, where=self._mask[..., None])
+        np.copyto(self._c1, c, where=self._mask)
+        np.copyto(self._map2, s, where=self._mask2[..., None])
+        np.copyto(self._c2, c, where=self._mask2)
+
     def composite_map(self, upper_field: np.ndarray, lower_field: np.ndarray, teeth_field: np.ndarray,
                       map_view: np.ndarray) -> None:
-        """Overwrite `map_view` (the patch's part of the frame map) with the mouth composite."""
+        """Write the strongest claimant's map into `map_view` (the patch's part of the frame map)."""
         p = self.patch
         s_u = self._claim("upper", upper_field, p.labels_upper, self._c_up)
         s_l = self._claim("lower", lower_field, p.labels_lower, self._c_low)
         s_t = self._claim("teeth", teeth_field, p.labels_teeth, self._c_teeth)
         c_up, c_low, c_teeth = self._c_up, self._c_low, self._c_teeth[..., 0]
         # Claims in priority order: upper lip, then lower lip, then teeth, each taking at most
-        # what the ones before it left.
+        # what the ones before it left; what is left after all three is the opened mouth.
         np.subtract(1.0, c_up, out=self._tmp)
         np.minimum(c_low, self._tmp, out=c_low)
         np.subtract(self._tmp, c_low, out=self._tmp)
         np.minimum(c_teeth, self._tmp, out=c_teeth)
-        np.add(c_up, c_low, out=self._total)
-        np.add(self._total, c_teeth, out=self._total)
-        np.subtract(1.0, self._total, out=self.hole)
+        np.subtract(self._tmp, c_teeth, out=self.hole)
         np.clip(self.hole, 0.0, 1.0, out=self.hole)
         np.multiply(self.hole, self._c_teeth[..., 1], out=self.hole)
-        # map = s_u + (c_low·(s_l − s_u) + c_teeth·(s_t − s_u)) / total; where nobody claims,
-        # the upper side's map (the painted interior covers it).
-        np.maximum(self._total, _EPS, out=self._total)
-        np.divide(c_low, self._total, out=c_low)
-        np.divide(c_teeth, self._total, out=c_teeth)
-        np.subtract(s_l, s_u, out=self._vec)
-        np.multiply(self._vec, c_low[..., None], out=self._vec)
-        np.add(s_u, self._vec, out=map_view)
-        np.subtract(s_t, s_u, out=self._vec)
-        np.multiply(self._vec, c_teeth[..., None], out=self._vec)
-        np.add(map_view, self._vec, out=map_view)
-        self.has_hole = bool(self.hole.max() > 0.5 / 255.0)
+        np.copyto(map_view, s_u)
+        np.copyto(self._c1, c_up)
+        np.copyto(self._map2, s_u)
+        self._c2.fill(0.0)
+        self._rank(map_view, c_low, s_l)
+        self._rank(map_view, c_teeth, s_t)
 
-    def paint_interior(self, out_view: np.ndarray) -> None:
-        """Blend the synthesised interior into `out_view` (uint8 RGB patch) where the lips part."""
-        if not self.has_hole:
-            return
-        cv2.remap(self.patch.upper_texture, self._local["teeth"], None, cv2.INTER_LINEAR,
-                  dst=self._tex_u, borderMode=cv2.BORDER_REPLICATE)
-        cv2.remap(self.patch.lower_texture, self._local["lower"], None, cv2.INTER_LINEAR,
-                  dst=self._tex_l, borderMode=cv2.BORDER_REPLICATE)
-        np.subtract(1.0, self._tex_u[..., 3], out=self._tmp)
-        np.multiply(self._tex_l, self._tmp[..., None], out=self._paint)
-        np.add(self._paint, self._tex_u[..., :3], out=self._paint)
-        # out = out + hole·(paint − out), rounded back to uint8 in place.
+    def finish(self, out_view: np.ndarray) -> None:
+        """Blend in the runner-up claimant and paint the interior where the lips part.
+
+        `out_view` is the patch of the output frame, already remapped with the main map.
+        """
+        cv2.remap(self.image, self._map2, None, cv2.INTER_LINEAR, dst=self._second,
+                  borderMode=cv2.BORDER_REPLICATE)
+        # Runner-up share of the claimed coverage, then the hole's share of the pixel.
+        np.add(self._c1, self._c2, out=self._tmp)
+        np.maximum(self._tmp, _EPS, out=self._tmp)
+        np.divide(self._c2, self._tmp, out=self._c2)
         self._pix[...] = out_view
+        self._paint[...] = self._second
         np.subtract(self._paint, self._pix, out=self._paint)
-        np.multiply(self._paint, self.hole[..., None], out=self._paint)
+        np.multiply(self._paint, self._c2[..., None], out=self._paint)
         np.add(self._pix, self._paint, out=self._pix)
+        if self.hole.max() > 0.5 / 255.0:
+            cv2.remap(self.patch.upper_texture, self._local["teeth"], None, cv2.INTER_LINEAR,
+                      dst=self._tex_u, borderMode=cv2.BORDER_REPLICATE)
+            cv2.remap(self.patch.lower_texture, self._local["lower"], None, cv2.INTER_LINEAR,
+                      dst=self._tex_l, borderMode=cv2.BORDER_REPLICATE)
+            np.subtract(1.0, self._tex_u[..., 3], out=self._tmp)
+            np.multiply(self._tex_l, self._tmp[..., None], out=self._paint)
+            np.add(self._paint, self._tex_u[..., :3], out=self._paint)
+            # pix += hole·(paint − pix)
+            np.subtract(self._paint, self._pix, out=self._paint)
+            np.multiply(self._paint, self.hole[..., None], out=self._paint)
+            np.add(self._pix, self._paint, out=self._pix)
         np.add(self._pix, 0.5, out=self._pix)
         np.copyto(out_view, self._pix, casting="unsafe")
