@@ -45,6 +45,8 @@ LEFT_EYE_CORNERS = (263, 362)
 
 RIGHT_BROW = (70, 63, 105, 66, 107, 46, 53, 52, 65, 55)
 LEFT_BROW = (300, 293, 334, 296, 336, 276, 283, 282, 295, 285)
+RIGHT_BROW_LOWER = (46, 53, 52, 65, 55)
+LEFT_BROW_LOWER = (276, 283, 282, 295, 285)
 
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
              377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
@@ -181,6 +183,7 @@ class EyeGeometry:
 
     margin: Polyline  # upper-lid margin, corner to corner
     lower: Polyline  # lower-lid margin, corner to corner
+    brow: Polyline  # lower edge of the eyebrow above
     upper_ids: tuple[int, ...]
     ring2_ids: tuple[int, ...]
     ring3_ids: tuple[int, ...]
@@ -194,11 +197,11 @@ class EyeGeometry:
     def measure(cls, frame: FaceFrame, landmarks_px: np.ndarray, side: str) -> "EyeGeometry":
         """Read the eye of `side` ("right" = subject's right, image left) off the landmarks."""
         if side == "right":
-            upper, lower, r2, r3, corners = (RIGHT_EYE_UPPER, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER2,
-                                             RIGHT_EYE_UPPER3, RIGHT_EYE_CORNERS)
+            upper, lower, r2, r3, corners, brow = (RIGHT_EYE_UPPER, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER2,
+                                                   RIGHT_EYE_UPPER3, RIGHT_EYE_CORNERS, RIGHT_BROW_LOWER)
         else:
-            upper, lower, r2, r3, corners = (LEFT_EYE_UPPER, LEFT_EYE_LOWER, LEFT_EYE_UPPER2,
-                                             LEFT_EYE_UPPER3, LEFT_EYE_CORNERS)
+            upper, lower, r2, r3, corners, brow = (LEFT_EYE_UPPER, LEFT_EYE_LOWER, LEFT_EYE_UPPER2,
+                                                   LEFT_EYE_UPPER3, LEFT_EYE_CORNERS, LEFT_BROW_LOWER)
         uv = frame.to_face(landmarks_px[:N_MESH, :2])
         margin = Polyline(np.concatenate([uv[[corners[0]]], uv[list(upper)], uv[[corners[1]]]]))
         low = Polyline(uv[list(lower)])
@@ -208,4 +211,5 @@ class EyeGeometry:
         # A squinting or mis-fitted eye still gets a usable scale for the lid motions.
         height = max(height, 0.12 * width, 1.0)
         u_lo, u_hi = sorted((float(uv[corners[0], 0]), float(uv[corners[1], 0])))
-        return cls(margin, low, upper, r2, r3, lower, corners, height, max(width, 2.0), (u_lo, u_hi))
+        return cls(margin, low, Polyline(uv[list(brow)]), upper, r2, r3, lower, corners, height,
+                   max(width, 2.0), (u_lo, u_hi))

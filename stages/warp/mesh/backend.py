@@ -97,7 +97,6 @@ class PreparedMeshWarp:
         # Grid steps follow the face size: fine enough for lips and lids, coarse enough to be cheap.
         base_step = int(np.clip(round(face_h / 18.0), 4, 8))
         mouth_step = int(np.clip(round(face_h / 55.0), 2, 4))
-        eye_step = int(np.clip(round(face_h / 70.0), 2, 3))
         base_grid = Grid.covering(*head.bounding_box_px(frame), step=base_step, within=full)
         self.roi = base_grid.box
 
@@ -134,21 +133,11 @@ class PreparedMeshWarp:
         teeth = pose_basis(frame, head_model, nodes) * window[None, :, None]
         layers["teeth"] = LayerFields(self.mouth_patch.grid, pack(teeth), BLOCK_FRAMES)
 
-        self.eye_patches = []
-        for k, eye in enumerate(eyes):
-            patch = EyePatch.build(frame, eye, lm, self.roi, eye_step)
-            nodes = patch.grid.nodes()
-            face_b, window = face_part(nodes)
-            local = box_window(frame, nodes, patch.inner_rect_uv, patch.ramp_px).reshape(-1)
-            lid = expression_basis(nodes, controls, controls.lid_ids[k], 0.15 * eye.height_px + 0.09 * eye.width_px,
-                                   which="lid")
-            basis = (face_b + lid * local[None, :, None]) * window[None, :, None]
-            layers[f"lid{k}"] = LayerFields(patch.grid, pack(basis), BLOCK_FRAMES)
-            self.eye_patches.append(patch)
+        self.eye_patches = [EyePatch.build(frame, eye, self.roi) for eye in eyes]
 
         self._layers = layers
         self._mouth_in_roi = _sub_box(self.mouth_patch.grid.box, self.roi)
-        self._eyes_in_roi = tuple(_sub_box(p.grid.box, self.roi) for p in self.eye_patches)
+        self._eyes_in_roi = tuple(_sub_box(p.box, self.roi) for p in self.eye_patches)
         self._features = np.zeros((BLOCK_FRAMES, N_FEATURES), np.float32)
         self._workspaces = [_Workspace(image, base_grid, self.mouth_patch, tuple(self.eye_patches))
                             for _ in range(N_THREADS)]
@@ -190,14 +179,14 @@ class PreparedMeshWarp:
                                    layers["teeth"].fields[j], fine[self._mouth_in_roi])
             blinking = blink[j] > _BLINK_EPS  # with open eyes the lid layer is the face layer
             if blinking:
-                for k, eye in enumerate(ws.eyes):
-                    eye.composite_map(layers[f"lid{k}"].fields[j], fine[self._eyes_in_roi[k]])
+                for eye, in_roi in zip(ws.eyes, self._eyes_in_roi):
+                    eye.composite_map(float(blink[j]), fine[in_roi])
             cv2.remap(self.image, fine, None, cv2.INTER_LINEAR, dst=dst[rows, cols],
                       borderMode=cv2.BORDER_REPLICATE)
             ws.mouth.finish(dst[self.mouth_patch.grid.box.slices])
             if blinking:
                 for eye, patch in zip(ws.eyes, self.eye_patches):
-                    eye.finish(dst[patch.grid.box.slices])
+                    eye.finish(dst[patch.box.slices])
 
 
 class MeshWarpBackend:

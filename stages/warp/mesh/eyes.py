@@ -1,9 +1,14 @@
 """The eyelids: an upper-lid layer that slides down over the eye on a blink.
 
-The eye itself (and everything else) follows the face field; the upper lid — the skin from the
-lid margin up to the brow — follows its own field, which is the face field plus the blink's
-lid travel. Where the lid layer's inverse map lands on lid skin it covers whatever is below,
-so a blink draws the lid (lashes first) down over a still iris instead of squashing the eye.
+The eye itself (and everything else) follows the face layer. The upper lid — the skin from the
+lash line up toward the brow — is a layer of its own: on a blink every column of it travels
+down so that the lash line lands on the lower lid (a hair past it), the lash band moving as
+one piece and the skin above stretching less and less up to the brow. Where that layer lands
+it covers the eye, so a blink draws the lid down over a still iris instead of squashing it.
+
+The lid motion is along the face's vertical, and monotone in it, so its inverse is exact and
+cheap to precompute: for a ladder of blink levels, the backward shift of every patch pixel.
+A frame blends the two nearest levels and composes the result with the face layer's map.
 """
 
 from __future__ import annotations
@@ -14,39 +19,72 @@ import cv2
 import numpy as np
 
 from stages.warp.mesh import anatomy as an
-from stages.warp.mesh.field import Box, Grid, GridInverter
-from stages.warp.mesh.regions import below_coverage, face_rect_box
+from stages.warp.mesh.field import Box
+from stages.warp.mesh.regions import below_coverage, box_from_bounds, face_rect_box, smoothstep
+
+BLINK_LEVELS = 9
+"""Precomputed blink amounts 0, 1/8, …, 1; frames interpolate between neighbours."""
+_OVERSHOOT = 0.06  # × eye height: how far past the lower lid the lash line goes
+_BISECTIONS = 30
+
+
+def _lid_drop_px(eye: an.EyeGeometry, u: np.ndarray) -> np.ndarray:
+    """How far the lash line at u travels for a full blink (0 beyond the eye corners)."""
+    lo, hi = eye.u_range
+    inside = (u > lo) & (u < hi)
+    across = np.clip((u - 0.5 * (lo + hi)) / (0.5 * (hi - lo)), -1.0, 1.0)
+    gap = np.maximum(eye.lower(u) - eye.margin(u), 0.0)
+    return np.where(inside, gap + _OVERSHOOT * eye.height_px * (1.0 - across**4), 0.0)
+
+
+def _lid_share(eye: an.EyeGeometry, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Share of the lash line's travel at (u, v): 1 at and below it, fading to 0 under the brow."""
+    margin = eye.margin(u)
+    reach = np.maximum(0.8 * (margin - eye.brow(u)), 0.6 * eye.height_px)
+    return 1.0 - smoothstep(0.0, 1.0, (margin - v) / reach)
 
 
 @dataclass(frozen=True)
 class EyePatch:
-    """One eye's lid-layer grid, window rectangle and lid label (source space)."""
+    """One eye's patch of the frame: lid label and precomputed backward lid shifts."""
 
-    grid: Grid
-    inner_rect_uv: tuple[float, float, float, float]
-    ramp_px: float
-    lid_label: np.ndarray  # (h, w) float32: 1 on upper-lid skin
+    box: Box
+    v_axis: np.ndarray  # (2,) float32, the face's downward direction in the image
+    lid_label: np.ndarray  # (h, w) float32: 1 on upper-lid skin (source space)
+    back_shift: np.ndarray  # (BLINK_LEVELS, h, w) float32: source = pixel − shift·v_axis
 
     @classmethod
-    def build(cls, frame: an.FaceFrame, eye: an.EyeGeometry, landmarks_px: np.ndarray, roi: Box,
-              step: int) -> "EyePatch":
-        """Lay the patch out around the eye and paint the lid label."""
-        uv = frame.to_face(landmarks_px[list(eye.upper_ids + eye.ring2_ids + eye.ring3_ids
-                                             + eye.lower_ids), :2])
+    def build(cls, frame: an.FaceFrame, eye: an.EyeGeometry, roi: Box) -> "EyePatch":
+        """Lay the patch out from the brow to below the lower lid; precompute the lid maps."""
         h, w = eye.height_px, eye.width_px
-        inner = (uv[:, 0].min() - 0.1 * w, uv[:, 1].min() - 0.1 * h,
-                 uv[:, 0].max() + 0.1 * w, uv[:, 1].max() + 0.35 * h)
-        ramp = 0.45 * h + 0.1 * w
-        reach = ramp + 2.0
-        outer = (inner[0] - reach, inner[1] - reach, inner[2] + reach, inner[3] + reach + 0.3 * h)
-        grid = Grid.covering(*face_rect_box(frame, outer, 10**6), step=step, within=roi)
-        puv = frame.to_face(grid.box.pixel_centres())
+        lo, hi = eye.u_range
+        brow_v = float(eye.brow(np.linspace(lo, hi, 9)).min())
+        rect = (lo - 0.35 * w, brow_v - 0.15 * h, hi + 0.35 * w,
+                float(eye.lower(np.linspace(lo, hi, 9)).max()) + 0.8 * h)
+        x0, y0, x1, y1 = face_rect_box(frame, rect, 10**6)
+        box = box_from_bounds(max(x0, roi.x0), max(y0, roi.y0), min(x1, roi.x0 + roi.w),
+                              min(y1, roi.y0 + roi.h), 10**6)
+        uv = frame.to_face(box.pixel_centres())
+        u, v = uv[..., 0], uv[..., 1]
         # The label edge sits a hair above the margin landmarks so no sliver of eye white rides
         # down with the lid.
-        shifted = puv.copy()
+        shifted = uv.copy()
         shifted[..., 1] += 0.04 * h
         label = 1.0 - below_coverage(shifted, eye.margin, widen=0.5)
-        return cls(grid, inner, ramp, np.ascontiguousarray(label, dtype=np.float32))
+        drop = _lid_drop_px(eye, u)
+        shifts = np.zeros((BLINK_LEVELS,) + u.shape)
+        for k in range(1, BLINK_LEVELS):
+            b = k / (BLINK_LEVELS - 1)
+            # Source v with v_src + b·drop·share(v_src) = v: monotone in v_src, so bisect.
+            lo_v, hi_v = v - b * drop - 1.0, v + 1.0
+            for _ in range(_BISECTIONS):
+                mid = 0.5 * (lo_v + hi_v)
+                ahead = mid + b * drop * _lid_share(eye, u, mid) > v
+                hi_v = np.where(ahead, mid, hi_v)
+                lo_v = np.where(ahead, lo_v, mid)
+            shifts[k] = v - 0.5 * (lo_v + hi_v)
+        return cls(box, frame.v_axis.astype(np.float32), np.ascontiguousarray(label, np.float32),
+                   np.ascontiguousarray(shifts, np.float32))
 
 
 class EyeCompositor:
@@ -60,11 +98,12 @@ class EyeCompositor:
     def __init__(self, patch: EyePatch, image: np.ndarray) -> None:
         self.patch = patch
         self.image = image
-        g = patch.grid
-        self.inverter = GridInverter(g, iterations=6)
-        h, w = g.box.h, g.box.w
-        self._origin = np.array([g.box.x0, g.box.y0], np.float32)
+        h, w = patch.box.h, patch.box.w
+        self._origin = np.array([patch.box.x0, patch.box.y0], np.float32)
+        self._shift = np.empty((h, w), np.float32)
+        self._shift_at = np.empty((h, w), np.float32)
         self._local = np.empty((h, w, 2), np.float32)
+        self._lid_map = np.empty((h, w, 2), np.float32)
         self._claim = np.empty((h, w), np.float32)
         self._lid_wins = np.empty((h, w), bool)
         self._map2 = np.empty((h, w, 2), np.float32)
@@ -73,16 +112,26 @@ class EyeCompositor:
         self._pix = np.empty((h, w, 3), np.float32)
         self._diff = np.empty((h, w, 3), np.float32)
 
-    def composite_map(self, lid_field: np.ndarray, map_view: np.ndarray) -> None:
-        """Put the lid layer over `map_view` (the patch's part of the frame map), in place."""
-        s = self.inverter.invert(lid_field)
-        np.subtract(s, self._origin, out=self._local)
-        cv2.remap(self.patch.lid_label, self._local, None, cv2.INTER_LINEAR, dst=self._claim,
+    def composite_map(self, blink: float, map_view: np.ndarray) -> None:
+        """Put the lid layer for `blink` over `map_view` (this patch of the face map), in place."""
+        p = self.patch
+        level = float(np.clip(blink, 0.0, 1.0)) * (BLINK_LEVELS - 1)
+        k = min(int(level), BLINK_LEVELS - 2)
+        f = level - k
+        cv2.addWeighted(p.back_shift[k], 1.0 - f, p.back_shift[k + 1], f, 0.0, dst=self._shift)
+        # The lid layer = face layer, then the lid's own backward shift at that source point.
+        np.subtract(map_view, self._origin, out=self._local)
+        cv2.remap(self._shift, self._local, None, cv2.INTER_LINEAR, dst=self._shift_at,
+                  borderMode=cv2.BORDER_REPLICATE)
+        np.multiply(self._shift_at[..., None], p.v_axis, out=self._lid_map)
+        np.subtract(map_view, self._lid_map, out=self._lid_map)
+        np.subtract(self._lid_map, self._origin, out=self._local)
+        cv2.remap(p.lid_label, self._local, None, cv2.INTER_LINEAR, dst=self._claim,
                   borderMode=cv2.BORDER_REPLICATE)
         np.greater_equal(self._claim, 0.5, out=self._lid_wins)
-        np.copyto(self._map2, s)
+        np.copyto(self._map2, self._lid_map)
         np.copyto(self._map2, map_view, where=self._lid_wins[..., None])
-        np.copyto(map_view, s, where=self._lid_wins[..., None])
+        np.copyto(map_view, self._lid_map, where=self._lid_wins[..., None])
         np.subtract(1.0, self._claim, out=self._w2)
         np.minimum(self._w2, self._claim, out=self._w2)  # the losing layer's share
 

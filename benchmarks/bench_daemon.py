@@ -1,0 +1,85 @@
+"""Sustained cadence: N consecutive slots through a real vortexd at the 45 s cadence.
+
+    .venv/bin/python benchmarks/bench_daemon.py [--slots 5] [--cadence 45] [--duration 45] [--voice en-us]
+
+Prints cold start to READY, per-slot deadline slack (min / median), misses, and the daemon's CPU
+utilisation over the run (its user+system CPU seconds divided by wall time and core count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from vortexd.testing_daemon import DaemonProcess, write_config
+
+SCRIPT = ("Good evening. This is the director node with the latest from the network. Markets were calm "
+          "today, while the weather turned bright across the coast. People gathered by the harbour to watch "
+          "the boats come in, and the city prepared for a busy weekend of music and food. Maybe the best "
+          "news is the simplest: the bridge reopens on Monday, and the morning commute should be quicker. "
+          "We will be back with more in a moment. Stay with us.")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / ticks
+
+
+def main() -> None:
+    """Run the benchmark and print its figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slots", type=int, default=5)
+    parser.add_argument("--cadence", type=float, default=45.0)
+    parser.add_argument("--duration", type=float, default=45.0)
+    parser.add_argument("--voice", default="en-us")
+    args = parser.parse_args()
+
+    folder = Path(tempfile.mkdtemp(prefix="vortex-cadence-"))
+    frames = int(round(args.duration * 24))
+    daemon = DaemonProcess(folder, write_config(folder, cadence_s=args.cadence, max_slot_frames=frames,
+                                                arena_prefault=True, margin_s=2.0))
+    ready_s = daemon.start(timeout_s=300)
+    print(f"cold start to READY: {ready_s:.2f} s")
+    cpu_before, wall_before = _cpu_seconds(daemon.process.pid), time.monotonic()
+    try:
+        for i in range(args.slots):
+            recipe = {"slot_id": f"bench-{i}", "speech": {"text": SCRIPT, "voice": args.voice},
+                      "motion": {"seed": i, "expression": ["calm", "neutral", "excited", "manic"][i % 4]},
+                      "output": {"duration_s": args.duration}}
+            answer = daemon.request("submit", {"recipe": recipe})
+            assert answer["ok"], answer
+            # Recipes arrive one per cadence, as a director node sends them.
+            if i < args.slots - 1:
+                time.sleep(args.cadence)
+        deadline = time.monotonic() + 4 * args.cadence
+        while time.monotonic() < deadline:
+            slots = daemon.request("slots", {"limit": 1000})["result"]["slots"]
+            if all(s["state"] in ("published", "failed", "late", "cancelled") for s in slots):
+                break
+            time.sleep(0.5)
+        wall_s = time.monotonic() - wall_before
+        cpu_s = _cpu_seconds(daemon.process.pid) - cpu_before
+        slots = daemon.request("slots", {"limit": 1000})["result"]["slots"]
+        stats = daemon.request("status")["result"]["stats"]
+    finally:
+        daemon.stop()
+    slack = [s["result"]["deadline_slack_s"] for s in slots if s["state"] == "published"]
+    print(f"slots: {len(slots)}  published: {len(slack)}  late: {stats['late']}  "
+          f"missed deadlines: {stats['missed_deadlines']}")
+    for s in sorted(slots, key=lambda s: s["seq"]):
+        seconds = (s.get("result") or {}).get("stage_seconds", {})
+        print(f"  {s['slot_id']:<10} {s['state']:<10} slack {(s.get('result') or {}).get('deadline_slack_s')} s  "
+              + " ".join(f"{k} {v:.2f}" for k, v in seconds.items()))
+    if slack:
+        print(f"deadline slack: min {min(slack):.2f} s, median {statistics.median(slack):.2f} s")
+    print(f"daemon CPU: {cpu_s:.1f} s over {wall_s:.1f} s wall = {100 * cpu_s / wall_s / os.cpu_count():.0f}% "
+          f"of {os.cpu_count()} cores")
+
+
+if __name__ == "__main__":
+    main()
