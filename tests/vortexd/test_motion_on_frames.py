@@ -55,7 +55,7 @@ def test_four_preset_sequence_has_no_jump_at_boundaries(backends, tmp_path: Path
     rendered = render_frames(_recipe(list(PRESETS_IN_ORDER), duration_s=16.0), tmp_path, backends=backends)
     positions = head_positions(track_landmarks(rendered.frames))
     speed = np.linalg.norm(np.diff(positions, axis=0), axis=1)
-    boundaries = [int(s.start_s * 24) for s in rendered.plan.meta["segments"][1:]]
+    boundaries = [int(s["start_s"] * 24) for s in rendered.plan.meta["segments"][1:]]
     near = np.concatenate([speed[b - 3 : b + 3] for b in boundaries])
     # A jump would show as a single-frame spike far above the motion the presets produce.
     assert np.nanmax(near) <= 1.5 * np.nanpercentile(speed, 99), (np.nanmax(near), np.nanpercentile(speed, 99))
