@@ -102,8 +102,11 @@ class StageActor:
 
     async def _run_job(self, job: Job) -> None:
         self.current = job
+        # Bound in the context, so every log line of this job (threads included: to_thread copies
+        # the context) carries the slot id.
         try:
-            result = await self._handler(job)
+            with structlog.contextvars.bound_contextvars(slot_id=job.slot_id, stage=self.name):
+                result = await self._handler(job)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # supervision: the slot fails, the actor lives on

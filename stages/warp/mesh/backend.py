@@ -65,7 +65,7 @@ class _Workspace:
     """Everything one render thread writes per frame, allocated once."""
 
     def __init__(self, image: np.ndarray, base_grid: Grid, mouth: MouthPatch, eyes: tuple[EyePatch, ...]) -> None:
-        self.base = GridInverter(base_grid)
+        self.base = GridInverter(base_grid, iterations=8)  # head turns move the head far
         self.mouth = MouthCompositor(mouth, image)
         self.eyes = tuple(EyeCompositor(p, image) for p in eyes)
 
@@ -74,6 +74,26 @@ def _sub_box(inner: Box, outer: Box) -> tuple[slice, slice]:
     """Slices of `inner` relative to `outer` (inner lies inside outer)."""
     return (slice(inner.y0 - outer.y0, inner.y0 - outer.y0 + inner.h),
             slice(inner.x0 - outer.x0, inner.x0 - outer.x0 + inner.w))
+
+
+_POSE_FEATURES = ("sin_yaw", "sin_pitch", "sin_roll", "shift_x", "shift_y")
+_MAX_POSE_STRETCH = 0.45
+"""Most a single pose feature may stretch or squeeze the picture (|∂d/∂x|): beyond ~1 the
+warp would fold. It only binds when the head nearly fills the frame, where the falloff to the
+fixed frame edges is short."""
+
+
+def _pose_limits(basis: np.ndarray, grid: Grid) -> np.ndarray:
+    """Per-feature bound on |feature| (inf for non-pose features) from the field's steepest slope."""
+    limits = np.full(N_FEATURES, np.inf, np.float32)
+    rows, cols = grid.shape
+    for name in _POSE_FEATURES:
+        field = basis[F[name]].reshape(rows, cols, 2)
+        slopes = [np.gradient(field[..., c], grid.step, axis=a) for c in (0, 1) for a in (0, 1)]
+        steepest = float(np.sqrt(sum(g**2 for g in slopes)).max())
+        if steepest > 0:
+            limits[F[name]] = _MAX_POSE_STRETCH / steepest
+    return limits
 
 
 class PreparedMeshWarp:
@@ -90,7 +110,7 @@ class PreparedMeshWarp:
         oval_ids = np.array(an.FACE_OVAL)
         head = HeadEllipse.around(frame, frame.to_face(lm[oval_ids, :2]),
                                   frame.to_face(lm[an.FOREHEAD_TOP, :2]), frame.to_face(lm[an.CHIN, :2]))
-        head_model = HeadModel.build(frame, controls)
+        head_model = HeadModel.build(frame, lm, head)
         full = Box(0, 0, FRAME_SIZE_PX, FRAME_SIZE_PX)
         edge_px = max(8.0, 0.08 * face_h)
 
@@ -100,28 +120,30 @@ class PreparedMeshWarp:
         base_grid = Grid.covering(*head.bounding_box_px(frame), step=base_step, within=full)
         self.roi = base_grid.box
 
-        sigma_base = 0.06 * face_h
-        sigma_lips = 0.045 * face_h
+        sigma_base = 0.035 * face_h
+        sigma_lips = 0.035 * face_h
 
         def face_part(nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             """Pose + whole-face expression at nodes, and the head window there."""
             window = head_window(frame, head, nodes, FRAME_SIZE_PX, edge_px).reshape(-1)
             basis = pose_basis(frame, head_model, nodes)
-            basis += expression_basis(nodes, controls, controls.base_ids, sigma_base)
+            basis += expression_basis(nodes, controls, controls.base_ids, sigma_base, exact=False)
             return basis, window
 
         nodes = base_grid.nodes()
         base_basis, base_window = face_part(nodes)
-        layers = {"base": LayerFields(base_grid, pack(base_basis * base_window[None, :, None]), BLOCK_FRAMES)}
+        base_basis *= base_window[None, :, None]
+        layers = {"base": LayerFields(base_grid, pack(base_basis), BLOCK_FRAMES)}
+        self._feature_limits = _pose_limits(base_basis, base_grid)
 
         self.mouth_patch = MouthPatch.build(image, lm, frame, mouth, self.roi, mouth_step,
                                             max_drop_px=1.3 * JAW_DROP * face_h)
         nodes = self.mouth_patch.grid.nodes()
         face_b, window = face_part(nodes)
         local = box_window(frame, nodes, self.mouth_patch.inner_rect_uv, self.mouth_patch.ramp_px).reshape(-1)
-        e_base = expression_basis(nodes, controls, controls.base_ids, sigma_lips)
-        e_upper = expression_basis(nodes, controls, controls.upper_ids, sigma_lips)
-        e_lower = expression_basis(nodes, controls, controls.lower_ids, sigma_lips)
+        e_base = expression_basis(nodes, controls, controls.base_ids, sigma_base, exact=False)
+        e_upper = expression_basis(nodes, controls, controls.upper_ids, sigma_lips, exact=True)
+        e_lower = expression_basis(nodes, controls, controls.lower_ids, sigma_lips, exact=True)
         # Past the mouth corners the two sides must move as one, or the lips would tear open
         # across the cheeks: there both use the mean of the two fields.
         past_corner = mouth.slit.signed_overhang(frame.to_face(nodes)[..., 0]).reshape(-1)
@@ -160,6 +182,7 @@ class PreparedMeshWarp:
             block_stop = min(block_start + BLOCK_FRAMES, stop)
             n = block_stop - block_start
             feats = fill_features(plan, block_start, block_stop, FRAME_SIZE_PX, self._features)
+            np.clip(feats, -self._feature_limits, self._feature_limits, out=feats)
             for layer in self._layers.values():
                 layer.compute(feats)
             half = (n + 1) // 2
@@ -170,23 +193,19 @@ class PreparedMeshWarp:
     def _render_frames(self, ws: _Workspace, js: range, block_start: int, out: np.ndarray) -> None:
         layers = self._layers
         rows, cols = self.roi.slices
+        mouth_box = self.mouth_patch.grid.box.slices
         blink = self._features[:, F["blink"]]
         for j in js:
             dst = out[block_start + j]
             np.copyto(dst, self.image)
             fine = ws.base.invert(layers["base"].fields[j])
-            ws.mouth.composite_map(layers["upper"].fields[j], layers["lower"].fields[j],
-                                   layers["teeth"].fields[j], fine[self._mouth_in_roi])
-            blinking = blink[j] > _BLINK_EPS  # with open eyes the lid layer is the face layer
-            if blinking:
-                for eye, in_roi in zip(ws.eyes, self._eyes_in_roi):
-                    eye.composite_map(float(blink[j]), fine[in_roi])
             cv2.remap(self.image, fine, None, cv2.INTER_LINEAR, dst=dst[rows, cols],
                       borderMode=cv2.BORDER_REPLICATE)
-            ws.mouth.finish(dst[self.mouth_patch.grid.box.slices])
-            if blinking:
-                for eye, patch in zip(ws.eyes, self.eye_patches):
-                    eye.finish(dst[patch.box.slices])
+            ws.mouth.render(layers["upper"].fields[j], layers["lower"].fields[j],
+                            layers["teeth"].fields[j], dst[mouth_box])
+            if blink[j] > _BLINK_EPS:  # with open eyes the lid layer is the face layer
+                for eye, patch, in_roi in zip(ws.eyes, self.eye_patches, self._eyes_in_roi):
+                    eye.render(float(blink[j]), fine[in_roi], dst[patch.box.slices])
 
 
 class MeshWarpBackend:

@@ -48,8 +48,6 @@ class ControlSet:
     base_ids: np.ndarray  # controls of the whole-face field: everything but the lips
     upper_ids: np.ndarray  # controls of the mouth's upper layer: upper lip and above
     lower_ids: np.ndarray  # controls of the mouth's jaw layer: lower lip and below
-    surface_ids: np.ndarray  # mesh points and oval rings (no ghosts): where the face surface is
-    depth_px: np.ndarray  # (n,) depth toward the viewer of each control (0 for ghosts)
 
 
 def build_controls(landmarks_px: np.ndarray, frame: an.FaceFrame, mouth: an.MouthGeometry,
@@ -195,7 +193,4 @@ def build_controls(landmarks_px: np.ndarray, frame: an.FaceFrame, mouth: an.Mout
     base = real & ~mesh_lip
     upper = (upper_lip_m | (real & ~mesh_lip & (~mesh_below | mesh_lateral))) | (ghost_kind == "upper")
     lower = (lower_lip_m | (real & ~mesh_lip & (mesh_below | mesh_lateral)) | virtual) | (ghost_kind == "lower")
-    depth = np.concatenate([frame.depth_px[:n]] + [share * frame.depth_px[oval] for _, share in OVAL_RINGS]
-                           + [np.zeros(len(points) - n_real)])
-    return ControlSet(points.astype(np.float64), skin, all_ids[base], all_ids[upper],
-                      all_ids[lower], all_ids[real], depth)
+    return ControlSet(points.astype(np.float64), skin, all_ids[base], all_ids[upper], all_ids[lower])

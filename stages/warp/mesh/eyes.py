@@ -88,11 +88,11 @@ class EyePatch:
 
 
 class EyeCompositor:
-    """Per-thread scratch for one eye: the lid map, its claim, and the two-layer composite.
+    """Per-thread scratch for one eye: the lid map, its claim, and the colour blend.
 
     The lid's source and the eye's source under a lid edge are far apart in the picture, so the
-    edge is not made by averaging map coordinates (that would sample the iris in between): each
-    pixel takes the stronger layer's map, and the weaker one is remapped and blended by colour.
+    lid is remapped on its own and mixed with the face layer by its claim (averaging the two
+    maps would sample the iris in between).
     """
 
     def __init__(self, patch: EyePatch, image: np.ndarray) -> None:
@@ -105,44 +105,36 @@ class EyeCompositor:
         self._local = np.empty((h, w, 2), np.float32)
         self._lid_map = np.empty((h, w, 2), np.float32)
         self._claim = np.empty((h, w), np.float32)
-        self._lid_wins = np.empty((h, w), bool)
-        self._map2 = np.empty((h, w, 2), np.float32)
-        self._w2 = np.empty((h, w), np.float32)
-        self._second = np.empty((h, w, 3), np.uint8)
+        self._lid_rgb = np.empty((h, w, 3), np.uint8)
         self._pix = np.empty((h, w, 3), np.float32)
         self._diff = np.empty((h, w, 3), np.float32)
 
-    def composite_map(self, blink: float, map_view: np.ndarray) -> None:
-        """Put the lid layer for `blink` over `map_view` (this patch of the face map), in place."""
+    def render(self, blink: float, face_map: np.ndarray, out_view: np.ndarray) -> None:
+        """Draw the lid for `blink` over `out_view` (this patch of the frame, face layer done).
+
+        `face_map` is the face layer's map over the same patch (frame coordinates).
+        """
         p = self.patch
         level = float(np.clip(blink, 0.0, 1.0)) * (BLINK_LEVELS - 1)
         k = min(int(level), BLINK_LEVELS - 2)
         f = level - k
         cv2.addWeighted(p.back_shift[k], 1.0 - f, p.back_shift[k + 1], f, 0.0, dst=self._shift)
-        # The lid layer = face layer, then the lid's own backward shift at that source point.
-        np.subtract(map_view, self._origin, out=self._local)
+        # The lid layer = the face layer's map, then the lid's own backward shift at that point.
+        np.subtract(face_map, self._origin, out=self._local)
         cv2.remap(self._shift, self._local, None, cv2.INTER_LINEAR, dst=self._shift_at,
                   borderMode=cv2.BORDER_REPLICATE)
         np.multiply(self._shift_at[..., None], p.v_axis, out=self._lid_map)
-        np.subtract(map_view, self._lid_map, out=self._lid_map)
+        np.subtract(face_map, self._lid_map, out=self._lid_map)
         np.subtract(self._lid_map, self._origin, out=self._local)
         cv2.remap(p.lid_label, self._local, None, cv2.INTER_LINEAR, dst=self._claim,
                   borderMode=cv2.BORDER_REPLICATE)
-        np.greater_equal(self._claim, 0.5, out=self._lid_wins)
-        np.copyto(self._map2, self._lid_map)
-        np.copyto(self._map2, map_view, where=self._lid_wins[..., None])
-        np.copyto(map_view, self._lid_map, where=self._lid_wins[..., None])
-        np.subtract(1.0, self._claim, out=self._w2)
-        np.minimum(self._w2, self._claim, out=self._w2)  # the losing layer's share
-
-    def finish(self, out_view: np.ndarray) -> None:
-        """Blend the losing layer into `out_view` (the patch of the remapped frame)."""
-        cv2.remap(self.image, self._map2, None, cv2.INTER_LINEAR, dst=self._second,
+        cv2.remap(self.image, self._lid_map, None, cv2.INTER_LINEAR, dst=self._lid_rgb,
                   borderMode=cv2.BORDER_REPLICATE)
+        # out += claim·(lid − out)
         self._pix[...] = out_view
-        self._diff[...] = self._second
+        self._diff[...] = self._lid_rgb
         np.subtract(self._diff, self._pix, out=self._diff)
-        np.multiply(self._diff, self._w2[..., None], out=self._diff)
+        np.multiply(self._diff, self._claim[..., None], out=self._diff)
         np.add(self._pix, self._diff, out=self._pix)
         np.add(self._pix, 0.5, out=self._pix)
         np.copyto(out_view, self._pix, casting="unsafe")

@@ -42,7 +42,11 @@ class Box:
 
 @dataclass(frozen=True)
 class Grid:
-    """A coarse node lattice covering `box`; box.w = step·gw and box.h = step·gh exactly."""
+    """A coarse node lattice over `box`; box.w = step·gw and box.h = step·gh exactly.
+
+    The lattice carries one extra ring of nodes outside the box, so every pixel of the box is
+    interpolated between nodes (cv2.resize would otherwise clamp the outermost half-step).
+    """
 
     box: Box
     step: int
@@ -67,18 +71,28 @@ class Grid:
         by, gh = span(y0, y1, within.y0, within.h)
         return cls(Box(bx, by, gw * step, gh * step), step, gw, gh)
 
-    def nodes(self) -> np.ndarray:
-        """(gh, gw, 2) float64 pixel positions (x, y) of the nodes."""
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, cols) of the node lattice, the outer ring included."""
+        return self.gh + 2, self.gw + 2
+
+    @property
+    def origin_px(self) -> tuple[float, float]:
+        """Image position (x, y) of node (0, 0), the outer ring's corner."""
         half = (self.step - 1) / 2.0
-        xs = self.box.x0 + self.step * np.arange(self.gw) + half
-        ys = self.box.y0 + self.step * np.arange(self.gh) + half
-        gx, gy = np.meshgrid(xs, ys)
+        return self.box.x0 - self.step + half, self.box.y0 - self.step + half
+
+    def nodes(self) -> np.ndarray:
+        """(rows, cols, 2) float64 pixel positions (x, y) of the nodes."""
+        ox, oy = self.origin_px
+        rows, cols = self.shape
+        gx, gy = np.meshgrid(ox + self.step * np.arange(cols), oy + self.step * np.arange(rows))
         return np.stack([gx, gy], axis=-1)
 
     @property
     def n_nodes(self) -> int:
-        """Number of nodes."""
-        return self.gw * self.gh
+        """Number of nodes, the outer ring included."""
+        return self.shape[0] * self.shape[1]
 
 
 def gaussian_rbf_weights(nodes_px: np.ndarray, controls_px: np.ndarray, sigma_px: float,
@@ -101,6 +115,22 @@ def gaussian_rbf_weights(nodes_px: np.ndarray, controls_px: np.ndarray, sigma_px
     return np.linalg.solve(k_cc, k_qc.T).T
 
 
+def normalized_gaussian_weights(nodes_px: np.ndarray, controls_px: np.ndarray, sigma_px: float,
+                                floor: float = 0.05) -> np.ndarray:
+    """(n_nodes, n_controls) normalised Gaussian weights (Nadaraya–Watson), fading far away.
+
+    Each node's value is a weighted mean of nearby control values, so the field never
+    overshoots the data (no ringing, bounded gradients) — the right trade for the whole-face
+    field, where smoothness matters more than hitting every control exactly. `floor` is added
+    to the weight sum: where controls are sparse (beyond the face) the field fades to zero.
+    """
+    c = np.asarray(controls_px, dtype=np.float64)
+    q = np.asarray(nodes_px, dtype=np.float64).reshape(-1, 2)
+    d2 = ((q[:, None, :] - c[None, :, :]) ** 2).sum(-1)
+    w = np.exp(-d2 / (2.0 * sigma_px * sigma_px))
+    return w / (w.sum(axis=1, keepdims=True) + floor)
+
+
 class GridInverter:
     """Turns one frame's forward node field into the full-resolution inverse map of its box.
 
@@ -110,18 +140,20 @@ class GridInverter:
     def __init__(self, grid: Grid, iterations: int = 3) -> None:
         self.grid = grid
         self.iterations = iterations
-        gh, gw, s = grid.gh, grid.gw, grid.step
-        jj, ii = np.mgrid[0:gh, 0:gw]
+        rows, cols = grid.shape
+        jj, ii = np.mgrid[0:rows, 0:cols]
         self._ident = np.ascontiguousarray(np.stack([ii, jj], -1), dtype=np.float32)
-        self._origin = np.array([grid.box.x0 + (s - 1) / 2.0, grid.box.y0 + (s - 1) / 2.0],
-                                dtype=np.float32)
-        self._d_idx = np.empty((gh, gw, 2), np.float32)
-        self._s_idx = np.empty((gh, gw, 2), np.float32)
-        self._sampled = np.empty((gh, gw, 2), np.float32)
-        self.fine = np.empty((grid.box.h, grid.box.w, 2), np.float32)
+        self._origin = np.array(grid.origin_px, dtype=np.float32)
+        self._d_idx = np.empty((rows, cols, 2), np.float32)
+        self._s_idx = np.empty((rows, cols, 2), np.float32)
+        self._sampled = np.empty((rows, cols, 2), np.float32)
+        s = grid.step
+        self._fine_all = np.empty((rows * s, cols * s, 2), np.float32)
+        self.fine = self._fine_all[s:s + grid.box.h, s:s + grid.box.w]
+        """The box's part of the upsampled map (a view; rows are contiguous)."""
 
     def invert(self, field_px: np.ndarray) -> np.ndarray:
-        """Inverse map for forward node displacements `field_px` (gh, gw, 2) → self.fine.
+        """Inverse map for forward node displacements `field_px` (rows, cols, 2) → self.fine.
 
         self.fine[y, x] is the frame pixel (x, y) whose content lands on box pixel (y, x).
         """
@@ -134,6 +166,6 @@ class GridInverter:
             np.subtract(self._ident, self._sampled, out=self._s_idx)
         np.multiply(self._s_idx, float(s), out=self._s_idx)
         np.add(self._s_idx, self._origin, out=self._s_idx)
-        cv2.resize(self._s_idx, (self.grid.box.w, self.grid.box.h), dst=self.fine,
+        cv2.resize(self._s_idx, (self._fine_all.shape[1], self._fine_all.shape[0]), dst=self._fine_all,
                    interpolation=cv2.INTER_LINEAR)
         return self.fine

@@ -20,31 +20,50 @@ import numpy as np
 from stages.warp.mesh.anatomy import FACE_OVAL, FaceFrame
 from stages.warp.mesh.controls import ControlSet
 from stages.warp.mesh.features import F, N_FEATURES
-from stages.warp.mesh.field import Grid, gaussian_rbf_weights
+from stages.warp.mesh.field import Grid, gaussian_rbf_weights, normalized_gaussian_weights
+from stages.warp.mesh.regions import HeadEllipse
 
 
 @dataclass(frozen=True)
 class HeadModel:
-    """What the pose basis needs: the depth interpolator's data and the neck pivot."""
+    """Depth of the head everywhere, and the neck pivot the head turns about.
 
-    control_px: np.ndarray  # (n, 2)
-    control_depth_px: np.ndarray  # (n,) toward the viewer, 0 at the cheek contour
+    Over the face the depth is a smooth average of the landmarks' depths; away from them it
+    becomes an ellipsoid over the head ellipse, falling to the silhouette plane at its rim, so
+    the hair turns with the head and the background beyond the rim does not.
+    """
+
+    mesh_px: np.ndarray  # (468, 2)
+    mesh_depth_px: np.ndarray  # (468,) toward the viewer, 0 at the cheek contour
+    head: HeadEllipse
+    frame: FaceFrame
+    crown_depth_px: float  # ellipsoid depth at the head ellipse's centre
     pivot_uvz: np.ndarray  # (3,) pivot in face coordinates + depth
-    depth_sigma_px: float
+    sigma_px: float
 
     @classmethod
-    def build(cls, frame: FaceFrame, controls: ControlSet) -> "HeadModel":
-        """Depth at the face-surface controls and a pivot in the neck, behind the cheeks."""
-        ids = controls.surface_ids
-        oval_uv = frame.to_face(controls.points_px[list(FACE_OVAL)])
+    def build(cls, frame: FaceFrame, landmarks_px: np.ndarray, head: HeadEllipse) -> "HeadModel":
+        """Fit the ellipsoid to the face oval's depths and put the pivot in the neck."""
+        mesh = np.asarray(landmarks_px, dtype=np.float64)[: frame.depth_px.shape[0], :2]
+        oval = list(FACE_OVAL)
+        r = head.radius(frame.to_face(mesh[oval]))
+        s = np.clip(1.0 - r**2, 0.0, 1.0)
+        crown = float(max((frame.depth_px[oval] @ s) / max(s @ s, 1e-9), 0.0))
+        oval_uv = frame.to_face(mesh[oval])
         pivot = np.array([0.5 * (oval_uv[:, 0].min() + oval_uv[:, 0].max()),
-                          oval_uv[:, 1].max() + 0.45 * frame.face_h_px, -0.15 * frame.face_w_px])
-        return cls(controls.points_px[ids], controls.depth_px[ids], pivot, 0.08 * frame.face_h_px)
+                          oval_uv[:, 1].max() + 0.2 * frame.face_h_px, -0.15 * frame.face_w_px])
+        return cls(mesh, frame.depth_px, head, frame, crown, pivot, 0.07 * frame.face_h_px)
 
     def depth_at(self, nodes_px: np.ndarray) -> np.ndarray:
-        """Interpolated depth (toward the viewer) at image points (..., 2)."""
-        w = gaussian_rbf_weights(nodes_px, self.control_px, self.depth_sigma_px, ridge=1e-2)
-        return (w @ self.control_depth_px).reshape(nodes_px.shape[:-1])
+        """Depth (toward the viewer) at image points (..., 2)."""
+        pts = nodes_px.reshape(-1, 2)
+        w = normalized_gaussian_weights(pts, self.mesh_px, self.sigma_px, floor=0.0)
+        d2 = ((pts[:, None, :] - self.mesh_px[None, :, :]) ** 2).sum(-1)
+        near = np.exp(-d2.min(axis=1) / (2.0 * (1.5 * self.sigma_px) ** 2))  # 1 on the face
+        r = self.head.radius(self.frame.to_face(pts))
+        shell = self.crown_depth_px * np.clip(1.0 - r**2, 0.0, 1.0)  # finite slope at the rim
+        depth = near * (w @ self.mesh_depth_px) + (1.0 - near) * shell
+        return depth.reshape(nodes_px.shape[:-1])
 
 
 def pose_basis(frame: FaceFrame, head: HeadModel, nodes_px: np.ndarray) -> np.ndarray:
@@ -70,11 +89,18 @@ def pose_basis(frame: FaceFrame, head: HeadModel, nodes_px: np.ndarray) -> np.nd
 
 
 def expression_basis(nodes_px: np.ndarray, controls: ControlSet, ids: np.ndarray, sigma_px: float,
-                     which: str = "skin") -> np.ndarray:
-    """(K, n, 2) displacement of nodes per unit feature, interpolated from controls `ids`."""
-    w = gaussian_rbf_weights(nodes_px.reshape(-1, 2), controls.points_px[ids], sigma_px)
-    disp = getattr(controls, which)[:, ids]  # (K, c, 2)
-    return np.einsum("nc,kcd->knd", w, disp)
+                     exact: bool) -> np.ndarray:
+    """(K, n, 2) displacement of nodes per unit feature, interpolated from controls `ids`.
+
+    exact: interpolate (Gaussian RBF; the lip layers, where edges must land where they are
+    told), else a normalised average (the whole-face field: smooth, never overshooting).
+    """
+    pts = nodes_px.reshape(-1, 2)
+    if exact:
+        w = gaussian_rbf_weights(pts, controls.points_px[ids], sigma_px, ridge=1e-2)
+    else:
+        w = normalized_gaussian_weights(pts, controls.points_px[ids], sigma_px)
+    return np.einsum("nc,kcd->knd", w, controls.skin[:, ids])
 
 
 def pack(basis_knd: np.ndarray) -> np.ndarray:
@@ -90,7 +116,7 @@ class LayerFields:
         self.grid = grid
         self.basis = basis  # (K, gh·gw·2) float32
         self._flat = np.empty((max_block, basis.shape[1]), np.float32)
-        self.fields = self._flat.reshape(max_block, grid.gh, grid.gw, 2)
+        self.fields = self._flat.reshape((max_block,) + grid.shape + (2,))
 
     def compute(self, features: np.ndarray) -> None:
         """Node fields for every frame of the block: one matmul into the preallocated buffer."""

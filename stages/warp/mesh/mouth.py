@@ -68,11 +68,14 @@ class MouthPatch:
     grid: Grid
     inner_rect_uv: tuple[float, float, float, float]
     ramp_px: float
-    labels_upper: np.ndarray  # (h, w) float32: upper-side label
-    labels_lower: np.ndarray  # (h, w) float32: jaw-side label
-    labels_teeth: np.ndarray  # (h, w, 2) float32: teeth-side label, where the mouth may open
-    upper_texture: np.ndarray  # (h, w, 4) float32: premultiplied RGB + alpha of the upper teeth
-    lower_texture: np.ndarray  # (h, w, 3) float32: tongue, lower teeth, cavity — opaque
+    # Labels and textures are frame-sized (edge-extended outside the patch), in source space.
+    labels_upper: np.ndarray  # (512, 512) float32: upper-side label
+    labels_lower: np.ndarray  # (512, 512) float32: jaw-side label
+    labels_teeth: np.ndarray  # (512, 512, 2) float32: teeth-side label, where the mouth may open
+    upper_texture: np.ndarray  # (512, 512, 4) float32: premultiplied RGB + alpha, upper teeth
+    lower_texture: np.ndarray  # (512, 512, 3) float32: tongue and cavity — opaque
+    feather: np.ndarray  # (h, w) float32 over the patch: 0 at its border → 1 a few pixels in
+    has_interior: bool  # the actor's own lips are parted (its teeth side is not empty)
 
     @classmethod
     def build(cls, image: np.ndarray, landmarks_px: np.ndarray, frame: an.FaceFrame,
@@ -80,27 +83,40 @@ class MouthPatch:
         """Lay the patch out around the lips and paint its labels and textures."""
         face_h, mw = frame.face_h_px, frame.mouth_w_px
         uv_lips = frame.to_face(landmarks_px[list(an.LIPS), :2])
-        inner = (uv_lips[:, 0].min() - 0.3 * mw, uv_lips[:, 1].min() - 0.04 * face_h,
-                 uv_lips[:, 0].max() + 0.3 * mw, uv_lips[:, 1].max() + 0.06 * face_h)
-        ramp = 0.1 * face_h
-        reach = ramp + 1.2 * max_drop_px + 2.0
-        outer = (inner[0] - reach, inner[1] - reach, inner[2] + reach, inner[3] + reach)
+        inner = (uv_lips[:, 0].min() - 0.2 * mw, uv_lips[:, 1].min() - 0.04 * face_h,
+                 uv_lips[:, 0].max() + 0.2 * mw, uv_lips[:, 1].max() + 0.06 * face_h)
+        ramp = 0.08 * face_h
+        # Room for the layers' motion past the window: the jaw drops far, the rest moves little.
+        side, top, bottom = ramp + 0.12 * mw + 2.0, ramp + 0.03 * face_h + 2.0, ramp + 1.2 * max_drop_px + 2.0
+        outer = (inner[0] - side, inner[1] - top, inner[2] + side, inner[3] + bottom)
         grid = Grid.covering(*face_rect_box(frame, outer, 10**6), step=step, within=roi)
         uv = frame.to_face(grid.box.pixel_centres())
         below = below_coverage(uv, mouth.slit, widen=0.6)
         interior = between_coverage(uv, mouth.inner_upper, mouth.inner_lower)
-        labels_upper = ((1.0 - below) * (1.0 - interior)).astype(np.float32)
-        labels_lower = (below * (1.0 - interior)).astype(np.float32)
         # The mouth opens only between its corners; past them a shortfall of claims is just the
         # two sides' fields differing a little, and is renormalised away, never painted dark.
         may_open = 1.0 - smoothstep(-0.08 * mouth.half_w_px, 0.02 * mouth.half_w_px,
                                     mouth.slit.signed_overhang(uv[..., 0]))
-        labels_teeth = np.stack([interior, may_open], -1).astype(np.float32)
         colours = MouthColours.sample(image, landmarks_px)
         upper_tex, lower_tex = _paint_interior(uv, mouth, face_h, colours)
-        return cls(grid, inner, ramp, np.ascontiguousarray(labels_upper),
-                   np.ascontiguousarray(labels_lower), np.ascontiguousarray(labels_teeth),
-                   upper_tex, lower_tex)
+        # The patch's maps and the face map agree at its border only up to their grids'
+        # interpolation error; a short feather hides that seam.
+        ys, xs = np.mgrid[0:grid.box.h, 0:grid.box.w]
+        edge = np.minimum(np.minimum(xs, grid.box.w - 1 - xs), np.minimum(ys, grid.box.h - 1 - ys))
+        feather = smoothstep(0.0, 2.0 * step + 4.0, edge.astype(np.float64))
+
+        def frame_sized(a: np.ndarray) -> np.ndarray:
+            # Maps hold frame coordinates; labels sized like the frame need no offset per frame.
+            b = grid.box
+            pad = ((b.y0, image.shape[0] - b.y0 - b.h), (b.x0, image.shape[1] - b.x0 - b.w))
+            pad += ((0, 0),) * (a.ndim - 2)
+            return np.ascontiguousarray(np.pad(a, pad, mode="edge"), dtype=np.float32)
+
+        return cls(grid, inner, ramp,
+                   frame_sized((1.0 - below) * (1.0 - interior)), frame_sized(below * (1.0 - interior)),
+                   frame_sized(np.stack([interior, may_open], -1)), frame_sized(upper_tex),
+                   frame_sized(lower_tex), np.ascontiguousarray(feather, dtype=np.float32),
+                   bool(interior.max() > 0.0))
 
 
 def _paint_interior(uv: np.ndarray, mouth: an.MouthGeometry, face_h: float,
@@ -149,12 +165,12 @@ def _paint_interior(uv: np.ndarray, mouth: an.MouthGeometry, face_h: float,
 
 
 class MouthCompositor:
-    """Per-thread scratch for the mouth: the three sides' maps, claims, the hole and its paint.
+    """Per-thread scratch for the mouth: the three sides' maps and claims, blended by colour.
 
     Along a boundary between two sides (the lips' meeting line, a lip edge over the teeth) the
-    two sources can be far apart in the picture, so averaging their coordinates would sample
-    whatever lies between them. Instead each output pixel takes its strongest claimant's map
-    for the main remap, and the runner-up is remapped separately and blended by colour.
+    two sources can be far apart in the picture, so the sides are not merged by averaging map
+    coordinates (that would sample whatever lies between them): each side is remapped on its
+    own and the colours are mixed by the sides' claims, which also anti-aliases every edge.
     """
 
     def __init__(self, patch: MouthPatch, image: np.ndarray) -> None:
@@ -166,95 +182,75 @@ class MouthCompositor:
         self.lower = GridInverter(g, iterations=6)
         self.teeth = GridInverter(g)
         h, w = g.box.h, g.box.w
-        self._origin = np.array([g.box.x0, g.box.y0], np.float32)
-        self._local = {k: np.empty((h, w, 2), np.float32) for k in ("upper", "lower", "teeth")}
-        self._c_up = np.empty((h, w), np.float32)
-        self._c_low = np.empty((h, w), np.float32)
-        self._c_teeth = np.empty((h, w, 2), np.float32)
-        self._c1 = np.empty((h, w), np.float32)
-        self._c2 = np.empty((h, w), np.float32)
-        self._map2 = np.empty((h, w, 2), np.float32)
-        self._mask = np.empty((h, w), bool)
-        self._mask2 = np.empty((h, w), bool)
-        self._tmp = np.empty((h, w), np.float32)
-        self.hole = np.empty((h, w), np.float32)
-        self._second = np.empty((h, w, 3), np.uint8)
-        self._tex_u = np.empty((h, w, 4), np.float32)
-        self._tex_l = np.empty((h, w, 3), np.float32)
-        self._paint = np.empty((h, w, 3), np.float32)
-        self._pix = np.empty((h, w, 3), np.float32)
+        f32 = lambda *shape: np.empty((h, w) + shape, np.float32)  # noqa: E731
+        self._c_up, self._c_low, self._c_teeth = f32(), f32(), f32(2)
+        self._free, self._scale, self.hole = f32(), f32(), f32()
+        self._rgb = {k: np.empty((h, w, 3), np.uint8) for k in ("upper", "lower", "teeth")}
+        self._tex_u, self._tex_l = f32(4), f32(3)
+        self._acc, self._term = f32(3), f32(3)
 
-    def _claim(self, side: str, field: np.ndarray, labels: np.ndarray, dst: np.ndarray) -> np.ndarray:
-        s = getattr(self, side).invert(field)
-        np.subtract(s, self._origin, out=self._local[side])
-        cv2.remap(labels, self._local[side], None, cv2.INTER_LINEAR, dst=dst,
-                  borderMode=cv2.BORDER_REPLICATE)
-        return s
-
-    def _rank(self, m1: np.ndarray, c: np.ndarray, s: np.ndarray) -> None:
-        """Fold claimant (c, s) into the running best (c1, m1) and runner-up (c2, map2)."""
-        np.greater(c, self._c1, out=self._mask)
-        np.greater(c, self._c2, out=self._mask2)
-        np.logical_and(self._mask2, ~self._mask, out=self._mask2)  # new runner-up only
-        # Where c beats the best, the old best becomes the runner-up.
-        np.copyto(self._map2, m1, where=self._mask[..., None])
-        np.copyto(self._c2, self._c1, where=self._mask)
-        np.copyto(m1, s, where=self._mask[..., None])
-        np.copyto(self._c1, c, where=self._mask)
-        np.copyto(self._map2, s, where=self._mask2[..., None])
-        np.copyto(self._c2, c, where=self._mask2)
-
-    def composite_map(self, upper_field: np.ndarray, lower_field: np.ndarray, teeth_field: np.ndarray,
-                      map_view: np.ndarray) -> None:
-        """Write the strongest claimant's map into `map_view` (the patch's part of the frame map)."""
+    def render(self, upper_field: np.ndarray, lower_field: np.ndarray, teeth_field: np.ndarray,
+               out_view: np.ndarray) -> None:
+        """Overwrite `out_view` (the patch of the frame, holding the face layer) with the mouth."""
         p = self.patch
-        s_u = self._claim("upper", upper_field, p.labels_upper, self._c_up)
-        s_l = self._claim("lower", lower_field, p.labels_lower, self._c_low)
-        s_t = self._claim("teeth", teeth_field, p.labels_teeth, self._c_teeth)
-        c_up, c_low, c_teeth = self._c_up, self._c_low, self._c_teeth[..., 0]
+        remap = cv2.remap
+        s_u = self.upper.invert(upper_field)
+        s_l = self.lower.invert(lower_field)
+        remap(p.labels_upper, s_u, None, cv2.INTER_LINEAR, dst=self._c_up, borderMode=cv2.BORDER_REPLICATE)
+        remap(p.labels_lower, s_l, None, cv2.INTER_LINEAR, dst=self._c_low, borderMode=cv2.BORDER_REPLICATE)
+        c_up, c_low = self._c_up, self._c_low
         # Claims in priority order: upper lip, then lower lip, then teeth, each taking at most
         # what the ones before it left; what is left after all three is the opened mouth.
-        np.subtract(1.0, c_up, out=self._tmp)
-        np.minimum(c_low, self._tmp, out=c_low)
-        np.subtract(self._tmp, c_low, out=self._tmp)
-        np.minimum(c_teeth, self._tmp, out=c_teeth)
-        np.subtract(self._tmp, c_teeth, out=self.hole)
-        np.clip(self.hole, 0.0, 1.0, out=self.hole)
-        np.multiply(self.hole, self._c_teeth[..., 1], out=self.hole)
-        np.copyto(map_view, s_u)
-        np.copyto(self._c1, c_up)
-        np.copyto(self._map2, s_u)
-        self._c2.fill(0.0)
-        self._rank(map_view, c_low, s_l)
-        self._rank(map_view, c_teeth, s_t)
-
-    def finish(self, out_view: np.ndarray) -> None:
-        """Blend in the runner-up claimant and paint the interior where the lips part.
-
-        `out_view` is the patch of the output frame, already remapped with the main map.
-        """
-        cv2.remap(self.image, self._map2, None, cv2.INTER_LINEAR, dst=self._second,
+        np.subtract(1.0, c_up, out=self._free)
+        np.minimum(c_low, self._free, out=c_low)
+        np.subtract(self._free, c_low, out=self._free)
+        s_t = None
+        if p.has_interior:
+            s_t = self.teeth.invert(teeth_field)
+            remap(p.labels_teeth, s_t, None, cv2.INTER_LINEAR, dst=self._c_teeth,
                   borderMode=cv2.BORDER_REPLICATE)
-        # Runner-up share of the claimed coverage, then the hole's share of the pixel.
-        np.add(self._c1, self._c2, out=self._tmp)
-        np.maximum(self._tmp, _EPS, out=self._tmp)
-        np.divide(self._c2, self._tmp, out=self._c2)
-        self._pix[...] = out_view
-        self._paint[...] = self._second
-        np.subtract(self._paint, self._pix, out=self._paint)
-        np.multiply(self._paint, self._c2[..., None], out=self._paint)
-        np.add(self._pix, self._paint, out=self._pix)
+            c_teeth = self._c_teeth[..., 0]
+            np.minimum(c_teeth, self._free, out=c_teeth)
+            np.subtract(self._free, c_teeth, out=self._free)
+        else:
+            # No parted lips in the picture: the teeth side is empty, and the opening test
+            # only needs the teeth side's "may open" label, read at the lower side's map.
+            remap(p.labels_teeth, s_l, None, cv2.INTER_LINEAR, dst=self._c_teeth,
+                  borderMode=cv2.BORDER_REPLICATE)
+        np.clip(self._free, 0.0, 1.0, out=self._free)
+        np.multiply(self._free, self._c_teeth[..., 1], out=self.hole)
+        # scale = feather / (claims + hole): renormalises where the opening is not allowed.
+        np.subtract(1.0, self._free, out=self._scale)
+        np.add(self._scale, self.hole, out=self._scale)
+        np.maximum(self._scale, 1e-4, out=self._scale)
+        np.divide(p.feather, self._scale, out=self._scale)
+        # acc = face·(1 − feather) + Σ side colour · claim · scale
+        np.subtract(1.0, p.feather, out=self._free)
+        np.multiply(out_view, self._free[..., None], out=self._acc)
+        sides = [("upper", s_u, c_up), ("lower", s_l, c_low)]
+        if p.has_interior:
+            sides.append(("teeth", s_t, self._c_teeth[..., 0]))
+        for name, s, c in sides:
+            remap(self.image, s, None, cv2.INTER_LINEAR, dst=self._rgb[name], borderMode=cv2.BORDER_REPLICATE)
+            np.multiply(c, self._scale, out=self._free)
+            np.multiply(self._rgb[name], self._free[..., None], out=self._term)
+            np.add(self._acc, self._term, out=self._acc)
         if self.hole.max() > 0.5 / 255.0:
-            cv2.remap(self.patch.upper_texture, self._local["teeth"], None, cv2.INTER_LINEAR,
-                      dst=self._tex_u, borderMode=cv2.BORDER_REPLICATE)
-            cv2.remap(self.patch.lower_texture, self._local["lower"], None, cv2.INTER_LINEAR,
-                      dst=self._tex_l, borderMode=cv2.BORDER_REPLICATE)
-            np.subtract(1.0, self._tex_u[..., 3], out=self._tmp)
-            np.multiply(self._tex_l, self._tmp[..., None], out=self._paint)
-            np.add(self._paint, self._tex_u[..., :3], out=self._paint)
-            # pix += hole·(paint − pix)
-            np.subtract(self._paint, self._pix, out=self._paint)
-            np.multiply(self._paint, self.hole[..., None], out=self._paint)
-            np.add(self._pix, self._paint, out=self._pix)
-        np.add(self._pix, 0.5, out=self._pix)
-        np.copyto(out_view, self._pix, casting="unsafe")
+            # Painted upper teeth hang from the skull: they ride on the teeth side's map.
+            self._paint(s_t if s_t is not None else self.teeth.invert(teeth_field), s_l)
+            np.multiply(self.hole, self._scale, out=self._free)
+            np.multiply(self._term, self._free[..., None], out=self._term)
+            np.add(self._acc, self._term, out=self._acc)
+        np.add(self._acc, 0.5, out=self._acc)
+        np.copyto(out_view, self._acc, casting="unsafe")
+
+    def _paint(self, s_teeth: np.ndarray, s_lower: np.ndarray) -> None:
+        """The synthesised interior into self._term: upper teeth over tongue and cavity."""
+        p = self.patch
+        cv2.remap(p.upper_texture, s_teeth, None, cv2.INTER_LINEAR, dst=self._tex_u,
+                  borderMode=cv2.BORDER_REPLICATE)
+        cv2.remap(p.lower_texture, s_lower, None, cv2.INTER_LINEAR, dst=self._tex_l,
+                  borderMode=cv2.BORDER_REPLICATE)
+        np.subtract(1.0, self._tex_u[..., 3], out=self._free)
+        np.multiply(self._tex_l, self._free[..., None], out=self._term)
+        np.add(self._term, self._tex_u[..., :3], out=self._term)

@@ -34,7 +34,7 @@ class HeadEllipse:
     centre_uv: np.ndarray  # (2,)
     semi_u_px: float
     semi_v_px: float
-    outer_ratio: float = 1.55  # the window reaches 0 at this multiple of the semi-axes
+    outer_ratio: float = 2.0  # the window reaches 0 at this multiple of the semi-axes
 
     @classmethod
     def around(cls, frame: FaceFrame, oval_uv: np.ndarray, top_uv: np.ndarray,
