@@ -157,6 +157,14 @@ def split_retargeting(obj: Mapping[str, object], rel: str) -> dict[str, Mapping[
     return out
 
 
+def load_retargeting(root: str | Path, modules: Mapping[str, nn.Module]) -> None:
+    """Load the stitching file's three sub-dicts into modules['stitching'|'lip'|'eye'], strictly."""
+    rel = CHECKPOINT_PATHS["retargeting"]
+    subs = split_retargeting(read_checkpoint(resolve_checkpoint(root, "retargeting"), rel), rel)
+    for role, state in subs.items():
+        load_strict(modules[role], state, f"{rel}[{RETARGETING_SUBDICTS[role]}]")
+
+
 def load_networks(root: str | Path, config: LivePortraitConfig = FULL,
                   device: str | torch.device = "cpu") -> LivePortraitNetworks:
     """Load all seven networks from the official file layout under `root`, strictly, in eval mode."""
@@ -165,10 +173,7 @@ def load_networks(root: str | Path, config: LivePortraitConfig = FULL,
     for role in ("appearance", "motion", "warping", "spade"):
         rel = CHECKPOINT_PATHS[role]
         load_strict(modules[role], read_checkpoint(resolve_checkpoint(root, role), rel), rel)
-    rel = CHECKPOINT_PATHS["retargeting"]
-    subs = split_retargeting(read_checkpoint(resolve_checkpoint(root, "retargeting"), rel), rel)
-    for role, state in subs.items():
-        load_strict(modules[role], state, f"{rel}[{RETARGETING_SUBDICTS[role]}]")
+    load_retargeting(root, modules)
     for module in modules.values():
         module.to(device)
     return nets

@@ -83,7 +83,8 @@ class ConvNeXtV2(nn.Module):
         self.downsample_layers = nn.ModuleList([nn.Sequential(
             nn.Conv2d(in_channels, dims[0], kernel_size=STEM_STRIDE, stride=STEM_STRIDE), LayerNorm2d(dims[0]))])
         for cin, cout in zip(dims[:-1], dims[1:]):
-            self.downsample_layers.append(nn.Sequential(LayerNorm2d(cin), nn.Conv2d(cin, cout, kernel_size=2, stride=2)))
+            self.downsample_layers.append(
+                nn.Sequential(LayerNorm2d(cin), nn.Conv2d(cin, cout, kernel_size=2, stride=2)))
         self.stages = nn.ModuleList(nn.Sequential(*(ConvNeXtBlock(dim) for _ in range(depth)))
                                     for depth, dim in zip(depths, dims))
         width = dims[-1]

@@ -1,20 +1,22 @@
 """The mesh-warp backend: prepare an actor once, then render plan chunks into the video slab.
 
-prepare() builds, per actor: the head ROI and its falloff, control bases, one whole-face layer
-on a coarse grid, two lip layers on a fine grid over the mouth, and one lid layer per eye, each
-as a (features → node field) matrix; plus every scratch buffer the render loop will need.
+prepare() builds, per actor: the head ROI and its falloff, the control bases, a whole-face layer
+on a coarse grid over the ROI and three mouth layers (upper lip, jaw side, teeth) on a finer
+grid over the mouth — each a (features → node displacements) matrix — the eyelid patches with
+their precomputed lid maps, and every scratch buffer the render loop will need.
 
-render() then works in blocks of frames: the block's feature rows, one matmul per layer for all
-its node fields, and per frame only cv2 / numpy calls that write into those buffers: invert the
-node fields on their grids, upsample to pixels, let the lip and lid layers overwrite their
-patches of the map, one remap of the head ROI, and paint the mouth interior where the lips part.
-Frames of a block are split across two threads (cv2 and numpy release the GIL).
+render() works in blocks of frames: the block's feature rows, one matmul per layer for all its
+node fields, then per frame only cv2 / numpy calls writing into those buffers: invert the
+face layer's node field and upsample it, one remap of the head ROI, then the mouth patch (its
+layers remapped and blended by their claims, the opening painted) and, during blinks, the lid
+patches. Frames of a block are split across two threads (cv2 and numpy release the GIL).
 """
 
 from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import cv2
 import numpy as np
@@ -22,7 +24,7 @@ import numpy as np
 from stages.errors import StageInputError
 from stages.types import FRAME_SIZE_PX, Actor, MotionPlan
 from stages.warp.mesh import anatomy as an
-from stages.warp.mesh.controls import JAW_DROP, build_controls
+from stages.warp.mesh.controls import JAW_DROP, ControlSet, build_controls
 from stages.warp.mesh.eyes import EyeCompositor, EyePatch
 from stages.warp.mesh.features import F, N_FEATURES, fill_features, validate_plan
 from stages.warp.mesh.field import Box, Grid, GridInverter
@@ -38,6 +40,23 @@ _BLINK_EPS = 1e-3
 
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
+_render_lock = threading.Lock()
+"""One render at a time per process: they share the pool and would only slow each other."""
+
+
+@contextmanager
+def _cv2_single_threaded():
+    """OpenCV's own thread pool off while our render threads run (restored after).
+
+    Two render threads already keep both cores busy; letting each cv2 call fan out to the
+    same cores on top makes them queue behind each other and is slower than either alone.
+    """
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 def _thread_pool() -> ThreadPoolExecutor:
@@ -77,7 +96,7 @@ def _sub_box(inner: Box, outer: Box) -> tuple[slice, slice]:
 
 
 _POSE_FEATURES = ("sin_yaw", "sin_pitch", "sin_roll", "shift_x", "shift_y")
-_MAX_POSE_STRETCH = 0.45
+_MAX_POSE_STRETCH = 0.5
 """Most a single pose feature may stretch or squeeze the picture (|∂d/∂x|): beyond ~1 the
 warp would fold. It only binds when the head nearly fills the frame, where the falloff to the
 fixed frame edges is short."""
@@ -96,6 +115,50 @@ def _pose_limits(basis: np.ndarray, grid: Grid) -> np.ndarray:
     return limits
 
 
+class _LayerBases:
+    """The (K, nodes, 2) displacement bases of the face layer and the three mouth layers."""
+
+    def __init__(self, frame: an.FaceFrame, head: HeadEllipse, head_model: HeadModel,
+                 controls: ControlSet, mouth: an.MouthGeometry) -> None:
+        self.frame, self.head, self.head_model = frame, head, head_model
+        self.controls, self.lips = controls, mouth
+        self.edge_px = max(12.0, 0.25 * frame.face_h_px)  # a wide fade: motion near an edge eases off
+        self.sigma_face = 0.035 * frame.face_h_px
+        self.sigma_lips = 0.035 * frame.face_h_px
+
+    def _window(self, nodes: np.ndarray) -> np.ndarray:
+        return head_window(self.frame, self.head, nodes, FRAME_SIZE_PX, self.edge_px).reshape(1, -1, 1)
+
+    def face(self, grid: Grid) -> np.ndarray:
+        """Head pose + whole-face expression at the grid's nodes, faded out by the head window."""
+        nodes = grid.nodes()
+        basis = pose_basis(self.frame, self.head_model, nodes)
+        basis += expression_basis(nodes, self.controls, self.controls.base_ids, self.sigma_face, exact=False)
+        return basis * self._window(nodes)
+
+    def mouth(self, patch: MouthPatch) -> dict[str, np.ndarray]:
+        """Upper-lip, jaw-side and teeth layers: the face layer plus each side's own lip motion
+        inside the patch window (zero at the patch border, so they meet the face layer there)."""
+        nodes = patch.grid.nodes()
+        c, frame = self.controls, self.frame
+        face = self.face(patch.grid)
+        window = self._window(nodes)
+        local = box_window(frame, nodes, patch.inner_rect_uv, patch.ramp_px).reshape(1, -1, 1)
+        e_face = expression_basis(nodes, c, c.base_ids, self.sigma_face, exact=False)
+        e_upper = expression_basis(nodes, c, c.upper_ids, self.sigma_lips, exact=True)
+        e_lower = expression_basis(nodes, c, c.lower_ids, self.sigma_lips, exact=True)
+        # Past the mouth corners the two sides must move as one, or the lips would tear open
+        # across the cheeks: there both use the mean of the two fields.
+        past_corner = self.lips.slit.signed_overhang(frame.to_face(nodes)[..., 0]).reshape(1, -1, 1)
+        half_w = self.lips.half_w_px
+        merge = 0.5 * smoothstep(-0.15 * half_w, 0.05 * half_w, past_corner)
+        e_upper, e_lower = (1 - merge) * e_upper + merge * e_lower, merge * e_upper + (1 - merge) * e_lower
+        return {"upper": face + (e_upper - e_face) * local * window,
+                "lower": face + (e_lower - e_face) * local * window,
+                # Upper teeth are fixed to the skull: they follow the head only.
+                "teeth": pose_basis(frame, self.head_model, nodes) * window}
+
+
 class PreparedMeshWarp:
     """An actor made ready for the mesh warp; `render` fills slab frames from a motion plan."""
 
@@ -106,64 +169,29 @@ class PreparedMeshWarp:
         mouth = refine_inner_lips(image, lm, frame, an.MouthGeometry.measure(frame, lm))
         eyes = (an.EyeGeometry.measure(frame, lm, "right"), an.EyeGeometry.measure(frame, lm, "left"))
         controls = build_controls(lm, frame, mouth, eyes)
+        oval_uv = frame.to_face(lm[list(an.FACE_OVAL), :2])
+        head = HeadEllipse.around(frame, oval_uv, frame.to_face(lm[an.FOREHEAD_TOP, :2]),
+                                  frame.to_face(lm[an.CHIN, :2]))
         face_h = frame.face_h_px
-        oval_ids = np.array(an.FACE_OVAL)
-        head = HeadEllipse.around(frame, frame.to_face(lm[oval_ids, :2]),
-                                  frame.to_face(lm[an.FOREHEAD_TOP, :2]), frame.to_face(lm[an.CHIN, :2]))
-        head_model = HeadModel.build(frame, lm, head)
-        full = Box(0, 0, FRAME_SIZE_PX, FRAME_SIZE_PX)
-        edge_px = max(8.0, 0.08 * face_h)
-
-        # Grid steps follow the face size: fine enough for lips and lids, coarse enough to be cheap.
+        # Grid steps follow the face size: fine enough for the lips, coarse enough to be cheap.
         base_step = int(np.clip(round(face_h / 18.0), 4, 8))
         mouth_step = int(np.clip(round(face_h / 55.0), 2, 4))
-        base_grid = Grid.covering(*head.bounding_box_px(frame), step=base_step, within=full)
+        base_grid = Grid.covering(*head.bounding_box_px(frame), step=base_step,
+                                  within=Box(0, 0, FRAME_SIZE_PX, FRAME_SIZE_PX))
         self.roi = base_grid.box
-
-        sigma_base = 0.035 * face_h
-        sigma_lips = 0.035 * face_h
-
-        def face_part(nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            """Pose + whole-face expression at nodes, and the head window there."""
-            window = head_window(frame, head, nodes, FRAME_SIZE_PX, edge_px).reshape(-1)
-            basis = pose_basis(frame, head_model, nodes)
-            basis += expression_basis(nodes, controls, controls.base_ids, sigma_base, exact=False)
-            return basis, window
-
-        nodes = base_grid.nodes()
-        base_basis, base_window = face_part(nodes)
-        base_basis *= base_window[None, :, None]
-        layers = {"base": LayerFields(base_grid, pack(base_basis), BLOCK_FRAMES)}
-        self._feature_limits = _pose_limits(base_basis, base_grid)
-
         self.mouth_patch = MouthPatch.build(image, lm, frame, mouth, self.roi, mouth_step,
                                             max_drop_px=1.3 * JAW_DROP * face_h)
-        nodes = self.mouth_patch.grid.nodes()
-        face_b, window = face_part(nodes)
-        local = box_window(frame, nodes, self.mouth_patch.inner_rect_uv, self.mouth_patch.ramp_px).reshape(-1)
-        e_base = expression_basis(nodes, controls, controls.base_ids, sigma_base, exact=False)
-        e_upper = expression_basis(nodes, controls, controls.upper_ids, sigma_lips, exact=True)
-        e_lower = expression_basis(nodes, controls, controls.lower_ids, sigma_lips, exact=True)
-        # Past the mouth corners the two sides must move as one, or the lips would tear open
-        # across the cheeks: there both use the mean of the two fields.
-        past_corner = mouth.slit.signed_overhang(frame.to_face(nodes)[..., 0]).reshape(-1)
-        merge = 0.5 * smoothstep(-0.15 * mouth.half_w_px, 0.05 * mouth.half_w_px, past_corner)[None, :, None]
-        e_upper, e_lower = (1 - merge) * e_upper + merge * e_lower, merge * e_upper + (1 - merge) * e_lower
-        for name, e_side in (("upper", e_upper), ("lower", e_lower)):
-            basis = (face_b + (e_side - e_base) * local[None, :, None]) * window[None, :, None]
-            layers[name] = LayerFields(self.mouth_patch.grid, pack(basis), BLOCK_FRAMES)
-        teeth = pose_basis(frame, head_model, nodes) * window[None, :, None]
-        layers["teeth"] = LayerFields(self.mouth_patch.grid, pack(teeth), BLOCK_FRAMES)
-
         self.eye_patches = [EyePatch.build(frame, eye, self.roi) for eye in eyes]
-
-        self._layers = layers
-        self._mouth_in_roi = _sub_box(self.mouth_patch.grid.box, self.roi)
+        bases = _LayerBases(frame, head, HeadModel.build(frame, lm, head), controls, mouth)
+        base_basis = bases.face(base_grid)
+        self._feature_limits = _pose_limits(base_basis, base_grid)
+        self._layers = {"base": LayerFields(base_grid, pack(base_basis), BLOCK_FRAMES)}
+        for name, basis in bases.mouth(self.mouth_patch).items():
+            self._layers[name] = LayerFields(self.mouth_patch.grid, pack(basis), BLOCK_FRAMES)
         self._eyes_in_roi = tuple(_sub_box(p.box, self.roi) for p in self.eye_patches)
         self._features = np.zeros((BLOCK_FRAMES, N_FEATURES), np.float32)
         self._workspaces = [_Workspace(image, base_grid, self.mouth_patch, tuple(self.eye_patches))
                             for _ in range(N_THREADS)]
-        self.frame_geometry = frame
 
     def render(self, plan: MotionPlan, frames: slice, out: np.ndarray) -> None:
         """Write frames `frames` of `plan` into `out[frames]` ((n, 512, 512, 3) uint8 slab)."""
@@ -175,8 +203,14 @@ class PreparedMeshWarp:
         if stop > out.shape[0]:
             raise StageInputError("frames", "the frame range runs past the end of the slab",
                                   stop=stop, slab_frames=out.shape[0])
-        if not out[0].flags.c_contiguous:
+        if stop == start:
+            return
+        if not out[start].flags.c_contiguous:
             raise StageInputError("out", "each slab frame must be C-contiguous")
+        with _render_lock, _cv2_single_threaded():
+            self._render_blocks(plan, start, stop, out)
+
+    def _render_blocks(self, plan: MotionPlan, start: int, stop: int, out: np.ndarray) -> None:
         pool = _thread_pool()
         for block_start in range(start, stop, BLOCK_FRAMES):
             block_stop = min(block_start + BLOCK_FRAMES, stop)

@@ -32,7 +32,7 @@ from stages.warp.mesh.regions import smoothstep
 JAW_DROP = 0.085  # × L: lower-lip drop at the middle of the mouth
 UPPER_LIP_LIFT = 0.12  # × jaw drop
 CORNER_DROP = 0.45  # × jaw drop
-LIP_CLOSE_LOWER_SHARE = 0.76  # of the jaw's lip parting undone by the lower lip when closing
+LIP_CLOSE_LOWER_SHARE = 0.5  # of the jaw's lip parting undone by the lower lip when closing
 WIDTH_SPREAD = 0.10  # × mw per corner
 ROUND_PULL = 0.14  # × mw per corner
 SMILE_OUT, SMILE_UP = 0.07, 0.05  # × mw, × L
@@ -50,21 +50,53 @@ class ControlSet:
     lower_ids: np.ndarray  # controls of the mouth's jaw layer: lower lip and below
 
 
+@dataclass
+class _Rules:
+    """The mesh points in face coordinates, and the displacement table the rules fill in."""
+
+    frame: an.FaceFrame
+    mouth: an.MouthGeometry
+    u: np.ndarray
+    v: np.ndarray
+    disp_uv: np.ndarray  # (K, 468, 2) face-coordinate displacements per unit feature
+
+    @classmethod
+    def start(cls, landmarks_px: np.ndarray, frame: an.FaceFrame, mouth: an.MouthGeometry) -> "_Rules":
+        """An empty table for the actor's mesh points."""
+        uv = frame.to_face(landmarks_px)
+        return cls(frame, mouth, uv[:, 0], uv[:, 1], np.zeros((N_FEATURES, an.N_MESH, 2)))
+
+    def add(self, feature: str, mask: np.ndarray, du: np.ndarray | float = 0.0,
+            dv: np.ndarray | float = 0.0) -> None:
+        """Add (du, dv) per unit `feature` to the points in `mask` (arrays are per point)."""
+        n = an.N_MESH
+        self.disp_uv[F[feature], mask, 0] += np.broadcast_to(du, (n,))[mask]
+        self.disp_uv[F[feature], mask, 1] += np.broadcast_to(dv, (n,))[mask]
+
+    def ids(self, ids) -> np.ndarray:
+        """Mask of the mesh points in `ids`."""
+        return np.isin(np.arange(an.N_MESH), np.asarray(ids))
+
+
 def build_controls(landmarks_px: np.ndarray, frame: an.FaceFrame, mouth: an.MouthGeometry,
                    eyes: tuple[an.EyeGeometry, an.EyeGeometry]) -> ControlSet:
     """Control points and their displacement bases for one actor."""
     lm = np.asarray(landmarks_px, dtype=np.float64)[: an.N_MESH, :2]
-    n = an.N_MESH
-    uv = frame.to_face(lm)
-    u, v = uv[:, 0], uv[:, 1]
+    rules = _Rules.start(lm, frame, mouth)
+    _mouth_rules(rules)
+    _eye_and_brow_rules(rules, eyes)
+    skin = frame.to_image_vectors(rules.disp_uv)  # (K, 468, 2)
+    return _with_rings_and_ghosts(lm, frame, mouth, rules, skin)
+
+
+def _mouth_rules(r: _Rules) -> None:
+    """Jaw, lip closure, width, rounding and smile."""
+    u, v, mouth, frame = r.u, r.v, r.mouth, r.frame
     face_h, mouth_w = frame.face_h_px, frame.mouth_w_px
     mhw = 0.5 * mouth_w
-    idx = np.arange(n)
-    is_upper_lip = np.isin(idx, an.UPPER_LIP)
-    is_lower_lip = np.isin(idx, an.LOWER_LIP)
-    is_corner = np.isin(idx, an.MOUTH_CORNERS)
+    is_upper_lip, is_lower_lip, is_corner = r.ids(an.UPPER_LIP), r.ids(an.LOWER_LIP), r.ids(an.MOUTH_CORNERS)
     is_lip = is_upper_lip | is_lower_lip | is_corner
-    inner = np.zeros(n)
+    inner = np.zeros(an.N_MESH)
     for i, t in an.lip_innerness().items():
         inner[i] = t
     uh = u / mhw  # ±1 at the mouth corners
@@ -72,20 +104,14 @@ def build_controls(landmarks_px: np.ndarray, frame: an.FaceFrame, mouth: an.Mout
     v_slit = mouth.slit(u)
     below_slit = v > v_slit
     face_mid_u = 0.5 * (u[an.CHEEK_RIGHT] + u[an.CHEEK_LEFT])
-    side = np.sign(u - face_mid_u)
-    uv_disp = np.zeros((N_FEATURES, n, 2))  # face-coordinate displacements, converted at the end
 
-    def add(feature: str, mask: np.ndarray, du: np.ndarray | float = 0.0, dv: np.ndarray | float = 0.0) -> None:
-        k = F[feature]
-        uv_disp[k, mask, 0] += np.broadcast_to(du, (n,))[mask]
-        uv_disp[k, mask, 1] += np.broadcast_to(dv, (n,))[mask]
-
-    # --- jaw -------------------------------------------------------------------------------
+    # Jaw: a hinge near the ears — the middle of the lower face drops fully, the jaw line less
+    # and less toward the ear; the lower lip as one piece; corners lag; upper lip lifts a hair.
     jaw = JAW_DROP * face_h
-    add("jaw", is_lower_lip, du=-0.12 * jaw * uc, dv=jaw * (1.0 - (1.0 - CORNER_DROP) * uc**2))
-    add("jaw", is_upper_lip, du=-0.12 * jaw * uc,
-        dv=jaw * (-UPPER_LIP_LIFT + (UPPER_LIP_LIFT + CORNER_DROP) * uc**2))
-    add("jaw", is_corner, du=-0.12 * jaw * np.sign(uh), dv=CORNER_DROP * jaw)
+    r.add("jaw", is_lower_lip, du=-0.12 * jaw * uc, dv=jaw * (1.0 - (1.0 - CORNER_DROP) * uc**2))
+    r.add("jaw", is_upper_lip, du=-0.12 * jaw * uc,
+          dv=jaw * (-UPPER_LIP_LIFT + (UPPER_LIP_LIFT + CORNER_DROP) * uc**2))
+    r.add("jaw", is_corner, du=-0.12 * jaw * np.sign(uh), dv=CORNER_DROP * jaw)
     hinge_v = 0.5 * (v[an.CHEEK_RIGHT] + v[an.CHEEK_LEFT])
     lateral = 1.0 - 0.75 * smoothstep(0.35, 1.0, np.abs(u - face_mid_u) / (0.5 * frame.face_w_px))
     vertical = smoothstep(hinge_v, v_slit + 0.08 * face_h, v)
@@ -93,104 +119,115 @@ def build_controls(landmarks_px: np.ndarray, frame: an.FaceFrame, mouth: an.Mout
     medial_hold = np.where(below_slit, 1.0, smoothstep(1.0, 1.8, np.abs(uh)))
     corner_dist2 = (np.maximum(np.abs(uh) - 1.0, 0.0) * mhw) ** 2 + (v - v_slit) ** 2
     corner_lag = 1.0 - (1.0 - CORNER_DROP) * np.exp(-corner_dist2 / (0.35 * mhw) ** 2) * (np.abs(uh) > 0.6)
-    add("jaw", ~is_lip, dv=jaw * lateral * vertical * medial_hold * corner_lag)
+    r.add("jaw", ~is_lip, dv=jaw * lateral * vertical * medial_hold * corner_lag)
 
-    # --- lips closed (p, b, m) ------------------------------------------------------------
+    # Lips closed (p, b, m): inner lips meet at their rest midline, pressed a little thinner…
     gap = mouth.rest_gap_px(u)
     press = 0.012 * face_h * (1.0 - inner) * (1.0 - uc**2)
     # …and a hair past it, so pressed lips overlap instead of leaving a seam of teeth.
     overlap = 0.012 * face_h * inner * (1.0 - uc**2)
-    add("closed", is_upper_lip, dv=0.5 * gap * (0.35 + 0.65 * inner) + press + overlap)
-    add("closed", is_lower_lip, dv=-0.5 * gap * (0.35 + 0.65 * inner) - press - overlap)
+    r.add("closed", is_upper_lip, dv=0.5 * gap * (0.35 + 0.65 * inner) + press + overlap)
+    r.add("closed", is_lower_lip, dv=-0.5 * gap * (0.35 + 0.65 * inner) - press - overlap)
     parting = (1.0 + UPPER_LIP_LIFT) * jaw * (1.0 - uc**2)  # what the jaw opened between the lips
-    add("jaw_closed", is_lower_lip, dv=-LIP_CLOSE_LOWER_SHARE * parting * (0.7 + 0.3 * inner))
-    add("jaw_closed", is_upper_lip, dv=(1.0 - LIP_CLOSE_LOWER_SHARE) * parting * (0.5 + 0.5 * inner))
+    r.add("jaw_closed", is_lower_lip, dv=-LIP_CLOSE_LOWER_SHARE * parting * (0.7 + 0.3 * inner))
+    r.add("jaw_closed", is_upper_lip, dv=(1.0 - LIP_CLOSE_LOWER_SHARE) * parting * (0.5 + 0.5 * inner))
+    # The skin next to the lips follows their closing part-way (fading over 0.1 × face height),
+    # so the stretch is spread over the chin and philtrum instead of tearing at the lip border.
+    mid = np.abs(uh) < 1.1
+    below_lip = np.clip(1.0 - (v - mouth.outer_lower(u)) / (0.1 * face_h), 0.0, 1.0) ** 2
+    above_lip = np.clip(1.0 - (mouth.outer_upper(u) - v) / (0.1 * face_h), 0.0, 1.0) ** 2
+    skin_below, skin_above = ~is_lip & below_slit & mid, ~is_lip & ~below_slit & mid
+    outer_press = 0.012 * face_h * (1.0 - uc**2)
+    r.add("closed", skin_below, dv=-0.8 * below_lip * (0.5 * gap * 0.35 + outer_press))
+    r.add("closed", skin_above, dv=0.8 * above_lip * (0.5 * gap * 0.35 + outer_press))
+    r.add("jaw_closed", skin_below, dv=-0.8 * below_lip * LIP_CLOSE_LOWER_SHARE * parting * 0.7)
+    r.add("jaw_closed", skin_above, dv=0.8 * above_lip * (1.0 - LIP_CLOSE_LOWER_SHARE) * parting * 0.5)
 
-    # --- width, round, smile ----------------------------------------------------------------
+    # Width, rounding, smile: the corners lead, the lips and nearby cheeks follow.
     near_mouth = np.exp(-corner_dist2 / (0.5 * mouth_w) ** 2)
     thin = 0.015 * face_h * (1.0 - inner) * (1.0 - uc**2)
-    add("width", is_lip, du=WIDTH_SPREAD * mouth_w * uc, dv=np.where(is_upper_lip, thin, -thin))
-    add("width", ~is_lip, du=WIDTH_SPREAD * mouth_w * uc * near_mouth)
+    r.add("width", is_lip, du=WIDTH_SPREAD * mouth_w * uc, dv=np.where(is_upper_lip, thin, -thin))
+    r.add("width", ~is_lip, du=WIDTH_SPREAD * mouth_w * uc * near_mouth)
     pout = 0.02 * face_h * (1.0 - inner) * (1.0 - uc**2) + 0.008 * face_h * inner * (1.0 - uc**2) ** 2
-    add("round", is_lip, du=-ROUND_PULL * mouth_w * uc, dv=np.where(is_upper_lip, -pout, pout))
-    add("round", ~is_lip, du=-ROUND_PULL * mouth_w * uc * near_mouth)
-    add("smile", is_lip, du=SMILE_OUT * mouth_w * uc * np.abs(uc), dv=-SMILE_UP * face_h * uc**2)
+    r.add("round", is_lip, du=-ROUND_PULL * mouth_w * uc, dv=np.where(is_upper_lip, -pout, pout))
+    r.add("round", ~is_lip, du=-ROUND_PULL * mouth_w * uc * near_mouth)
+    r.add("smile", is_lip, du=SMILE_OUT * mouth_w * uc * np.abs(uc), dv=-SMILE_UP * face_h * uc**2)
     corner_near = np.exp(-corner_dist2 / (0.4 * mouth_w) ** 2) * (np.abs(uh) > 0.5)
     cheek_apple = np.exp(-(((np.abs(uh) - 1.6) * mhw) ** 2 + (v - v_slit + 0.18 * face_h) ** 2)
                          / (0.16 * face_h) ** 2)
-    add("smile", ~is_lip, du=SMILE_OUT * mouth_w * np.sign(uh) * corner_near,
-        dv=-SMILE_UP * face_h * corner_near - 0.03 * face_h * cheek_apple)
+    r.add("smile", ~is_lip, du=SMILE_OUT * mouth_w * np.sign(uh) * corner_near,
+          dv=-SMILE_UP * face_h * corner_near - 0.03 * face_h * cheek_apple)
 
-    # --- eyes and brows ---------------------------------------------------------------------
-    brow_ids = (an.RIGHT_BROW, an.LEFT_BROW)
-    inner_brow = {107, 66, 55, 65, 336, 296, 285, 295}
-    for eye, brows in zip(eyes, brow_ids):
+
+def _eye_and_brow_rules(r: _Rules, eyes: tuple[an.EyeGeometry, an.EyeGeometry]) -> None:
+    """Wide eyes, brows up and down, and a blink's side effects on the face layer."""
+    u, v, face_h = r.u, r.v, r.frame.face_h_px
+    face_mid_u = 0.5 * (u[an.CHEEK_RIGHT] + u[an.CHEEK_LEFT])
+    inner_brow = r.ids((107, 66, 55, 65, 336, 296, 285, 295))
+    for eye, brows in zip(eyes, (an.RIGHT_BROW, an.LEFT_BROW)):
         h = eye.height_px
-        up, r2, r3, low = (np.array(ids) for ids in (eye.upper_ids, eye.ring2_ids, eye.ring3_ids,
-                                                      eye.lower_ids))
-        b = np.array(brows)
-        m = lambda ids: np.isin(idx, ids)  # noqa: E731 - tiny local helper
-        add("eye_wide", m(up), dv=-0.22 * h)
-        add("eye_wide", m(r2), dv=-0.18 * h)
-        add("eye_wide", m(r3), dv=-0.12 * h)
-        add("eye_wide", m(b), dv=-0.08 * h)
-        add("eye_wide", m(low), dv=0.04 * h)
-        add("brow_up", m(b), dv=-0.045 * face_h)
-        add("brow_up", m(r3), dv=-0.025 * face_h)
-        add("brow_up", m(r2), dv=-0.012 * face_h)
-        add("brow_up", m(up), dv=-0.004 * face_h)
-        toward_mid = -side * 0.015 * face_h * np.where(np.isin(idx, list(inner_brow)), 1.0, 0.4)
-        add("brow_down", m(b), du=toward_mid, dv=0.025 * face_h)
-        add("brow_down", m(r3), dv=0.012 * face_h)
-        add("brow_down", m(r2), dv=0.005 * face_h)
-        add("blink", m(low), dv=-0.05 * h)
-        add("blink", m(b), dv=0.006 * face_h)
-        add("smile", m(low), dv=-0.01 * face_h)
+        up, r2, r3, low, b = (r.ids(ids) for ids in (eye.upper_ids, eye.ring2_ids, eye.ring3_ids,
+                                                     eye.lower_ids, brows))
+        r.add("eye_wide", up, dv=-0.22 * h)
+        r.add("eye_wide", r2, dv=-0.18 * h)
+        r.add("eye_wide", r3, dv=-0.12 * h)
+        r.add("eye_wide", b, dv=-0.08 * h)
+        r.add("eye_wide", low, dv=0.04 * h)
+        r.add("brow_up", b, dv=-0.045 * face_h)
+        r.add("brow_up", r3, dv=-0.025 * face_h)
+        r.add("brow_up", r2, dv=-0.012 * face_h)
+        r.add("brow_up", up, dv=-0.004 * face_h)
+        toward_mid = -np.sign(u - face_mid_u) * 0.015 * face_h * np.where(inner_brow, 1.0, 0.4)
+        r.add("brow_down", b, du=toward_mid, dv=0.025 * face_h)
+        r.add("brow_down", r3, dv=0.012 * face_h)
+        r.add("brow_down", r2, dv=0.005 * face_h)
+        r.add("blink", low, dv=-0.05 * h)
+        r.add("blink", b, dv=0.006 * face_h)
+        r.add("smile", low, dv=-0.01 * face_h)
     brow_line_v = np.maximum(v[list(an.RIGHT_BROW)].min(), v[list(an.LEFT_BROW)].min())
-    forehead = (v < brow_line_v - 0.02 * face_h) & (np.abs(u - face_mid_u) < 0.5 * frame.face_w_px)
-    add("brow_up", forehead, dv=-0.03 * face_h * (1.0 - 0.5 * np.clip((brow_line_v - v) / (0.3 * face_h), 0, 1)))
+    forehead = (v < brow_line_v - 0.02 * face_h) & (np.abs(u - face_mid_u) < 0.5 * r.frame.face_w_px)
+    r.add("brow_up", forehead,
+          dv=-0.03 * face_h * (1.0 - 0.5 * np.clip((brow_line_v - v) / (0.3 * face_h), 0, 1)))
 
-    # --- to image space, plus the virtual rings outside the oval ----------------------------
-    skin = frame.to_image_vectors(uv_disp)  # (K, n, 2)
+
+def _with_rings_and_ghosts(lm: np.ndarray, frame: an.FaceFrame, mouth: an.MouthGeometry,
+                           r: _Rules, skin: np.ndarray) -> ControlSet:
+    """Add the oval's fading rings and the lip ghosts; sort every control into its layers."""
+    n, face_h = an.N_MESH, frame.face_h_px
     oval = np.array(an.FACE_OVAL)
-    centre = lm[oval].mean(0)
-    outward = lm[oval] - centre
+    outward = lm[oval] - lm[oval].mean(0)
     outward /= np.linalg.norm(outward, axis=1, keepdims=True)
-    ring_pts, ring_skin = [], []
-    for offset, share in OVAL_RINGS:
-        ring_pts.append(lm[oval] + offset * face_h * outward)
-        ring_skin.append(share * skin[:, oval])
-    points = np.concatenate([lm] + ring_pts)
-    skin = np.concatenate([skin] + ring_skin, axis=1)
-    gap = np.concatenate([gap, np.zeros(len(points) - n)])
-
-    # Ghosts: a lip layer's field must go on moving like its own edge for a little way past
-    # it (into the part it does not own), or the inverse map could not find that edge. Each
+    points = [lm] + [lm[oval] + offset * face_h * outward for offset, _ in OVAL_RINGS]
+    disps = [skin] + [share * skin[:, oval] for _, share in OVAL_RINGS]
+    n_rings = len(oval) * len(OVAL_RINGS)
+    # Ghosts: a lip layer's field must go on moving like its own edge for a little way past it
+    # (into the part it does not own), or the inverse map could not find that edge. Each
     # inner-lip point gets two ghosts across the parting line that copy its displacement.
-    n_real = len(points)
-    ghost_pts, ghost_skin, ghost_kind = [], [], []
+    gap = mouth.rest_gap_px(r.u)
+    kinds = []
     for ids, direction, kind in ((an.LIP_INNER_UPPER[1:-1], 1.0, "upper"),
                                  (an.LIP_INNER_LOWER[1:-1], -1.0, "lower")):
         for step in (0.03, 0.07):
-            for i in ids:
-                offset = np.array([0.0, direction * (0.5 * gap[i] + step * face_h)])
-                ghost_pts.append(lm[i] + frame.to_image_vectors(offset))
-                ghost_skin.append(skin[:, i])
-                ghost_kind.append(kind)
-    points = np.concatenate([points, np.array(ghost_pts)])
-    skin = np.concatenate([skin, np.stack(ghost_skin, axis=1)], axis=1)
-    ghost_kind = np.array([""] * n_real + ghost_kind)
+            ids = np.array(ids)
+            offsets = np.stack([np.zeros(len(ids)), direction * (0.5 * gap[ids] + step * face_h)], -1)
+            points.append(lm[ids] + frame.to_image_vectors(offsets))
+            disps.append(skin[:, ids])
+            kinds += [kind] * len(ids)
+    points = np.concatenate(points)
+    skin = np.concatenate(disps, axis=1)
 
-    all_ids = np.arange(len(points))
-    virtual = (all_ids >= n) & (all_ids < n_real)
-    pad = len(points) - n
-    real = ghost_kind == ""
-    mesh_lip = np.concatenate([is_lip, np.zeros(pad, bool)])
-    mesh_below = np.concatenate([below_slit, np.zeros(pad, bool)])
-    mesh_lateral = np.concatenate([np.abs(uh) > 1.5, np.ones(pad, bool)])
-    upper_lip_m = np.concatenate([is_upper_lip | is_corner, np.zeros(pad, bool)])
-    lower_lip_m = np.concatenate([is_lower_lip | is_corner, np.zeros(pad, bool)])
-    base = real & ~mesh_lip
-    upper = (upper_lip_m | (real & ~mesh_lip & (~mesh_below | mesh_lateral))) | (ghost_kind == "upper")
-    lower = (lower_lip_m | (real & ~mesh_lip & (mesh_below | mesh_lateral)) | virtual) | (ghost_kind == "lower")
-    return ControlSet(points.astype(np.float64), skin, all_ids[base], all_ids[upper], all_ids[lower])
+    kind = np.array([""] * (n + n_rings) + kinds)
+    mesh = np.arange(len(points)) < n
+    rings = ~mesh & (kind == "")
+    pad = lambda a, fill: np.concatenate([a, np.full(len(points) - n, fill)])  # noqa: E731
+    is_lip = pad(r.ids(an.LIPS), False)
+    below = pad(r.v > mouth.slit(r.u), False)
+    lateral = pad(np.abs(r.u) > 0.75 * frame.mouth_w_px, True)  # |u| > 1.5 half-widths
+    upper_lip = pad(r.ids(an.UPPER_LIP + an.MOUTH_CORNERS), False)
+    lower_lip = pad(r.ids(an.LOWER_LIP + an.MOUTH_CORNERS), False)
+    skin_pt = (mesh | rings) & ~is_lip
+    base = skin_pt
+    upper = upper_lip | (skin_pt & (~below | lateral)) | (kind == "upper")
+    lower = lower_lip | (skin_pt & (below | lateral)) | (kind == "lower")
+    ids = np.arange(len(points))
+    return ControlSet(points, skin, ids[base], ids[upper], ids[lower])

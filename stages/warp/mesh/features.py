@@ -51,6 +51,7 @@ def fill_features(plan: MotionPlan, start: int, stop: int, frame_size_px: int,
     sl = slice(start, stop)
 
     def put(name: str, values: np.ndarray, lo: float, hi: float) -> None:
+        """Column `name` = values clipped to [lo, hi]."""
         np.clip(values, lo, hi, out=rows[:, F[name]])
 
     jaw = rows[:, F["jaw"]]

@@ -60,6 +60,7 @@ class Grid:
         When `within` is too small for the request, the grid is as large as fits.
         """
         def span(lo: float, hi: float, lim_lo: int, lim_len: int) -> tuple[int, int]:
+            """(start, node count) along one axis, centred on the request, inside the limit."""
             lo_i = int(np.clip(np.floor(lo), lim_lo, lim_lo + lim_len))
             hi_i = int(np.clip(np.ceil(hi), lo_i, lim_lo + lim_len))
             n = int(np.clip(np.ceil((hi_i - lo_i) / step), 2, max(2, lim_len // step)))
@@ -103,14 +104,10 @@ def gaussian_rbf_weights(nodes_px: np.ndarray, controls_px: np.ndarray, sigma_px
     close ones, and it decays to zero a few sigma away from every control — which is what a
     local expression should do.
     """
-    c = np.asarray(controls_px, dtype=np.float64)
-    q = np.asarray(nodes_px, dtype=np.float64).reshape(-1, 2)
     inv2s2 = 1.0 / (2.0 * sigma_px * sigma_px)
-    d_cc = ((c[:, None, :] - c[None, :, :]) ** 2).sum(-1)
-    k_cc = np.exp(-d_cc * inv2s2)
+    k_cc = np.exp(-squared_distances(controls_px, controls_px) * inv2s2)
     k_cc[np.diag_indices_from(k_cc)] += ridge
-    d_qc = ((q[:, None, :] - c[None, :, :]) ** 2).sum(-1)
-    k_qc = np.exp(-d_qc * inv2s2)
+    k_qc = np.exp(-squared_distances(nodes_px, controls_px) * inv2s2)
     # Solve from the right: W = K_qc · K_cc⁻¹ (K_cc is symmetric positive definite).
     return np.linalg.solve(k_cc, k_qc.T).T
 
@@ -124,11 +121,16 @@ def normalized_gaussian_weights(nodes_px: np.ndarray, controls_px: np.ndarray, s
     field, where smoothness matters more than hitting every control exactly. `floor` is added
     to the weight sum: where controls are sparse (beyond the face) the field fades to zero.
     """
-    c = np.asarray(controls_px, dtype=np.float64)
-    q = np.asarray(nodes_px, dtype=np.float64).reshape(-1, 2)
-    d2 = ((q[:, None, :] - c[None, :, :]) ** 2).sum(-1)
-    w = np.exp(-d2 / (2.0 * sigma_px * sigma_px))
+    w = np.exp(-squared_distances(nodes_px, controls_px) / (2.0 * sigma_px * sigma_px))
     return w / (w.sum(axis=1, keepdims=True) + floor)
+
+
+def squared_distances(a_px: np.ndarray, b_px: np.ndarray) -> np.ndarray:
+    """(n_a, n_b) squared distances between point sets (..., 2), via one matmul."""
+    a = np.asarray(a_px, dtype=np.float64).reshape(-1, 2)
+    b = np.asarray(b_px, dtype=np.float64).reshape(-1, 2)
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+    return np.maximum(d2, 0.0)
 
 
 class GridInverter:

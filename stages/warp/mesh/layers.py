@@ -7,8 +7,9 @@ Head pose rotates each node in 3-D about a pivot in the neck, using a depth map 
 from the landmarks' z — the nose swings further than the cheeks when the head turns
 (parallax) — and is cut to zero outside the head by the falloff window.
 
-Sign conventions (degrees): +yaw turns the nose toward the viewer's right, +pitch tips the nose
-down, +roll turns the head clockwise in the picture; shifts are picture pixels.
+Sign conventions (degrees; the motion planner's): +yaw turns the face toward the picture's left
+(the actor's right), +pitch lifts the chin, +roll tilts the head clockwise in the picture;
+shifts are picture pixels, +x right, +y down.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from stages.warp.mesh.anatomy import FACE_OVAL, FaceFrame
 from stages.warp.mesh.controls import ControlSet
 from stages.warp.mesh.features import F, N_FEATURES
-from stages.warp.mesh.field import Grid, gaussian_rbf_weights, normalized_gaussian_weights
+from stages.warp.mesh.field import Grid, gaussian_rbf_weights, normalized_gaussian_weights, squared_distances
 from stages.warp.mesh.regions import HeadEllipse
 
 
@@ -58,8 +59,8 @@ class HeadModel:
         """Depth (toward the viewer) at image points (..., 2)."""
         pts = nodes_px.reshape(-1, 2)
         w = normalized_gaussian_weights(pts, self.mesh_px, self.sigma_px, floor=0.0)
-        d2 = ((pts[:, None, :] - self.mesh_px[None, :, :]) ** 2).sum(-1)
-        near = np.exp(-d2.min(axis=1) / (2.0 * (1.5 * self.sigma_px) ** 2))  # 1 on the face
+        d2 = squared_distances(pts, self.mesh_px).min(axis=1)
+        near = np.exp(-d2 / (2.0 * (1.5 * self.sigma_px) ** 2))  # 1 on the face
         r = self.head.radius(self.frame.to_face(pts))
         shell = self.crown_depth_px * np.clip(1.0 - r**2, 0.0, 1.0)  # finite slope at the rim
         depth = near * (w @ self.mesh_depth_px) + (1.0 - near) * shell
@@ -74,9 +75,9 @@ def pose_basis(frame: FaceFrame, head: HeadModel, nodes_px: np.ndarray) -> np.nd
     dv = uv[:, 1] - head.pivot_uvz[1]
     dz = head.depth_at(pts) - head.pivot_uvz[2]
     out_uv = np.zeros((N_FEATURES, pts.shape[0], 2))
-    out_uv[F["sin_yaw"], :, 0] = dz
+    out_uv[F["sin_yaw"], :, 0] = -dz  # the nose (nearest the viewer) swings furthest
     out_uv[F["versin_yaw"], :, 0] = -du
-    out_uv[F["sin_pitch"], :, 1] = dz
+    out_uv[F["sin_pitch"], :, 1] = -dz
     out_uv[F["versin_pitch"], :, 1] = -dv
     out_uv[F["sin_roll"], :, 0] = -dv
     out_uv[F["sin_roll"], :, 1] = du
@@ -100,7 +101,10 @@ def expression_basis(nodes_px: np.ndarray, controls: ControlSet, ids: np.ndarray
         w = gaussian_rbf_weights(pts, controls.points_px[ids], sigma_px, ridge=1e-2)
     else:
         w = normalized_gaussian_weights(pts, controls.points_px[ids], sigma_px)
-    return np.einsum("nc,kcd->knd", w, controls.skin[:, ids])
+    disp = controls.skin[:, ids]  # (K, c, 2)
+    k, c, _ = disp.shape
+    flat = w @ disp.transpose(1, 0, 2).reshape(c, k * 2)  # one BLAS matmul, (n, K·2)
+    return flat.reshape(-1, k, 2).transpose(1, 0, 2)
 
 
 def pack(basis_knd: np.ndarray) -> np.ndarray:

@@ -53,10 +53,14 @@ class MouthColours:
         skin = np.median(face_px, axis=0) if len(face_px) else np.array([180.0, 150, 130])
         lip = np.median(lip_px, axis=0) if len(lip_px) >= 4 else skin * np.array([0.95, 0.7, 0.7])
         luma = float(skin @ np.array([0.299, 0.587, 0.114]))
-        light = float(np.clip(luma / 165.0, 0.45, 1.05))  # dim teeth in dark pictures
         cavity = lip * 0.2 + np.array([6.0, 1.0, 1.0])
         tongue = np.clip(lip * 0.55 + np.array([16.0, 0.0, 2.0]), 0, 255)
-        teeth = np.array([238.0, 232.0, 216.0]) * light
+        # Ivory a little brighter than the skin, warmed by it, so painted teeth sit in the
+        # picture's own lighting instead of glowing white in a dim or tinted one.
+        target = float(np.clip(1.2 * luma, 90.0, 235.0))
+        ivory = np.array([236.0, 228.0, 206.0])
+        teeth = 0.6 * ivory * target / (ivory @ np.array([0.299, 0.587, 0.114])) + 0.4 * skin * target / max(luma, 1.0)
+        teeth = np.clip(teeth, 0, 255)
         gum = np.clip(lip * 0.85 + np.array([12.0, 0.0, 0.0]), 0, 255)
         return cls(lip, cavity, teeth, tongue, gum)
 
@@ -68,13 +72,16 @@ class MouthPatch:
     grid: Grid
     inner_rect_uv: tuple[float, float, float, float]
     ramp_px: float
-    # Labels and textures are frame-sized (edge-extended outside the patch), in source space.
-    labels_upper: np.ndarray  # (512, 512) float32: upper-side label
-    labels_lower: np.ndarray  # (512, 512) float32: jaw-side label
-    labels_teeth: np.ndarray  # (512, 512, 2) float32: teeth-side label, where the mouth may open
-    upper_texture: np.ndarray  # (512, 512, 4) float32: premultiplied RGB + alpha, upper teeth
-    lower_texture: np.ndarray  # (512, 512, 3) float32: tongue and cavity — opaque
-    feather: np.ndarray  # (h, w) float32 over the patch: 0 at its border → 1 a few pixels in
+    # Source-space images, frame-sized (edge-extended outside the patch) so the layers' maps,
+    # which hold frame coordinates, sample them directly. Each side's image is the actor's RGB
+    # with that side's label as alpha, so one remap gives a side's colour and its claim.
+    upper: np.ndarray  # (512, 512, 4) uint8: RGB·label + upper-side label (premultiplied)
+    lower: np.ndarray  # (512, 512, 4) uint8: RGB·label + jaw-side label
+    teeth: np.ndarray  # (512, 512, 4) uint8: RGB·label + teeth-side label (actor's parted lips)
+    teeth_paint: np.ndarray  # (512, 512, 4) uint8: painted upper teeth RGB + their alpha
+    cavity_paint: np.ndarray  # (512, 512, 4) uint8: tongue/cavity RGB + where the mouth may open
+    feather: np.ndarray  # (h, w, 3) float32 over the patch: 0 at its border → 1 a few px in
+    keep: np.ndarray  # (h, w, 3) float32: 1 − feather
     has_interior: bool  # the actor's own lips are parted (its teeth side is not empty)
 
     @classmethod
@@ -98,25 +105,40 @@ class MouthPatch:
         may_open = 1.0 - smoothstep(-0.08 * mouth.half_w_px, 0.02 * mouth.half_w_px,
                                     mouth.slit.signed_overhang(uv[..., 0]))
         colours = MouthColours.sample(image, landmarks_px)
-        upper_tex, lower_tex = _paint_interior(uv, mouth, face_h, colours)
+        teeth_tex, lower_tex = _paint_interior(uv, mouth, face_h, colours)
         # The patch's maps and the face map agree at its border only up to their grids'
         # interpolation error; a short feather hides that seam.
         ys, xs = np.mgrid[0:grid.box.h, 0:grid.box.w]
         edge = np.minimum(np.minimum(xs, grid.box.w - 1 - xs), np.minimum(ys, grid.box.h - 1 - ys))
-        feather = smoothstep(0.0, 2.0 * step + 4.0, edge.astype(np.float64))
+        feather = smoothstep(0.0, 2.0 * step + 4.0, edge.astype(np.float64)).astype(np.float32)
+        b = grid.box
 
-        def frame_sized(a: np.ndarray) -> np.ndarray:
-            # Maps hold frame coordinates; labels sized like the frame need no offset per frame.
-            b = grid.box
-            pad = ((b.y0, image.shape[0] - b.y0 - b.h), (b.x0, image.shape[1] - b.x0 - b.w))
-            pad += ((0, 0),) * (a.ndim - 2)
-            return np.ascontiguousarray(np.pad(a, pad, mode="edge"), dtype=np.float32)
+        def with_alpha(rgb: np.ndarray, alpha_patch: np.ndarray) -> np.ndarray:
+            """Frame-sized premultiplied RGBA uint8: `rgb`·label, alpha = the label.
+
+            Premultiplied, so bilinear sampling at a label's edge never pulls in the colour of
+            the pixels beyond it (teeth into a lip edge, lip into the teeth).
+            """
+            pad = ((b.y0, rgb.shape[0] - b.y0 - b.h), (b.x0, rgb.shape[1] - b.x0 - b.w))
+            alpha = np.pad(np.clip(alpha_patch, 0, 1), pad, mode="edge")[..., None]
+            rgba = np.dstack([rgb * alpha, 255.0 * alpha])
+            return np.ascontiguousarray(np.round(rgba).astype(np.uint8))
+
+        def patch_to_frame(rgba_patch: np.ndarray) -> np.ndarray:
+            """A patch-sized painted texture, edge-extended to frame size, as uint8."""
+            pad = ((b.y0, image.shape[0] - b.y0 - b.h), (b.x0, image.shape[1] - b.x0 - b.w), (0, 0))
+            return np.ascontiguousarray(np.pad(np.clip(np.round(rgba_patch), 0, 255), pad, mode="edge")
+                                        .astype(np.uint8))
 
         return cls(grid, inner, ramp,
-                   frame_sized((1.0 - below) * (1.0 - interior)), frame_sized(below * (1.0 - interior)),
-                   frame_sized(np.stack([interior, may_open], -1)), frame_sized(upper_tex),
-                   frame_sized(lower_tex), np.ascontiguousarray(feather, dtype=np.float32),
-                   bool(interior.max() > 0.0))
+                   upper=with_alpha(image, (1.0 - below) * (1.0 - interior)),
+                   lower=with_alpha(image, below * (1.0 - interior)),
+                   teeth=with_alpha(image, interior),
+                   teeth_paint=patch_to_frame(teeth_tex),
+                   cavity_paint=patch_to_frame(np.dstack([lower_tex, 255.0 * may_open])),
+                   feather=np.ascontiguousarray(np.repeat(feather[..., None], 3, axis=-1)),
+                   keep=np.ascontiguousarray(np.repeat(1.0 - feather[..., None], 3, axis=-1)),
+                   has_interior=bool(interior.max() > 0.0))
 
 
 def _paint_interior(uv: np.ndarray, mouth: an.MouthGeometry, face_h: float,
@@ -131,25 +153,26 @@ def _paint_interior(uv: np.ndarray, mouth: an.MouthGeometry, face_h: float,
 
     # Upper teeth: a band of incisors and canines under the lip, its lower edge gently curved,
     # darker toward the corners and in the lip's shadow, with faint gaps between teeth.
-    teeth_h = 0.05 * face_h * (1.0 - 0.3 * np.clip(across, -1, 1) ** 2)
+    teeth_h = 0.044 * face_h * (1.0 - 0.3 * np.clip(across, -1, 1) ** 2)
     below_lip = v - mouth.inner_upper(u)
-    # Where the actor's own lips part, its own teeth (or darkness) show and stay in front of
-    # the painted interior; painted teeth there would hang below them, so only gums remain.
-    own_teeth = smoothstep(1.0, 3.0, mouth.rest_gap_px(u))
+    # When the actor's own lips part, its own teeth (or darkness) show and stay in front of the
+    # painted interior; painted teeth would hang below them or beside them, so only gums remain.
+    own_teeth = float(mouth.rest_gap_px(np.linspace(mouth.inner_upper.u[0], mouth.inner_upper.u[-1], 32)).max()
+                      > max(2.0, 0.012 * face_h))
     gum = smoothstep(0.5, -1.0, below_lip)
     alpha = (np.clip(0.85 * inner_half_w - off_centre_px + 0.5, 0.0, 1.0)
              * np.clip(teeth_h - below_lip + 0.5, 0.0, 1.0) * np.maximum(1.0 - own_teeth, gum))
-    shade = 1.0 - 0.45 * smoothstep(0.35, 0.85, np.abs(across))
-    shade *= 0.78 + 0.22 * smoothstep(-0.01 * face_h, 0.25 * teeth_h, below_lip)
-    shade *= 1.0 - 0.1 * smoothstep(0.75, 1.0, below_lip / teeth_h)
+    shade = 1.0 - 0.5 * smoothstep(0.3, 0.85, np.abs(across))  # the mouth's sides are in shadow
+    shade *= 0.72 + 0.28 * smoothstep(-0.01 * face_h, 0.3 * teeth_h, below_lip)  # under the lip
+    shade *= 1.0 - 0.08 * smoothstep(0.75, 1.0, below_lip / teeth_h)  # translucent biting edge
     gaps = np.array([0.0, 0.22, -0.22, 0.4, -0.4, 0.56, -0.56, 0.7, -0.7])
     gap_dist_px = np.min(np.abs(across[..., None] - gaps), axis=-1) * inner_half_w
-    shade *= 1.0 - 0.16 * np.exp(-(gap_dist_px / 0.7) ** 2) * smoothstep(0.1, 0.6, below_lip / teeth_h)
+    shade *= 1.0 - 0.07 * np.exp(-(gap_dist_px / 0.7) ** 2) * smoothstep(0.2, 0.8, below_lip / teeth_h)
     teeth_rgb = colours.teeth * shade[..., None]
     # Above the rest line of the lip the teeth meet the gums, seen when the upper lip lifts.
     gum = gum[..., None]
     teeth_rgb = teeth_rgb * (1.0 - gum) + colours.gum * (0.85 + 0.15 * shade[..., None]) * gum
-    upper = np.concatenate([teeth_rgb * alpha[..., None], alpha[..., None]], -1)
+    upper = np.concatenate([teeth_rgb, 255.0 * alpha[..., None]], -1)
 
     # Jaw side: dark cavity (darker toward the cheeks and deep in the mouth), the tongue's
     # front resting behind the lower lip (lower teeth stay hidden behind it).
@@ -161,7 +184,7 @@ def _paint_interior(uv: np.ndarray, mouth: an.MouthGeometry, face_h: float,
                 * (1.0 - smoothstep(0.3, 0.75, np.abs(across))))
     tongue_rgb = colours.tongue * (0.6 + 0.4 * (1.0 - smoothstep(0.0, 0.04 * face_h, above_lip)))[..., None]
     rgb = rgb * (1.0 - tongue_a[..., None]) + tongue_rgb * tongue_a[..., None]
-    return (np.ascontiguousarray(upper, dtype=np.float32), np.ascontiguousarray(rgb, dtype=np.float32))
+    return upper, rgb
 
 
 class MouthCompositor:
@@ -175,82 +198,93 @@ class MouthCompositor:
 
     def __init__(self, patch: MouthPatch, image: np.ndarray) -> None:
         self.patch = patch
-        self.image = image
         g = patch.grid
         # The lip layers stretch the lips (closing, pouting): more fixed-point steps there.
         self.upper = GridInverter(g, iterations=6)
         self.lower = GridInverter(g, iterations=6)
         self.teeth = GridInverter(g)
         h, w = g.box.h, g.box.w
-        f32 = lambda *shape: np.empty((h, w) + shape, np.float32)  # noqa: E731
-        self._c_up, self._c_low, self._c_teeth = f32(), f32(), f32(2)
-        self._free, self._scale, self.hole = f32(), f32(), f32()
-        self._rgb = {k: np.empty((h, w, 3), np.uint8) for k in ("upper", "lower", "teeth")}
-        self._tex_u, self._tex_l = f32(4), f32(3)
-        self._acc, self._term = f32(3), f32(3)
+        self._rgba = {k: np.empty((h, w, 4), np.uint8) for k in ("upper", "lower", "teeth", "paint", "cavity")}
+        self._claim = {k: np.empty((h, w), np.float32) for k in self._rgba}
+        self._label = {k: np.empty((h, w), np.float32) for k in ("lower", "teeth")}
+        self._alpha_u8 = np.empty((h, w), np.uint8)
+        self._free = np.empty((h, w), np.float32)
+        self._weight = np.empty((h, w), np.float32)
+        self.hole = np.empty((h, w), np.float32)
+        self._w3 = np.empty((h, w, 3), np.float32)
+        self._rgb = np.empty((h, w, 3), np.uint8)
+        self._colour = np.empty((h, w, 3), np.float32)
+        self._acc = np.empty((h, w, 3), np.float32)
+
+    def _sample(self, name: str, source: np.ndarray, s: np.ndarray) -> np.ndarray:
+        """Remap a source-space RGBA image with map s; return its alpha as float in [0, 1]."""
+        cv2.remap(source, s, None, cv2.INTER_LINEAR, dst=self._rgba[name], borderMode=cv2.BORDER_REPLICATE)
+        claim = self._claim[name]
+        cv2.extractChannel(self._rgba[name], 3, dst=self._alpha_u8)
+        np.multiply(self._alpha_u8, np.float32(1.0 / 255.0), out=claim)
+        return claim
+
+    def _accumulate(self, rgba: np.ndarray, weight: np.ndarray) -> None:
+        """acc += rgb(rgba) · weight (weight 1-channel float)."""
+        cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB, dst=self._rgb)
+        np.copyto(self._colour, self._rgb, casting="unsafe")
+        cv2.merge([weight, weight, weight], dst=self._w3)
+        cv2.accumulateProduct(self._colour, self._w3, self._acc)
 
     def render(self, upper_field: np.ndarray, lower_field: np.ndarray, teeth_field: np.ndarray,
                out_view: np.ndarray) -> None:
         """Overwrite `out_view` (the patch of the frame, holding the face layer) with the mouth."""
         p = self.patch
-        remap = cv2.remap
         s_u = self.upper.invert(upper_field)
         s_l = self.lower.invert(lower_field)
-        remap(p.labels_upper, s_u, None, cv2.INTER_LINEAR, dst=self._c_up, borderMode=cv2.BORDER_REPLICATE)
-        remap(p.labels_lower, s_l, None, cv2.INTER_LINEAR, dst=self._c_low, borderMode=cv2.BORDER_REPLICATE)
-        c_up, c_low = self._c_up, self._c_low
+        c_up = self._sample("upper", p.upper, s_u)
+        c_low = self._sample("lower", p.lower, s_l)
+        np.copyto(self._label["lower"], c_low)
         # Claims in priority order: upper lip, then lower lip, then teeth, each taking at most
         # what the ones before it left; what is left after all three is the opened mouth.
-        np.subtract(1.0, c_up, out=self._free)
-        np.minimum(c_low, self._free, out=c_low)
-        np.subtract(self._free, c_low, out=self._free)
+        free = self._free
+        np.subtract(1.0, c_up, out=free)
+        np.minimum(c_low, free, out=c_low)
+        np.subtract(free, c_low, out=free)
         s_t = None
         if p.has_interior:
             s_t = self.teeth.invert(teeth_field)
-            remap(p.labels_teeth, s_t, None, cv2.INTER_LINEAR, dst=self._c_teeth,
-                  borderMode=cv2.BORDER_REPLICATE)
-            c_teeth = self._c_teeth[..., 0]
-            np.minimum(c_teeth, self._free, out=c_teeth)
-            np.subtract(self._free, c_teeth, out=self._free)
-        else:
-            # No parted lips in the picture: the teeth side is empty, and the opening test
-            # only needs the teeth side's "may open" label, read at the lower side's map.
-            remap(p.labels_teeth, s_l, None, cv2.INTER_LINEAR, dst=self._c_teeth,
-                  borderMode=cv2.BORDER_REPLICATE)
-        np.clip(self._free, 0.0, 1.0, out=self._free)
-        np.multiply(self._free, self._c_teeth[..., 1], out=self.hole)
-        # scale = feather / (claims + hole): renormalises where the opening is not allowed.
-        np.subtract(1.0, self._free, out=self._scale)
-        np.add(self._scale, self.hole, out=self._scale)
-        np.maximum(self._scale, 1e-4, out=self._scale)
-        np.divide(p.feather, self._scale, out=self._scale)
-        # acc = face·(1 − feather) + Σ side colour · claim · scale
-        np.subtract(1.0, p.feather, out=self._free)
-        np.multiply(out_view, self._free[..., None], out=self._acc)
-        sides = [("upper", s_u, c_up), ("lower", s_l, c_low)]
-        if p.has_interior:
-            sides.append(("teeth", s_t, self._c_teeth[..., 0]))
-        for name, s, c in sides:
-            remap(self.image, s, None, cv2.INTER_LINEAR, dst=self._rgb[name], borderMode=cv2.BORDER_REPLICATE)
-            np.multiply(c, self._scale, out=self._free)
-            np.multiply(self._rgb[name], self._free[..., None], out=self._term)
-            np.add(self._acc, self._term, out=self._acc)
-        if self.hole.max() > 0.5 / 255.0:
-            # Painted upper teeth hang from the skull: they ride on the teeth side's map.
-            self._paint(s_t if s_t is not None else self.teeth.invert(teeth_field), s_l)
-            np.multiply(self.hole, self._scale, out=self._free)
-            np.multiply(self._term, self._free[..., None], out=self._term)
-            np.add(self._acc, self._term, out=self._acc)
-        np.add(self._acc, 0.5, out=self._acc)
-        np.copyto(out_view, self._acc, casting="unsafe")
-
-    def _paint(self, s_teeth: np.ndarray, s_lower: np.ndarray) -> None:
-        """The synthesised interior into self._term: upper teeth over tongue and cavity."""
-        p = self.patch
-        cv2.remap(p.upper_texture, s_teeth, None, cv2.INTER_LINEAR, dst=self._tex_u,
-                  borderMode=cv2.BORDER_REPLICATE)
-        cv2.remap(p.lower_texture, s_lower, None, cv2.INTER_LINEAR, dst=self._tex_l,
-                  borderMode=cv2.BORDER_REPLICATE)
-        np.subtract(1.0, self._tex_u[..., 3], out=self._free)
-        np.multiply(self._tex_l, self._free[..., None], out=self._term)
-        np.add(self._term, self._tex_u[..., :3], out=self._term)
+            c_teeth = self._sample("teeth", p.teeth, s_t)
+            np.copyto(self._label["teeth"], c_teeth)
+            np.minimum(c_teeth, free, out=c_teeth)
+            np.subtract(free, c_teeth, out=free)
+        np.clip(free, 0.0, 1.0, out=self.hole)
+        opening = bool(self.hole.max() > 0.5 / 255.0)
+        if opening:
+            # Only between the mouth corners may nobody's claim become an opening; elsewhere the
+            # shortfall is renormalised away below.
+            np.multiply(self.hole, self._sample("cavity", p.cavity_paint, s_l), out=self.hole)
+        # scale = feather / (claims + opening); out = face·(1 − feather) + Σ colour·claim·scale.
+        np.subtract(1.0, free, out=self._weight)
+        np.add(self._weight, self.hole, out=self._weight)
+        np.maximum(self._weight, 1e-4, out=self._weight)
+        np.divide(p.feather[..., 0], self._weight, out=self._free)  # free is now the scale
+        scale = self._free
+        np.copyto(self._colour, out_view, casting="unsafe")
+        cv2.multiply(self._colour, p.keep, dst=self._acc)
+        # Sides are premultiplied by their labels: a side's colour weight is the share of its
+        # label it kept after the priorities (1 for the upper side), times the scale.
+        self._accumulate(self._rgba["upper"], scale)
+        sides = [("lower", c_low)] + ([("teeth", self._claim["teeth"])] if s_t is not None else [])
+        for name, claim in sides:
+            np.maximum(self._label[name], 1e-3, out=self._weight)
+            np.divide(claim, self._weight, out=self._weight)
+            np.multiply(self._weight, scale, out=self._weight)
+            self._accumulate(self._rgba[name], self._weight)
+        if opening:
+            # The opening: painted upper teeth (riding on the teeth side: they hang from the
+            # skull) over the tongue and cavity (riding on the jaw side).
+            if s_t is None:
+                s_t = self.teeth.invert(teeth_field)
+            alpha = self._sample("paint", p.teeth_paint, s_t)
+            np.multiply(self.hole, scale, out=self._weight)
+            np.multiply(alpha, self._weight, out=alpha)
+            np.subtract(self._weight, alpha, out=self._weight)
+            self._accumulate(self._rgba["cavity"], self._weight)
+            self._accumulate(self._rgba["paint"], alpha)
+        cv2.convertScaleAbs(self._acc, dst=out_view)
