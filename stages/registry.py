@@ -17,6 +17,7 @@ BACKENDS: dict[str, dict[str, str]] = {
     },
     "tts": {
         "espeak": "stages.tts.espeak:EspeakBackend",
+        "kokoro": "stages.tts.kokoro:KokoroBackend",
     },
 }
 

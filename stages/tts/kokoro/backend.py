@@ -24,7 +24,6 @@ from stages.tts.kokoro.chunking import Chunk, build_chunks
 from stages.tts.kokoro.normalize import normalize_text
 from stages.tts.kokoro.session import RawChunk
 from stages.tts.kokoro.timeline import (
-    SAMPLES_PER_FRAME,
     advance_spans,
     assemble,
     clip_spans,
@@ -93,7 +92,11 @@ def load_assets(model_dir: Path | None = None, cache_dir: Path | None = None) ->
         folder = model_dir if model_dir.is_dir() else model_dir.parent
         voice_files = find_voice_files(folder) or [assets.packaged_data_file("voices_ja.npz")]
         vocab_file = assets.find_vocab_file(folder) or assets.packaged_data_file("vocab.json")
-    patched = source if graph.has_durations_output(source) else graph.patched_model(source, cache_dir, key)
+    # An operator's export may already return durations; the PyPI one never does.
+    if model_dir is not None and graph.has_durations_output(source):
+        patched = source
+    else:
+        patched = graph.patched_model(source, cache_dir, key)
     return KokoroAssets(patched, source, load_voice_packs(voice_files), assets.load_vocab(vocab_file))
 
 
@@ -138,6 +141,14 @@ class KokoroBackend:
             if self._assets is None:
                 self._assets = load_assets(self._model_dir, self._cache_dir)
             return self._assets
+
+    def model_info(self) -> dict[str, str]:
+        """What this backend speaks with, for a slot's manifest: model file, identity, voices, symbols."""
+        loaded = self.load()
+        sources = sorted({str(p) for p in loaded.voices.sources.values()})
+        return {"model": loaded.source_model.name, "model_path": str(loaded.source_model),
+                "patched_model": loaded.model_path.name, "voices": ", ".join(sources),
+                "token_set": self._token_set, "timeline_advance_s": f"{self._advance_s:g}"}
 
     def _get_runner(self) -> InProcessRunner | ProcessRunner:
         model_path = self.load().model_path
@@ -224,21 +235,25 @@ class KokoroBackend:
             raise StageInputError("speech.pitch", "Kokoro voices have no pitch control; leave it unset",
                                   requested=pitch)
         chunks, raws = self.synthesize_chunks(text, voice, rate_wpm)
+        return self.speech_from_chunks(chunks, raws, voice, rate_wpm)
+
+    def speech_from_chunks(self, chunks: list[Chunk], raws: list[RawChunk], voice: str = DEFAULT_VOICE,
+                           rate_wpm: int = NORMAL_RATE_WPM) -> Speech:
+        """Join model outputs into one track: timeline from durations, silence trimmed, pauses added."""
         speed = rate_wpm / NORMAL_RATE_WPM
+        advance = int(round(self._advance_s * SAMPLE_RATE_HZ))
         pieces = []
         for chunk, raw in zip(chunks, raws):
-            spans = tighten_phrase_ends(raw.audio, unit_spans(chunk.units, raw.durations, len(raw.audio)),
-                                        SAMPLE_RATE_HZ)
-            spans = advance_spans(spans, int(round(self._advance_s * SAMPLE_RATE_HZ)))
+            spans = unit_spans(chunk.units, raw.durations, len(raw.audio))
+            spans = advance_spans(tighten_phrase_ends(raw.audio, spans, SAMPLE_RATE_HZ), advance)
             start, stop = speech_bounds(raw.audio, spans, SAMPLE_RATE_HZ)
             pause = int(round(chunk.pause_after_s / speed * SAMPLE_RATE_HZ))
             pieces.append((raw.audio[start:stop], clip_spans(spans, start, stop), pause))
         track = assemble(pieces, lead_in=int(round(LEAD_IN_S * SAMPLE_RATE_HZ)))
         phonemes = tuple(Phoneme(symbol, float(s) / SAMPLE_RATE_HZ, float(e) / SAMPLE_RATE_HZ)
                          for symbol, s, e in zip(track.symbols, track.starts, track.ends))
-        audio = np.clip(track.audio, -1.0, 1.0)
-        return Speech(audio=audio, phonemes=phonemes, voice=VOICE_PREFIX + self.resolve_voice(voice),
-                      backend=self.name)
+        return Speech(audio=np.clip(track.audio, -1.0, 1.0), phonemes=phonemes,
+                      voice=VOICE_PREFIX + self.resolve_voice(voice), backend=self.name)
 
 
 def _dialect(voice_name: str) -> str:
@@ -265,4 +280,4 @@ def _check_rate(rate_wpm: object) -> None:
         )  # fmt: skip
 
 
-__all__ = ["DEFAULT_VOICE", "KokoroAssets", "KokoroBackend", "SAMPLES_PER_FRAME", "load_assets"]
+__all__ = ["DEFAULT_VOICE", "KokoroAssets", "KokoroBackend", "load_assets"]

@@ -73,7 +73,9 @@ def _clauses(sentence: str) -> tuple[Clause, ...]:
             mark = end or mark
         if text:
             clauses.append(Clause(text, mark))
-        elif clauses and mark and not clauses[-1].mark:
+        elif clauses and mark and (not clauses[-1].mark or mark in _TERMINALS):
+            # A mark with no words before it ("(mostly)!") belongs to the previous clause; a
+            # sentence end outranks the comma a parenthesis left there.
             clauses[-1] = Clause(clauses[-1].text, mark)
     if clauses and (not clauses[-1].mark or clauses[-1].mark not in _TERMINALS + "…"):
         clauses[-1] = Clause(clauses[-1].text, ".")  # a sentence says it is over
@@ -117,14 +119,18 @@ def _pack(groups: Sequence[list[Unit]], limit: int) -> list[list[Unit]]:
     return packed
 
 
-def _clause_units(words: Sequence[list[Unit]], mark_unit: Unit | None, limit: int) -> list[list[Unit]]:
+def clause_pieces(words: Sequence[list[Unit]], mark_unit: Unit | None, limit: int) -> list[list[Unit]]:
     """A clause's units, cut between words into pieces of at most `limit` tokens if needed."""
     groups = [([SPACE] if i else []) + w for i, w in enumerate(words) if w]
     if mark_unit is not None and groups:
         groups[-1] = groups[-1] + [mark_unit]
-    if any(sum(len(u.tokens) for u in g) > limit for g in groups):
-        raise ValueError(f"a single word needs more than {limit} symbols")
-    return _pack(groups, limit)
+    # A "word" longer than a whole call (a run of letters espeak spells out) is cut between
+    # its phonemes: nothing better exists, and refusing it would refuse the whole script.
+    pieces = []
+    for group in groups:
+        too_long = sum(len(u.tokens) for u in group) > limit
+        pieces.extend(_pack([[u] for u in group], limit) if too_long else [group])
+    return _pack(pieces, limit)
 
 
 def _end_mark(units: Sequence[Unit]) -> str:
@@ -145,7 +151,7 @@ def build_chunks(text: str, vocab: Mapping[str, int], token_set: str = "kokoro-v
         for clause in sentence.clauses:
             words = [word_units(w, vocab, token_set, british) for w in next(phonemized)]
             mark = punctuation_unit(clause.mark, vocab)
-            clause_pieces = _clause_units(words, mark, max_tokens - 1)
+            clause_pieces = clause_pieces(words, mark, max_tokens - 1)
             if pieces and clause_pieces:
                 clause_pieces[0] = [SPACE] + clause_pieces[0]
             pieces.extend(clause_pieces)

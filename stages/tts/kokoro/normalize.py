@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from stages.tts.kokoro import numbers
+from stages.tts.kokoro import number_words
 
 # Titles stand before a name: never sentence-final, so their dot always goes.
 _TITLES = {
@@ -78,14 +78,14 @@ def _money(match: re.Match) -> str:
     whole = int(match.group("int").replace(",", ""))
     cents_text, scale = match.group("frac"), match.group("scale")
     if scale:  # "$3.5 million" → "three point five million dollars"
-        amount = numbers.decimal(str(whole), cents_text or "")
+        amount = number_words.decimal(str(whole), cents_text or "")
         return f"{amount} {scale.strip()} {many}"
     cents = int((cents_text or "0").ljust(2, "0")[:2])
     parts = []
     if whole or not cents:
-        parts.append(f"{numbers.cardinal(whole)} {one if whole == 1 else many}")
+        parts.append(f"{number_words.cardinal(whole)} {one if whole == 1 else many}")
     if cents:
-        parts.append(f"{numbers.cardinal(cents)} {one_cent if cents == 1 else many_cents}")
+        parts.append(f"{number_words.cardinal(cents)} {one_cent if cents == 1 else many_cents}")
     return " and ".join(parts)
 
 
@@ -93,13 +93,13 @@ def _time(match: re.Match) -> str:
     hours, minutes = int(match.group(1)), int(match.group(2))
     if hours > 24 or minutes > 59:
         return match.group(0)
-    said = numbers.cardinal(hours)
+    said = number_words.cardinal(hours)
     if minutes == 0:
         said += "" if match.group(3) else " o'clock"
     elif minutes < 10:
-        said += f" oh {numbers.cardinal(minutes)}"
+        said += f" oh {number_words.cardinal(minutes)}"
     else:
-        said += f" {numbers.cardinal(minutes)}"
+        said += f" {number_words.cardinal(minutes)}"
     if match.group(3):
         said += " " + " ".join(match.group(3).replace(".", "").strip().upper())
     return said
@@ -108,16 +108,16 @@ def _time(match: re.Match) -> str:
 def _fraction(match: re.Match) -> str:
     top, bottom = int(match.group(1)), int(match.group(2))
     if bottom == 0:
-        return f"{numbers.cardinal(top)} over zero"
+        return f"{number_words.cardinal(top)} over zero"
     if bottom in _FRACTION_NAMES:
         single, plural = _FRACTION_NAMES[bottom]
-        return f"{numbers.cardinal(top)} {single if top == 1 else plural}"
-    name = numbers.ordinal(bottom)
-    return f"{numbers.cardinal(top)} {name if top == 1 else name + 's'}"
+        return f"{number_words.cardinal(top)} {single if top == 1 else plural}"
+    name = number_words.ordinal(bottom)
+    return f"{number_words.cardinal(top)} {name if top == 1 else name + 's'}"
 
 
 def _decade(match: re.Match) -> str:
-    words = numbers.year(int(match.group(1)))
+    words = number_words.year(int(match.group(1)))
     return words[:-1] + "ies" if words.endswith("y") else words + "s"
 
 
@@ -127,16 +127,16 @@ def _integer(match: re.Match) -> str:
 
 def _integer_words(text: str) -> str:
     if len(text) > 1 and text.startswith("0"):
-        return numbers.digits(text)  # "007", zip codes: said digit by digit
+        return number_words.digits(text)  # "007", zip codes: said digit by digit
     value = int(text)
-    return numbers.cardinal(value) if value <= numbers.MAX_CARDINAL else numbers.digits(text)
+    return number_words.cardinal(value) if value <= number_words.MAX_CARDINAL else number_words.digits(text)
 
 
 def _sub_numbers(text: str) -> str:
     scale = r"(?P<scale>\s+(?:thousand|million|billion|trillion)\b)?"
     text = re.sub(rf"(?P<cur>[$£€])\s?(?P<int>\d[\d,]*)(?:\.(?P<frac>\d+))?{scale}", _money, text)
     text = re.sub(r"(\d)\s?%", r"\1 percent", text)
-    text = re.sub(r"\b(\d+)(?:st|nd|rd|th)\b", lambda m: numbers.ordinal(int(m.group(1))), text)
+    text = re.sub(r"\b(\d+)(?:st|nd|rd|th)\b", lambda m: number_words.ordinal(int(m.group(1))), text)
     text = re.sub(r"\b(1[1-9]\d0|20\d0)s\b", _decade, text)
     text = re.sub(r"(?<![\d,.])\b(\d+)/(\d+)\b(?![\d/])", _fraction, text)
     text = re.sub(r"(?<=\d)\s?-\s?(?=\d)", " to ", text)  # ranges: "10-20"
@@ -145,9 +145,9 @@ def _sub_numbers(text: str) -> str:
     text = re.sub(r"\b\d+(?:\.\d+){2,}\b", lambda m: " point ".join(_integer_words(p) for p in m.group(0).split(".")),
                   text)
     # Years: four digits 1000–2099 standing alone (not part of 1,999 or 19.99).
-    text = re.sub(r"(?<![\d,.])\b(1\d\d\d|20\d\d)\b(?![\d,]\d|\.\d)", lambda m: numbers.year(int(m.group(1))), text)
-    text = re.sub(r"(?<![\d.])(\d*)\.(\d+)\b", lambda m: numbers.decimal(m.group(1), m.group(2)), text)
-    text = re.sub(r"\b\d{1,3}(?:,\d{3})+\b", lambda m: numbers.cardinal(int(m.group(0).replace(",", ""))), text)
+    text = re.sub(r"(?<![\d,.])\b(1\d\d\d|20\d\d)\b(?![\d,]\d|\.\d)", lambda m: number_words.year(int(m.group(1))), text)
+    text = re.sub(r"(?<![\d.])(\d*)\.(\d+)\b", lambda m: number_words.decimal(m.group(1), m.group(2)), text)
+    text = re.sub(r"\b\d{1,3}(?:,\d{3})+\b", lambda m: number_words.cardinal(int(m.group(0).replace(",", ""))), text)
     return re.sub(r"\d+", _integer, text)
 
 

@@ -125,12 +125,12 @@ def _mouth_rules(r: _Rules) -> None:
     gap = mouth.rest_gap_px(u)
     press = 0.012 * face_h * (1.0 - inner) * (1.0 - uc**2)
     # …and a hair past it, so pressed lips overlap instead of leaving a seam of teeth.
-    overlap = 0.012 * face_h * inner * (1.0 - uc**2)
+    overlap = 0.018 * face_h * inner * (1.0 - uc**2)
     r.add("closed", is_upper_lip, dv=0.5 * gap * (0.35 + 0.65 * inner) + press + overlap)
     r.add("closed", is_lower_lip, dv=-0.5 * gap * (0.35 + 0.65 * inner) - press - overlap)
     parting = (1.0 + UPPER_LIP_LIFT) * jaw * (1.0 - uc**2)  # what the jaw opened between the lips
-    r.add("jaw_closed", is_lower_lip, dv=-LIP_CLOSE_LOWER_SHARE * parting * (0.7 + 0.3 * inner))
-    r.add("jaw_closed", is_upper_lip, dv=(1.0 - LIP_CLOSE_LOWER_SHARE) * parting * (0.5 + 0.5 * inner))
+    r.add("jaw_closed", is_lower_lip, dv=-LIP_CLOSE_LOWER_SHARE * parting * (0.85 + 0.15 * inner))
+    r.add("jaw_closed", is_upper_lip, dv=(1.0 - LIP_CLOSE_LOWER_SHARE) * parting * (0.7 + 0.3 * inner))
     # The skin next to the lips follows their closing part-way (fading over 0.1 × face height),
     # so the stretch is spread over the chin and philtrum instead of tearing at the lip border.
     mid = np.abs(uh) < 1.1

@@ -24,7 +24,8 @@ from stages.warp.mesh.regions import below_coverage, box_from_bounds, face_rect_
 
 BLINK_LEVELS = 9
 """Precomputed blink amounts 0, 1/8, …, 1; frames interpolate between neighbours."""
-_OVERSHOOT = 0.06  # × eye height: how far past the lower lid the lash line goes
+_OVERSHOOT = 0.16  # × eye height: how far past the lower lid the margin landmarks go
+_LID_EDGE_LIFT = 0.1  # × eye height: the lid label's edge sits this far above those landmarks
 _BISECTIONS = 30
 
 
@@ -66,10 +67,11 @@ class EyePatch:
                               min(y1, roi.y0 + roi.h), 10**6)
         uv = frame.to_face(box.pixel_centres())
         u, v = uv[..., 0], uv[..., 1]
-        # The label edge sits a hair above the margin landmarks so no sliver of eye white rides
-        # down with the lid.
+        # The mesh's margin points often sit a little inside the eye: the label edge is lifted
+        # above them so no sliver of eye white rides down with the lid (the overshoot covers
+        # the lift, so the closed lid still meets the lower lid).
         shifted = uv.copy()
-        shifted[..., 1] += 0.04 * h
+        shifted[..., 1] += _LID_EDGE_LIFT * h
         label = 1.0 - below_coverage(shifted, eye.margin, widen=0.5)
         drop = _lid_drop_px(eye, u)
         shifts = np.zeros((BLINK_LEVELS,) + u.shape)

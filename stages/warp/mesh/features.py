@@ -57,6 +57,11 @@ def fill_features(plan: MotionPlan, start: int, stop: int, frame_size_px: int,
     jaw = rows[:, F["jaw"]]
     put("jaw", plan.jaw_open[sl], *_UNIT_CLIP)
     put("closed", plan.lips_closed[sl], 0.0, 1.0)
+    # Lips seal early in a closure (they touch well before the gesture peaks): ease out, 1 − (1 − c)².
+    closed = rows[:, F["closed"]]
+    np.subtract(1.0, closed, out=closed)
+    np.multiply(closed, closed, out=closed)
+    np.subtract(1.0, closed, out=closed)
     np.multiply(jaw, rows[:, F["closed"]], out=rows[:, F["jaw_closed"]])
     put("width", plan.lip_width[sl], *_SIGNED_CLIP)
     put("round", plan.lip_round[sl], *_UNIT_CLIP)

@@ -8,8 +8,9 @@ the full-resolution map with no offset error.
 Fields are *forward* (a source pixel p goes to p + d(p)); cv2.remap needs the *inverse* (for an
 output pixel q, which source pixel lands there). `GridInverter` finds it on the coarse nodes by
 fixed-point iteration s ← q − d(s), which converges because every field we build is smooth
-(|∇d| well below 1) on the part of the face it is used for; discontinuities (mouth, eyelids) are
-never put into one field but handled by layers (see layers.py).
+(|∇d| below ~0.5 where it matters: head-pose features are capped to keep it so) on the part of
+the face it is used for; discontinuities (lips parting, a lid sliding over the eye) are never
+put into one field but handled by layers (mouth.py, eyes.py).
 """
 
 from __future__ import annotations
@@ -139,9 +140,13 @@ class GridInverter:
     All buffers are allocated here, once; `invert` only writes into them.
     """
 
-    def __init__(self, grid: Grid, iterations: int = 3) -> None:
+    def __init__(self, grid: Grid, iterations: int = 3, relax: float = 1.0) -> None:
+        """`relax` < 1 damps each step (s ← s + relax·(q − d(s) − s)): needed where a field
+        stretches the picture (|∇d| near or above 1, e.g. lips closing over a gap), where the
+        plain iteration would oscillate instead of converging."""
         self.grid = grid
         self.iterations = iterations
+        self.relax = relax
         rows, cols = grid.shape
         jj, ii = np.mgrid[0:rows, 0:cols]
         self._ident = np.ascontiguousarray(np.stack([ii, jj], -1), dtype=np.float32)
@@ -165,7 +170,11 @@ class GridInverter:
         for _ in range(self.iterations):
             cv2.remap(self._d_idx, self._s_idx, None, cv2.INTER_LINEAR, dst=self._sampled,
                       borderMode=cv2.BORDER_REPLICATE)
-            np.subtract(self._ident, self._sampled, out=self._s_idx)
+            if self.relax == 1.0:
+                np.subtract(self._ident, self._sampled, out=self._s_idx)
+            else:
+                np.subtract(self._ident, self._sampled, out=self._sampled)
+                cv2.addWeighted(self._s_idx, 1.0 - self.relax, self._sampled, self.relax, 0.0, dst=self._s_idx)
         np.multiply(self._s_idx, float(s), out=self._s_idx)
         np.add(self._s_idx, self._origin, out=self._s_idx)
         cv2.resize(self._s_idx, (self._fine_all.shape[1], self._fine_all.shape[0]), dst=self._fine_all,

@@ -36,6 +36,12 @@ def _lip_colour_lab(lab: np.ndarray, landmarks_px: np.ndarray) -> np.ndarray:
     return np.median(px, axis=0) if len(px) >= 8 else None
 
 
+def _lipness(lab: np.ndarray, lip_lab: np.ndarray) -> np.ndarray:
+    # Lightness counts half: lips in shadow are still lips, teeth and mouth darkness are not.
+    dist = np.linalg.norm((lab - lip_lab) * np.array([0.5, 1.0, 1.0]), axis=-1)
+    return 1.0 / (1.0 + (dist / 12.0) ** 4)
+
+
 def _best_steps(lipness: np.ndarray, lip_first: bool) -> np.ndarray:
     """Per column of (n_samples, n_cols) lip-likeness in [0, 1], the row index of the best step.
 
@@ -73,8 +79,7 @@ def refine_inner_lips(image: np.ndarray, landmarks_px: np.ndarray, frame: an.Fac
         uv = np.stack([np.broadcast_to(us, v.shape), v], -1)
         xy = (frame.origin_px + frame.to_image_vectors(uv)).astype(np.float32)
         samples = cv2.remap(lab, xy[..., 0], xy[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        dist = np.linalg.norm((samples - lip_lab) * np.array([0.5, 1.0, 1.0]), axis=-1)
-        lipness = 1.0 / (1.0 + (dist / 12.0) ** 4)
+        lipness = _lipness(samples, lip_lab)
         step = _best_steps(lipness, lip_first)
         # A step is a pixel boundary between samples; turn its index into a v offset.
         shift = offsets[0] + (step - 0.5) / _SAMPLES_PER_PX

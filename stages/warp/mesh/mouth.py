@@ -8,8 +8,9 @@ covers them rather than bending them). For an output pixel q, side k claims q wh
 map s_k(q) lands in its own label; the upper side wins overlaps (pressed lips), the teeth side
 sits behind both lips, and what nobody claims is the opened mouth — painted from two textures
 built once per actor: upper teeth hanging from the rest line of the upper lip (carried by the
-teeth side), and tongue, a hint of lower teeth and the dark cavity resting on the lower lip
-(carried by the jaw side).
+teeth side; left out when the actor shows its own teeth), and the tongue and dark cavity
+resting on the lower lip (carried by the jaw side). Colours come from the actor: a cavity much
+darker than its lips, teeth a little brighter than and tinted by its skin.
 """
 
 from __future__ import annotations
@@ -22,9 +23,6 @@ import numpy as np
 from stages.warp.mesh import anatomy as an
 from stages.warp.mesh.field import Box, Grid, GridInverter
 from stages.warp.mesh.regions import below_coverage, between_coverage, face_rect_box, smoothstep
-
-_EPS = 1e-4
-
 
 @dataclass(frozen=True)
 class MouthColours:
@@ -80,8 +78,10 @@ class MouthPatch:
     teeth: np.ndarray  # (512, 512, 4) uint8: RGB·label + teeth-side label (actor's parted lips)
     teeth_paint: np.ndarray  # (512, 512, 4) uint8: painted upper teeth RGB + their alpha
     cavity_paint: np.ndarray  # (512, 512, 4) uint8: tongue/cavity RGB + where the mouth may open
-    feather: np.ndarray  # (h, w, 3) float32 over the patch: 0 at its border → 1 a few px in
-    keep: np.ndarray  # (h, w, 3) float32: 1 − feather
+    feather: np.ndarray  # (h, w) float32 over the patch: 0 at its border → 1 a few px in
+    feather_px: float  # how many pixels the feather takes
+    support_px: tuple[int, int, int, int]  # (x0, y0, x1, y1) in the patch where the mouth layers
+    support_nodes: tuple[slice, slice]  # differ from the face layer (source space), and its nodes
     has_interior: bool  # the actor's own lips are parted (its teeth side is not empty)
 
     @classmethod
@@ -108,10 +108,22 @@ class MouthPatch:
         teeth_tex, lower_tex = _paint_interior(uv, mouth, face_h, colours)
         # The patch's maps and the face map agree at its border only up to their grids'
         # interpolation error; a short feather hides that seam.
+        feather_px = 2.0 * step + 4.0
         ys, xs = np.mgrid[0:grid.box.h, 0:grid.box.w]
         edge = np.minimum(np.minimum(xs, grid.box.w - 1 - xs), np.minimum(ys, grid.box.h - 1 - ys))
-        feather = smoothstep(0.0, 2.0 * step + 4.0, edge.astype(np.float64)).astype(np.float32)
+        feather = smoothstep(0.0, feather_px, edge.astype(np.float64)).astype(np.float32)
         b = grid.box
+        # Where the mouth layers can differ from the face layer: the window and its ramp.
+        sx0, sy0, sx1, sy1 = face_rect_box(frame, (inner[0] - ramp, inner[1] - ramp, inner[2] + ramp,
+                                                   inner[3] + ramp), 10**6)
+        support = (int(max(np.floor(sx0) - b.x0, 0)), int(max(np.floor(sy0) - b.y0, 0)),
+                   int(min(np.ceil(sx1) - b.x0, b.w)), int(min(np.ceil(sy1) - b.y0, b.h)))
+        ox, oy = grid.origin_px
+        node = lambda lo, hi, o: slice(max(int(np.floor((lo - o) / step)), 0),  # noqa: E731
+                                       int(np.ceil((hi - o) / step)) + 1)
+        support_nodes = (node(support[1] + b.y0, support[3] + b.y0, oy),
+                         node(support[0] + b.x0, support[2] + b.x0, ox))
+        lips_rgb = _paint_out_teeth_specks(image, frame, mouth) if interior.max() > 0 else image
 
         def with_alpha(rgb: np.ndarray, alpha_patch: np.ndarray) -> np.ndarray:
             """Frame-sized premultiplied RGBA uint8: `rgb`·label, alpha = the label.
@@ -131,14 +143,40 @@ class MouthPatch:
                                         .astype(np.uint8))
 
         return cls(grid, inner, ramp,
-                   upper=with_alpha(image, (1.0 - below) * (1.0 - interior)),
-                   lower=with_alpha(image, below * (1.0 - interior)),
+                   upper=with_alpha(lips_rgb, (1.0 - below) * (1.0 - interior)),
+                   lower=with_alpha(lips_rgb, below * (1.0 - interior)),
                    teeth=with_alpha(image, interior),
                    teeth_paint=patch_to_frame(teeth_tex),
                    cavity_paint=patch_to_frame(np.dstack([lower_tex, 255.0 * may_open])),
-                   feather=np.ascontiguousarray(np.repeat(feather[..., None], 3, axis=-1)),
-                   keep=np.ascontiguousarray(np.repeat(1.0 - feather[..., None], 3, axis=-1)),
+                   feather=feather, feather_px=feather_px, support_px=support, support_nodes=support_nodes,
                    has_interior=bool(interior.max() > 0.0))
+
+
+def _paint_out_teeth_specks(image: np.ndarray, frame: an.FaceFrame, mouth: an.MouthGeometry) -> np.ndarray:
+    """The actor image with white teeth specks on the lips' inner edges painted over with lip.
+
+    A lip line fitted column by column still lets the tips of teeth poke a pixel or two into
+    the lip side; carried along with a closing lip they would show as white specks on the
+    lips' meeting line. Bright, colourless pixels in a thin band on the lip side of each inner
+    edge are inpainted from the lip around them (only the lip layers see this copy; at rest
+    the few repainted pixels are tooth tips that the lip then appears to cover).
+    """
+    lab = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    chroma = np.hypot(lab[..., 1], lab[..., 2])
+    ys, xs = np.mgrid[0:image.shape[0], 0:image.shape[1]]
+    uv = frame.to_face(np.stack([xs, ys], -1).astype(np.float64))
+    u, v = uv[..., 0], uv[..., 1]
+    band = 0.03 * frame.face_h_px
+    lo_u, hi_u = mouth.inner_upper.u[0], mouth.inner_upper.u[-1]
+    on_lips = (u > lo_u) & (u < hi_u) & (v > mouth.outer_upper(u)) & (v < mouth.outer_lower(u))
+    up_edge, lo_edge = mouth.inner_upper(u), mouth.inner_lower(u)
+    near_edge = ((v > up_edge - band) & (v <= up_edge + 0.5)) | ((v >= lo_edge - 0.5) & (v < lo_edge + band))
+    lip_lightness = float(np.median(lab[..., 0][on_lips & ~near_edge])) if (on_lips & ~near_edge).any() else 50.0
+    teeth_like = (lab[..., 0] > lip_lightness + 8.0) & (chroma < 22.0)
+    specks = (on_lips & near_edge & teeth_like).astype(np.uint8)
+    if not specks.any():
+        return image
+    return cv2.inpaint(np.ascontiguousarray(image), specks, 3, cv2.INPAINT_TELEA)
 
 
 def _paint_interior(uv: np.ndarray, mouth: an.MouthGeometry, face_h: float,
@@ -199,9 +237,10 @@ class MouthCompositor:
     def __init__(self, patch: MouthPatch, image: np.ndarray) -> None:
         self.patch = patch
         g = patch.grid
-        # The lip layers stretch the lips (closing, pouting): more fixed-point steps there.
-        self.upper = GridInverter(g, iterations=6)
-        self.lower = GridInverter(g, iterations=6)
+        # The lip layers stretch the skin by the lips (closing over a gap, pouting): damped
+        # fixed-point steps, which converge there instead of oscillating.
+        self.upper = GridInverter(g, iterations=8, relax=0.55)
+        self.lower = GridInverter(g, iterations=8, relax=0.55)
         self.teeth = GridInverter(g)
         h, w = g.box.h, g.box.w
         self._rgba = {k: np.empty((h, w, 4), np.uint8) for k in ("upper", "lower", "teeth", "paint", "cavity")}
@@ -210,81 +249,148 @@ class MouthCompositor:
         self._alpha_u8 = np.empty((h, w), np.uint8)
         self._free = np.empty((h, w), np.float32)
         self._weight = np.empty((h, w), np.float32)
-        self.hole = np.empty((h, w), np.float32)
+        self._feather = np.empty((h, w), np.float32)
+        self.hole = np.zeros((h, w), np.float32)
         self._w3 = np.empty((h, w, 3), np.float32)
         self._rgb = np.empty((h, w, 3), np.uint8)
         self._colour = np.empty((h, w, 3), np.float32)
         self._acc = np.empty((h, w, 3), np.float32)
+        self._row_max = np.empty(h, np.float32)
+        self._row_open = np.empty(h, bool)
+        self._ramp_y = np.empty((h, 1), np.float32)
+        self._ramp_x = np.empty((1, w), np.float32)
+        self._ys = np.arange(h, dtype=np.float32)[:, None]
+        self._xs = np.arange(w, dtype=np.float32)[None, :]
 
-    def _sample(self, name: str, source: np.ndarray, s: np.ndarray) -> np.ndarray:
-        """Remap a source-space RGBA image with map s; return its alpha as float in [0, 1]."""
-        cv2.remap(source, s, None, cv2.INTER_LINEAR, dst=self._rgba[name], borderMode=cv2.BORDER_REPLICATE)
-        claim = self._claim[name]
-        cv2.extractChannel(self._rgba[name], 3, dst=self._alpha_u8)
-        np.multiply(self._alpha_u8, np.float32(1.0 / 255.0), out=claim)
+    def _active(self, fields: tuple[np.ndarray, ...]) -> tuple[slice, slice]:
+        """Patch rows and columns the mouth layers can reach this frame (plus a feather)."""
+        p = self.patch
+        x0, y0, x1, y1 = p.support_px
+        lo = np.array([np.inf, np.inf])
+        hi = -lo
+        for f in fields:
+            sub = f[p.support_nodes]
+            lo = np.minimum(lo, sub.min(axis=(0, 1)))
+            hi = np.maximum(hi, sub.max(axis=(0, 1)))
+        pad = p.feather_px + 2.0
+        h, w = self.hole.shape
+        rows = slice(int(np.clip(np.floor(y0 + lo[1] - pad), 0, h)), int(np.clip(np.ceil(y1 + hi[1] + pad), 0, h)))
+        cols = slice(int(np.clip(np.floor(x0 + lo[0] - pad), 0, w)), int(np.clip(np.ceil(x1 + hi[0] + pad), 0, w)))
+        return rows, cols
+
+    def _fade_in(self, area: tuple[slice, slice]) -> np.ndarray:
+        """The patch feather times a ramp in from the edges of this frame's active area."""
+        rows, cols = area
+        f, fp = self.patch.feather_px, self._feather[area]
+        ry, rx = self._ramp_y[rows], self._ramp_x[:, cols]
+        # ramp = clip(min(d_first, d_last) / feather, 0, 1), 0 on the area's edge rows/columns
+        np.minimum(self._ys[rows] - rows.start, rows.stop - 1 - self._ys[rows], out=ry)
+        np.minimum(self._xs[:, cols] - cols.start, cols.stop - 1 - self._xs[:, cols], out=rx)
+        np.clip(ry, 0, f, out=ry)
+        np.clip(rx, 0, f, out=rx)
+        np.multiply(ry, 1.0 / f, out=ry)
+        np.multiply(rx, 1.0 / f, out=rx)
+        np.multiply(self.patch.feather[area], ry, out=fp)
+        np.multiply(fp, rx, out=fp)
+        return fp
+
+    def _sample(self, name: str, source: np.ndarray, s: np.ndarray, area: tuple[slice, slice]) -> np.ndarray:
+        """Remap a source-space RGBA image with map s over `area`; return its alpha in [0, 1]."""
+        rgba, claim, alpha = self._rgba[name][area], self._claim[name][area], self._alpha_u8[area]
+        cv2.remap(source, s[area], None, cv2.INTER_LINEAR, dst=rgba, borderMode=cv2.BORDER_REPLICATE)
+        cv2.extractChannel(rgba, 3, dst=alpha)
+        np.multiply(alpha, np.float32(1.0 / 255.0), out=claim)
         return claim
 
-    def _accumulate(self, rgba: np.ndarray, weight: np.ndarray) -> None:
-        """acc += rgb(rgba) · weight (weight 1-channel float)."""
-        cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB, dst=self._rgb)
-        np.copyto(self._colour, self._rgb, casting="unsafe")
-        cv2.merge([weight, weight, weight], dst=self._w3)
-        cv2.accumulateProduct(self._colour, self._w3, self._acc)
+    def _accumulate(self, rgba: np.ndarray, weight: np.ndarray, area: tuple[slice, slice]) -> None:
+        """acc += rgb · weight over `area` (rgba and weight patch-sized)."""
+        rgb, colour, w3 = self._rgb[area], self._colour[area], self._w3[area]
+        cv2.cvtColor(rgba[area], cv2.COLOR_RGBA2RGB, dst=rgb)
+        np.copyto(colour, rgb, casting="unsafe")
+        w = weight[area]
+        cv2.merge([w, w, w], dst=w3)
+        cv2.accumulateProduct(colour, w3, self._acc[area])
+
+    def _open_rows(self, area: tuple[slice, slice]) -> tuple[slice, slice] | None:
+        """The part of `area` whose rows hold the mouth opening, or None when it is shut."""
+        rows, cols = area
+        row_max, row_open = self._row_max[rows], self._row_open[rows]
+        np.max(self.hole[area], axis=1, out=row_max)
+        np.greater(row_max, 0.5 / 255.0, out=row_open)
+        first = int(np.argmax(row_open))
+        if not row_open[first]:
+            return None
+        last = len(row_open) - int(np.argmax(row_open[::-1]))
+        return slice(rows.start + first, rows.start + last), cols
 
     def render(self, upper_field: np.ndarray, lower_field: np.ndarray, teeth_field: np.ndarray,
                out_view: np.ndarray) -> None:
-        """Overwrite `out_view` (the patch of the frame, holding the face layer) with the mouth."""
+        """Draw the mouth into `out_view` (the patch of the frame, holding the face layer).
+
+        Only the part the mouth layers can reach this frame is touched; elsewhere in the patch
+        they coincide with the face layer.
+        """
         p = self.patch
+        area = self._active((upper_field, lower_field) + ((teeth_field,) if p.has_interior else ()))
+        if area[0].start >= area[0].stop or area[1].start >= area[1].stop:
+            return
         s_u = self.upper.invert(upper_field)
         s_l = self.lower.invert(lower_field)
-        c_up = self._sample("upper", p.upper, s_u)
-        c_low = self._sample("lower", p.lower, s_l)
-        np.copyto(self._label["lower"], c_low)
+        c_up = self._sample("upper", p.upper, s_u, area)
+        c_low = self._sample("lower", p.lower, s_l, area)
+        np.copyto(self._label["lower"][area], c_low)
         # Claims in priority order: upper lip, then lower lip, then teeth, each taking at most
         # what the ones before it left; what is left after all three is the opened mouth.
-        free = self._free
+        free, hole = self._free[area], self.hole[area]
         np.subtract(1.0, c_up, out=free)
         np.minimum(c_low, free, out=c_low)
         np.subtract(free, c_low, out=free)
         s_t = None
         if p.has_interior:
             s_t = self.teeth.invert(teeth_field)
-            c_teeth = self._sample("teeth", p.teeth, s_t)
-            np.copyto(self._label["teeth"], c_teeth)
+            c_teeth = self._sample("teeth", p.teeth, s_t, area)
+            np.copyto(self._label["teeth"][area], c_teeth)
             np.minimum(c_teeth, free, out=c_teeth)
             np.subtract(free, c_teeth, out=free)
-        np.clip(free, 0.0, 1.0, out=self.hole)
-        opening = bool(self.hole.max() > 0.5 / 255.0)
-        if opening:
+        np.clip(free, 0.0, 1.0, out=hole)
+        opening = self._open_rows(area)
+        if opening is not None:
             # Only between the mouth corners may nobody's claim become an opening; elsewhere the
             # shortfall is renormalised away below.
-            np.multiply(self.hole, self._sample("cavity", p.cavity_paint, s_l), out=self.hole)
+            may_open = self._sample("cavity", p.cavity_paint, s_l, opening)
+            np.multiply(self.hole[opening], may_open, out=self.hole[opening])
         # scale = feather / (claims + opening); out = face·(1 − feather) + Σ colour·claim·scale.
-        np.subtract(1.0, free, out=self._weight)
-        np.add(self._weight, self.hole, out=self._weight)
-        np.maximum(self._weight, 1e-4, out=self._weight)
-        np.divide(p.feather[..., 0], self._weight, out=self._free)  # free is now the scale
+        weight = self._weight[area]
+        np.subtract(1.0, free, out=weight)
+        np.add(weight, hole, out=weight)
+        np.maximum(weight, 1e-4, out=weight)
+        fade = self._fade_in(area)
+        np.divide(fade, weight, out=free)  # free is now the scale
         scale = self._free
-        np.copyto(self._colour, out_view, casting="unsafe")
-        cv2.multiply(self._colour, p.keep, dst=self._acc)
+        acc, colour, w3 = self._acc[area], self._colour[area], self._w3[area]
+        np.copyto(colour, out_view[area], casting="unsafe")
+        np.subtract(1.0, fade, out=weight)
+        cv2.merge([weight, weight, weight], dst=w3)
+        cv2.multiply(colour, w3, dst=acc)
         # Sides are premultiplied by their labels: a side's colour weight is the share of its
         # label it kept after the priorities (1 for the upper side), times the scale.
-        self._accumulate(self._rgba["upper"], scale)
-        sides = [("lower", c_low)] + ([("teeth", self._claim["teeth"])] if s_t is not None else [])
+        self._accumulate(self._rgba["upper"], scale, area)
+        sides = [("lower", c_low)] + ([("teeth", self._claim["teeth"][area])] if s_t is not None else [])
         for name, claim in sides:
-            np.maximum(self._label[name], 1e-3, out=self._weight)
-            np.divide(claim, self._weight, out=self._weight)
-            np.multiply(self._weight, scale, out=self._weight)
-            self._accumulate(self._rgba[name], self._weight)
-        if opening:
+            np.maximum(self._label[name][area], 1e-3, out=weight)
+            np.divide(claim, weight, out=weight)
+            np.multiply(weight, scale[area], out=weight)
+            self._accumulate(self._rgba[name], self._weight, area)
+        if opening is not None:
             # The opening: painted upper teeth (riding on the teeth side: they hang from the
-            # skull) over the tongue and cavity (riding on the jaw side).
+            # skull) over the tongue and cavity (riding on the jaw side), only on its rows.
             if s_t is None:
                 s_t = self.teeth.invert(teeth_field)
-            alpha = self._sample("paint", p.teeth_paint, s_t)
-            np.multiply(self.hole, scale, out=self._weight)
-            np.multiply(alpha, self._weight, out=alpha)
-            np.subtract(self._weight, alpha, out=self._weight)
-            self._accumulate(self._rgba["cavity"], self._weight)
-            self._accumulate(self._rgba["paint"], alpha)
-        cv2.convertScaleAbs(self._acc, dst=out_view)
+            alpha = self._sample("paint", p.teeth_paint, s_t, opening)
+            weight = self._weight[opening]
+            np.multiply(self.hole[opening], scale[opening], out=weight)
+            np.multiply(alpha, weight, out=alpha)
+            np.subtract(weight, alpha, out=weight)
+            self._accumulate(self._rgba["cavity"], self._weight, opening)
+            self._accumulate(self._rgba["paint"], self._claim["paint"], opening)
+        cv2.convertScaleAbs(acc, dst=out_view[area])

@@ -24,15 +24,16 @@ def test_inner_lip_gap_follows_jaw_open(prepared, tracker_landmarks):
 
 
 def test_lips_closed_keeps_the_mouth_shut_with_the_jaw_half_open(prepared, tracker_landmarks):
-    """With lips_closed = 1 the inner-lip gap stays near 0 even at jaw_open 0.5."""
+    """lips_closed = 1 at jaw_open 0.5 reads as shut as at jaw_open 0 (tracked 13–14 gap ≈ 0)."""
     n = 6
-    slab = new_slab(2 * n)
-    plan = make_plan(2 * n, jaw_open=0.5, lips_closed=np.repeat([0.0, 1.0], n))
-    prepared.render(plan, slice(0, 2 * n), slab)
+    slab = new_slab(3 * n)
+    plan = make_plan(3 * n, jaw_open=np.repeat([0.5, 0.5, 0.0], n), lips_closed=np.repeat([0.0, 1.0, 1.0], n))
+    prepared.render(plan, slice(0, 3 * n), slab)
     gap = _gap(tracker_landmarks(slab), 13, 14)
-    open_gap, closed_gap = np.median(gap[:n]), np.median(gap[n:])
+    open_gap, closed_gap, shut_gap = (np.median(gap[k * n:(k + 1) * n]) for k in range(3))
     assert open_gap > 5.0
-    assert closed_gap < 1.5 and closed_gap < 0.2 * open_gap
+    assert closed_gap < 0.2 * open_gap
+    assert closed_gap < shut_gap + 1.0  # the tracker sees ~1 px even on this actor's shut lips
 
 
 def test_blink_lowers_the_upper_lid_onto_a_still_lower_lid(prepared, tracker_landmarks):
