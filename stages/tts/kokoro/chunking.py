@@ -120,7 +120,10 @@ def _pack(groups: Sequence[list[Unit]], limit: int) -> list[list[Unit]]:
 
 
 def clause_pieces(words: Sequence[list[Unit]], mark_unit: Unit | None, limit: int) -> list[list[Unit]]:
-    """A clause's units, cut between words into pieces of at most `limit` tokens if needed."""
+    """A clause's units (words joined by spaces, then its mark) in pieces of at most `limit` tokens.
+
+    Cuts fall between words; only a word longer than `limit` on its own is cut inside.
+    """
     groups = [([SPACE] if i else []) + w for i, w in enumerate(words) if w]
     if mark_unit is not None and groups:
         groups[-1] = groups[-1] + [mark_unit]
@@ -151,10 +154,10 @@ def build_chunks(text: str, vocab: Mapping[str, int], token_set: str = "kokoro-v
         for clause in sentence.clauses:
             words = [word_units(w, vocab, token_set, british) for w in next(phonemized)]
             mark = punctuation_unit(clause.mark, vocab)
-            clause_pieces = clause_pieces(words, mark, max_tokens - 1)
-            if pieces and clause_pieces:
-                clause_pieces[0] = [SPACE] + clause_pieces[0]
-            pieces.extend(clause_pieces)
+            cut = clause_pieces(words, mark, max_tokens - 1)
+            if pieces and cut:
+                cut[0] = [SPACE] + cut[0]
+            pieces.extend(cut)
         for units in _pack(pieces, max_tokens):
             units = units[1:] if units and units[0] is SPACE else units
             if any(u.spoken for u in units):

@@ -27,7 +27,7 @@ from torch import nn
 
 from stages.warp.liveportrait import keypoints as kpm
 from stages.warp.liveportrait.appearance import AppearanceFeatureExtractor
-from stages.warp.liveportrait.checkpoints import load_strict
+from stages.warp.liveportrait.checkpoints import load_strict, warm_up_vector_math
 from stages.warp.liveportrait.config import (BIN_OFFSET_DEG, AppearanceConfig, MlpConfig, MotionConfig,
                                              SpadeConfig, WarpingConfig, from_mapping)
 from stages.warp.liveportrait.motion_extractor import MotionExtractor
@@ -89,6 +89,7 @@ class Harness:
     """Runs the cases of one vectors folder; caches networks loaded from the case files."""
 
     def __init__(self, folder: str | Path, device: str = "cpu") -> None:
+        warm_up_vector_math()
         self.folder = Path(folder)
         self.device = torch.device(device)
         self.cases: dict[str, Any] = json.loads((self.folder / "cases.json").read_text())
@@ -104,8 +105,7 @@ class Harness:
     def network(self, file: str) -> nn.Module:
         """The network stored in `file` (built from its case's config, loaded strictly)."""
         if file not in self._networks:
-            name, case = next(((n, c) for n, c in self.cases["cases"].items() if c.get("file") == file),
-                              (None, None))
+            case = next((c for c in self.cases["cases"].values() if c.get("file") == file), None)
             if case is None:
                 raise KeyError(f"no case in cases.json has file {file!r}")
             with torch.device("meta"):  # no default init: the file supplies every value
@@ -122,7 +122,8 @@ class Harness:
         case = self.cases["cases"][name]
         try:
             stored = self.tensors(case["file"])
-            computed = self.compute(name, case, stored)
+            with torch.inference_mode():
+                computed = self.compute(name, case, stored)
         except Exception as exc:  # report and carry on with the other cases
             return [TensorCheck(name, "<case>", (), float("nan"), 0.0, False, note=f"{type(exc).__name__}: {exc}")]
         return [self.compare(name, case, key, ref, computed.get(key))
@@ -320,8 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     start = time.perf_counter()
-    with torch.inference_mode():
-        checks = Harness(args.folder, args.device).run_all()
+    checks = Harness(args.folder, args.device).run_all()
     print(format_report(checks))
     print(f"ran in {time.perf_counter() - start:.1f} s on {args.device} with {args.threads} threads")
     return 0 if checks and all(c.ok for c in checks) else 1

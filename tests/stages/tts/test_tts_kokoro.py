@@ -186,3 +186,12 @@ def test_operator_folder_with_its_own_voices(tmp_path: Path, tmp_path_factory) -
         assert "Q" in "".join(u.tokens for u in chunks[0].units)  # British əʊ
         assert int(raws[0].durations.sum()) * SAMPLES_PER_FRAME == len(raws[0].audio)
         assert local.synthesize("Go home.", voice="kokoro:af_local").phonemes
+
+
+def test_voices_and_request_checks_need_no_model(tmp_path: Path) -> None:
+    """Listing voices and refusing a bad voice work before any model is assembled (the cache stays empty)."""
+    fresh = KokoroBackend(cache_dir=tmp_path / "cache", workers=0)
+    assert "kokoro:jm_kumo" in fresh.voices()
+    with pytest.raises(StageInputError):
+        fresh.synthesize("Hello.", voice="kokoro:nobody")
+    assert not (tmp_path / "cache").exists()

@@ -193,3 +193,13 @@ def test_vocab_reads_kokoro_and_tokenizer_layouts(tmp_path: Path) -> None:
         assets.load_vocab(tmp_path / "tokenizer.json")
     (tmp_path / "flat.json").write_text(json.dumps({"a": 43, "b": 44}))
     assert assets.load_vocab(tmp_path / "flat.json") == {"a": 43, "b": 44}
+
+
+def test_an_unusable_cache_folder_is_reported_with_the_setting_to_change(tmp_path: Path) -> None:
+    """A cache path that cannot be created raises KokoroModelError naming it and VORTEX_KOKORO_CACHE."""
+    from stages.tts.kokoro import prepare_model
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(KokoroModelError, match="cannot use the Kokoro cache folder .*file/cache.*VORTEX_KOKORO_CACHE"):
+        prepare_model(cache_dir=blocker / "cache")

@@ -78,7 +78,7 @@ def test_cli_exits_nonzero_on_tampered_output(lp_dir: Path, repo_root: Path, tmp
 
 
 def test_tampered_degree_fails_relative_bound(lp_dir: Path, tmp_path: Path, two_threads: None) -> None:
-    """A 2e-4° error in a head-pose angle (above 1e-6 of 97.5°) fails the degree check."""
+    """A 2e-4° head-pose error (2e-6 of the 97.5° full scale) fails, and only that tensor fails."""
     folder = _tampered_copy(lp_dir, tmp_path, "C_transform_keypoint.safetensors",
                             "intermediate.logits.pitch_deg", 2e-4)
     with torch.inference_mode():
