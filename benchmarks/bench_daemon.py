@@ -42,7 +42,8 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="vortex-cadence-"))
     frames = int(round(args.duration * 24))
     daemon = DaemonProcess(folder, write_config(folder, cadence_s=args.cadence, max_slot_frames=frames,
-                                                arena_prefault=True, margin_s=2.0))
+                                                arena_prefault=True, margin_s=2.0,
+                                                kokoro_warm_up=args.voice.startswith("kokoro:")))
     ready_s = daemon.start(timeout_s=300)
     print(f"cold start to READY: {ready_s:.2f} s")
     cpu_before, wall_before = _cpu_seconds(daemon.process.pid), time.monotonic()

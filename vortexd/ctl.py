@@ -281,6 +281,14 @@ def _cmd_simple(op: str) -> Any:
     return run
 
 
+def _cmd_voices(session: _Session, args: argparse.Namespace) -> int:
+    result = session.call("voices")
+    if not session.json:
+        for backend, names in result.get("voices", {}).items():
+            print(f"{backend} ({len(names)}): " + ", ".join(names), file=session.out)
+    return EXIT_OK
+
+
 def _cmd_subscribe(session: _Session, args: argparse.Namespace) -> int:
     with session.client() as client:
         response, events = client.subscribe(args.slot)
@@ -335,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("drain", _cmd_simple("drain"), "finish the slot in flight, then accept no more work")
     command("resume", _cmd_simple("resume"), "accept work again after a drain")
     command("health", _cmd_simple("health"), "is the daemon healthy?")
+    command("voices", _cmd_voices, "the voices a recipe's speech.voice may name")
     subscribe = command("subscribe", _cmd_subscribe, "stream events (Ctrl-C to stop)")
     subscribe.add_argument("--slot", help="only this slot's events")
     return parser

@@ -155,7 +155,10 @@ class Daemon:
 
         started = time.perf_counter()
         actor = load_actor()
-        speech = self.backends.tts.synthesize(WARM_UP_TEXT, voice=self.settings.default_voice)
+        speech = self.backends.tts_for(self.settings.default_voice).synthesize(
+            WARM_UP_TEXT, voice=self.settings.default_voice)
+        if self.settings.kokoro_warm_up:
+            self.backends.kokoro.warm_up()
         plan = plan_motion(speech, "neutral", seed=0, n_frames=self.settings.warp_chunk_frames, fps=24)
         lease = self.slabs.lease_nowait("warm-up")
         try:
@@ -212,6 +215,7 @@ class Daemon:
             log.warning("shutdown_leftovers", tasks=leftovers)
         for work in self.work.values():
             work.release_slab()
+        await asyncio.to_thread(self.backends.close)
         if self.journal is not None:
             self.journal.close()
         if self.arena is not None:

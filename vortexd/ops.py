@@ -128,6 +128,9 @@ class ControlOps:
         return {"healthy": healthy, "phase": daemon.phase, "loop_lag_s": round(daemon.loop_lag_s, 4),
                 "actors": actors, "tasks": daemon.tasks.running}
 
+    async def _op_voices(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"voices": await asyncio.to_thread(self.daemon.backends.voices)}
+
     async def _op_subscribe(self, args: dict[str, Any]):
         return self.daemon.events.subscribe(args.get("slot_id"))
 

@@ -38,9 +38,30 @@ class Backends:
         self._prepared: dict[str, object] = {}
 
     @functools.cached_property
-    def tts(self):
-        """The TTS backend (espeak; Kokoro voices arrive with their own backend)."""
+    def espeak(self):
+        """The espeak-ng TTS backend."""
         return load_backend_class("tts", "espeak")()
+
+    @functools.cached_property
+    def kokoro(self):
+        """The Kokoro-82M TTS backend (worker processes start on first use or warm-up)."""
+        settings = self.settings
+        return load_backend_class("tts", "kokoro")(model_dir=settings.kokoro_model_dir,
+                                                    cache_dir=settings.kokoro_cache_dir,
+                                                    workers=settings.kokoro_workers)
+
+    def tts_for(self, voice: str):
+        """The TTS backend that speaks `voice`: "kokoro:<name>" is Kokoro, anything else espeak."""
+        return self.kokoro if voice.lower().startswith("kokoro:") else self.espeak
+
+    def voices(self) -> dict[str, list[str]]:
+        """Every voice a recipe may name, by backend."""
+        return {"espeak": self.espeak.voices(), "kokoro": self.kokoro.voices()}
+
+    def close(self) -> None:
+        """Stop backend worker processes (Kokoro), if any were started."""
+        if "kokoro" in self.__dict__:
+            self.kokoro.close()
 
     @functools.cached_property
     def warp(self):
@@ -74,7 +95,7 @@ def make_speech(recipe: Recipe, backends: Backends) -> tuple[Speech, list[str]]:
 
         raw = load_wav(spec.audio)
     else:
-        raw = backends.tts.synthesize(spec.text, voice=spec.voice, rate_wpm=spec.rate_wpm)
+        raw = backends.tts_for(spec.voice).synthesize(spec.text, voice=spec.voice, rate_wpm=spec.rate_wpm)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fitted = fit_speech(raw, recipe.output.duration_s)

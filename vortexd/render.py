@@ -72,9 +72,14 @@ def render_slot(recipe: Recipe, settings: Settings, out_root: Path, progress: Pr
     `out_root`.
     """
     progress = progress or pipeline._no_progress
-    backends = backends or Backends(settings)
     if (out_root / recipe.slot_id).exists():
         raise RecipeError("slot_id", f"slot {recipe.slot_id!r} is already published in {out_root}")
+    if backends is None:
+        owned = Backends(settings)
+        try:
+            return render_slot(recipe, settings, out_root, progress, owned)
+        finally:
+            owned.close()
     clock = StageClock()
     with clock.time("image"):
         actor = pipeline.make_actor(recipe, settings)

@@ -30,6 +30,14 @@ class Settings(BaseSettings):
     that progress and cancellation stay responsive (48 frames = 2 s of video)."""
     default_voice: str = "en-us"
     verify: bool = True
+    kokoro_workers: Annotated[int, Field(ge=0, le=16)] = 2
+    """Kokoro synthesis processes (one onnxruntime thread each); 0 runs it in-process."""
+    kokoro_model_dir: Path | None = None
+    """An operator's Kokoro folder (ONNX model + voices); None uses the PyPI int8 model."""
+    kokoro_cache_dir: Path | None = None
+    """Where the PyPI model parts are assembled (default $VORTEX_KOKORO_CACHE or ~/.cache/vortex/kokoro)."""
+    kokoro_warm_up: bool = True
+    """Daemon: start the Kokoro workers at start-up so the first Kokoro slot pays nothing extra."""
 
     # --- daemon (vortexd serve) ---
     socket_path: Path = Path("/run/vortexd/control.sock")

@@ -21,7 +21,7 @@ def write_config(folder: Path, **overrides: Any) -> Path:
         "output_dir": str(folder / "out"), "journal_path": str(folder / "journal.sqlite3"),
         "socket_path": str(folder / "control.sock"), "socket_group": "", "allowed_roots": [str(folder)],
         "metrics_port": 0, "arena_prefault": False, "cadence_s": 6.0, "margin_s": 1.0,
-        "max_slot_frames": 144, "drain_timeout_s": 20.0,
+        "max_slot_frames": 144, "drain_timeout_s": 20.0, "kokoro_warm_up": False,
     }
     values.update(overrides)
     lines = []

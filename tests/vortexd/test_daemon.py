@@ -136,6 +136,12 @@ def test_a_thousand_hostile_lines_each_get_a_structured_error(daemon: DaemonProc
     assert daemon.request("health")["result"]["healthy"]
 
 
+def test_voices_lists_espeak_and_kokoro_voices(daemon: DaemonProcess) -> None:
+    """The voices op names the espeak voices and the Kokoro voices a recipe may use."""
+    voices = daemon.request("voices")["result"]["voices"]
+    assert "en-us" in voices["espeak"] and "kokoro:jf_alpha" in voices["kokoro"]
+
+
 def test_metrics_endpoint_exposes_slot_timing_series(daemon: DaemonProcess) -> None:
     """After slots ran, /metrics has stage and end-to-end histograms, slack, outcomes, arena and warp rate."""
     port = daemon.request("status")["result"]["metrics_port"]

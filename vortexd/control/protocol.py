@@ -13,7 +13,7 @@ Arguments each op accepts (anything else is a "bad_request" naming the argument)
   status    slot_id: str (optional; without it, the daemon's status)
   slots     limit: int 1..10000, states: [str]
   cancel    slot_id: str (required), reason: str
-  drain, resume, health      (none)
+  drain, resume, health, voices   (none)
   subscribe slot_id: str (optional; only that slot's events)
 
 Results the daemon is expected to give (vortexctl prints them; extra keys are shown as they are):
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from vortexd.recipe import Recipe
 
-OPS = ("submit", "status", "slots", "cancel", "drain", "resume", "health", "subscribe")
+OPS = ("submit", "status", "slots", "cancel", "drain", "resume", "health", "subscribe", "voices")
 ERROR_CODES = ("bad_json", "line_too_long", "bad_request", "unknown_op", "invalid_recipe", "not_found",
                "conflict", "draining", "busy", "internal")
 MAX_LINE_BYTES = 1 << 20
@@ -152,6 +152,7 @@ _ARGS: dict[str, dict[str, tuple[Any, bool]]] = {
     "drain": {},
     "resume": {},
     "health": {},
+    "voices": {},
     "subscribe": {"slot_id": (_check_str, False)},
 }
 

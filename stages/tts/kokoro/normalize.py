@@ -145,7 +145,8 @@ def _sub_numbers(text: str) -> str:
     text = re.sub(r"\b\d+(?:\.\d+){2,}\b", lambda m: " point ".join(_integer_words(p) for p in m.group(0).split(".")),
                   text)
     # Years: four digits 1000–2099 standing alone (not part of 1,999 or 19.99).
-    text = re.sub(r"(?<![\d,.])\b(1\d\d\d|20\d\d)\b(?![\d,]\d|\.\d)", lambda m: number_words.year(int(m.group(1))), text)
+    text = re.sub(r"(?<![\d,.])\b(1\d\d\d|20\d\d)\b(?![\d,]\d|\.\d)",
+                  lambda m: number_words.year(int(m.group(1))), text)
     text = re.sub(r"(?<![\d.])(\d*)\.(\d+)\b", lambda m: number_words.decimal(m.group(1), m.group(2)), text)
     text = re.sub(r"\b\d{1,3}(?:,\d{3})+\b", lambda m: number_words.cardinal(int(m.group(0).replace(",", ""))), text)
     return re.sub(r"\d+", _integer, text)

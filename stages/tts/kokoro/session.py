@@ -55,7 +55,8 @@ def _signature(session) -> _Signature:
     outputs = {o.name for o in session.get_outputs()}
     if None in (tokens, style, speed, audio) or DURATIONS_OUTPUT not in outputs:
         found = [f"{i.name}:{i.type}{i.shape}" for i in session.get_inputs()]
-        raise KokoroModelError(f"not a Kokoro model with exposed durations (inputs {found}, outputs {sorted(outputs)})")
+        raise KokoroModelError(
+            f"not a Kokoro model with exposed durations (inputs {found}, outputs {sorted(outputs)})")
     return _Signature(tokens, style, speed, speed_dtype, audio)
 
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from stages.warp.liveportrait.appearance import ConvNormAct2d
 from stages.warp.liveportrait.config import DenseMotionConfig, WarpingConfig
+from stages.warp.liveportrait.sampling import sample_volume
 
 KP_VARIANCE = 0.01
 """Variance of the keypoint Gaussians in grid units (σ = 0.1, a twentieth of the [−1,1] span)."""
@@ -155,7 +156,7 @@ class DenseMotionNetwork(nn.Module):
         sparse_motion = torch.cat([grid.expand(b, 1, d, h, w, 3), shifted], dim=1)  # (B,K+1,D,H,W,3)
 
         repeated = feature.unsqueeze(1).expand(b, k1, c, d, h, w).reshape(b * k1, c, d, h, w)
-        deformed = nnf.grid_sample(repeated, sparse_motion.reshape(b * k1, d, h, w, 3), align_corners=False)
+        deformed = sample_volume(repeated, sparse_motion.reshape(b * k1, d, h, w, 3))
         deformed = deformed.view(b, k1, c, d, h, w)
 
         heat = keypoint_gaussians(kp_driving.reshape(b, -1, 3), grid) - keypoint_gaussians(
@@ -191,7 +192,7 @@ class WarpingNetwork(nn.Module):
         """Warp f_s (B,C,D,H,W) from the source to the driving keypoints (B,K,3)."""
         motion = self.dense_motion_network(feature_3d, kp_driving, kp_source)
         deformation = motion["deformation"]
-        out = nnf.grid_sample(feature_3d, deformation, align_corners=False)
+        out = sample_volume(feature_3d, deformation)
         b, c, d, h, w = out.shape
         out = self.fourth(self.third(out.view(b, c * d, h, w)))
         occlusion_map = motion.get("occlusion_map")

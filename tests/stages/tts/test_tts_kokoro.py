@@ -45,7 +45,7 @@ def _loud_windows(audio: np.ndarray, floor_db: float = -30.0) -> np.ndarray:
 
 
 def test_every_chunk_lasts_exactly_its_durations_times_600_samples(calls) -> None:
-    """For every model call, sum(durations) × 600 equals the audio length and there is one count per token + 2 pads."""
+    """For every model call, sum(durations) × 600 equals the audio length; one count per token plus 2 pads."""
     chunks, raws = calls
     assert len(chunks) == 4  # one call per sentence
     for chunk, raw in zip(chunks, raws):

@@ -90,7 +90,8 @@ def test_a_missing_or_truncated_part_is_named_before_anything_is_written(tmp_pat
     parts, whole = _synthetic_parts(tmp_path / "parts", [4000, 4000, 3000])
     total = sum(p.size_bytes for p in parts)
     cache = tmp_path / "cache"
-    missing = parts[:1] + [ModelPart(tmp_path / "nowhere" / "part.bin", 4000, parts[1].sha256, "reinstall it")] + parts[2:]
+    absent = ModelPart(tmp_path / "nowhere" / "part.bin", 4000, parts[1].sha256, "reinstall it")
+    missing = [parts[0], absent, parts[2]]
     with pytest.raises(KokoroModelError, match=r"part 2/3 is missing .*nowhere/part.bin.*reinstall it"):
         assemble_model(missing, cache / "m.onnx", whole, total)
     parts[2].path.write_bytes(parts[2].path.read_bytes()[:2500])
@@ -201,5 +202,5 @@ def test_an_unusable_cache_folder_is_reported_with_the_setting_to_change(tmp_pat
 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(KokoroModelError, match="cannot use the Kokoro cache folder .*file/cache.*VORTEX_KOKORO_CACHE"):
+    with pytest.raises(KokoroModelError, match="Kokoro cache folder .*file/cache.*VORTEX_KOKORO_CACHE"):
         prepare_model(cache_dir=blocker / "cache")
