@@ -1,0 +1,238 @@
+"""Driving keypoints x_d: from a motion plan (audio-driven) or a motion template, all frames at once.
+
+From a MotionPlan, per frame (vectorised over frames, no driving video):
+1. pose — the source's head angles plus the plan's, converted from the planner's sign
+   conventions to LivePortrait's (derived below);
+2. expression — exp_s + smile · the calibrated smile delta;
+3. translation — t_s + the plan's shift, frame pixels → keypoint units through the crop transform;
+4. x_d = transform_keypoint (Eqn. 2);
+5. retargeting — the lip MLP at c_d_lip (from jaw_open / lips_closed) and the eye MLP at c_d_eye
+   (from blink / eye_wide), each *minus* the same MLP at the source's own ratio, so a plan at rest
+   adds nothing whatever the MLP's offset;
+6. stitching (the official S network).
+
+Sign conventions. LivePortrait keypoints have x right, y down, z into the image, and
+get_rotation_matrix applies pitch about x, then yaw about y, then roll about z. For a point in
+front of the face centre (z < 0, the nose):
+- Ry(+θ): x' = x·cosθ + z·sinθ < x — the nose swings to the image's left: the planner's +yaw (+1);
+- Rx(+θ): y' = y·cosθ − z·sinθ > y — the nose drops, chin to chest: the planner's +pitch lifts the
+  chin, so pitch flips (−1);
+- Rz(+θ): x' = x·cosθ − y·sinθ — the top of the head (y < 0) moves right: clockwise in the image,
+  the planner's +roll (+1).
+
+From a motion template (the official relative mode): R_new = (R_i·R_0ᵀ)·R_s, exp_s + (exp_i − exp_0),
+s_s·(s_i / s_0), t_s + (t_i − t_0) with tz = 0, then stitching.
+
+Ratios on the source come from its MediaPipe landmarks with the definitions of LivePortrait's
+203-point ones (lid gap / eye width, inner-lip gap / mouth width); the two landmark models put
+the points in slightly different places, one reason the rest deltas are subtracted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from stages.errors import StageInputError
+from stages.types import FRAME_SIZE_PX, MotionPlan
+from stages.warp.liveportrait import keypoints as kpm
+from stages.warp.liveportrait.calibration import CALIBRATION, Calibration
+from stages.warp.liveportrait.checkpoints import LivePortraitNetworks
+from stages.warp.liveportrait.templates import MotionTemplate
+
+PLAN_TO_LP_SIGN = {"pitch": -1.0, "yaw": 1.0, "roll": 1.0}
+"""Multiply a planner angle by this to get LivePortrait's (see the module docstring)."""
+MAX_ANGLE_DEG = 30.0
+"""Plan angles are clipped here: a single-image warp tears beyond it (the planner stays within ±10°)."""
+MAX_SHIFT_FRACTION = 0.15
+"""Plan shifts are clipped to this fraction of the frame."""
+MIN_LIP_SPAN = 0.1
+"""jaw_open = 1 opens the lip ratio at least this much above the source's own (an actor photographed
+with an open mouth can still open it further)."""
+
+# MediaPipe face-mesh points for the ratios: (upper, lower) gap over (corner, corner) width.
+_EYE_IMAGE_LEFT = ((159, 145), (33, 133))
+_EYE_IMAGE_RIGHT = ((386, 374), (362, 263))
+_LIP = ((13, 14), (61, 291))
+_RATIO_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class FaceRatios:
+    """Eye and lip opening ratios of a face (LivePortrait's c_eye, c_lip)."""
+
+    eye_left: float  # the eye on the image's left (the actor's right)
+    eye_right: float
+    lip: float
+
+    @property
+    def eye(self) -> float:
+        """Mean of the two eyes."""
+        return 0.5 * (self.eye_left + self.eye_right)
+
+
+def face_ratios(landmarks_px: np.ndarray) -> FaceRatios:
+    """Eye and lip ratios from (478, 3) MediaPipe landmarks."""
+    lm = np.asarray(landmarks_px, dtype=np.float64)[:, :2]
+
+    def ratio(pairs: tuple[tuple[int, int], tuple[int, int]]) -> float:
+        (a, b), (c, d) = pairs
+        return float(np.linalg.norm(lm[a] - lm[b]) / (np.linalg.norm(lm[c] - lm[d]) + _RATIO_EPS))
+
+    return FaceRatios(ratio(_EYE_IMAGE_LEFT), ratio(_EYE_IMAGE_RIGHT), ratio(_LIP))
+
+
+@dataclass(frozen=True)
+class SourceMotion:
+    """The source's motion state on the device (batch 1), and the constants every frame reuses."""
+
+    kp: torch.Tensor  # (1, K, 3) canonical keypoints
+    pitch: torch.Tensor  # (1, 1) degrees
+    yaw: torch.Tensor
+    roll: torch.Tensor
+    exp: torch.Tensor  # (1, K, 3)
+    t: torch.Tensor  # (1, 3)
+    scale: torch.Tensor  # (1, 1)
+    R: torch.Tensor  # (1, 3, 3) as get_rotation_matrix returns it
+    x_s: torch.Tensor  # (1, K, 3)
+    ratios: FaceRatios
+    lip_rest: torch.Tensor  # (1, K, 3) lip delta at the source's own lip ratio
+    eye_rest: torch.Tensor  # (1, K, 3) eye delta at the source's own eye ratio
+    shift_to_kp: np.ndarray  # (2, 2) frame-pixel shift → keypoint units
+
+
+def _lip_input(source_ratio: float, driving: torch.Tensor) -> torch.Tensor:
+    """(n, 2) [c_s_lip, c_d_lip] rows."""
+    return torch.stack([torch.full_like(driving, source_ratio), driving], dim=1)
+
+
+def _eye_input(ratios: FaceRatios, driving: torch.Tensor) -> torch.Tensor:
+    """(n, 3) [c_s_left, c_s_right, c_d_eye] rows (the pipeline passes one driving eye ratio)."""
+    return torch.stack([torch.full_like(driving, ratios.eye_left), torch.full_like(driving, ratios.eye_right),
+                        driving], dim=1)
+
+
+def source_motion(nets: LivePortraitNetworks, kp_info: dict[str, torch.Tensor], ratios: FaceRatios,
+                  shift_to_kp: np.ndarray) -> SourceMotion:
+    """Bundle M's refined output for the source (batch 1) with its ratios and rest deltas."""
+    x_s = kpm.transform_keypoint(kp_info)
+    one = x_s.new_ones(1)
+    lip_rest = kpm.retarget_lip(nets.lip, x_s, _lip_input(ratios.lip, one * ratios.lip))
+    eye_rest = kpm.retarget_eye(nets.eye, x_s, _eye_input(ratios, one * ratios.eye))
+    angles = {n: kp_info[n].reshape(1, 1) for n in ("pitch", "yaw", "roll")}
+    return SourceMotion(kp=kp_info["kp"], exp=kp_info["exp"], t=kp_info["t"], scale=kp_info["scale"],
+                        R=kpm.get_rotation_matrix(*angles.values()), x_s=x_s, ratios=ratios,
+                        lip_rest=lip_rest, eye_rest=eye_rest, shift_to_kp=np.asarray(shift_to_kp, np.float64),
+                        **angles)
+
+
+def validate_plan(plan: MotionPlan, frames: slice) -> tuple[int, int]:
+    """Check `plan` covers `frames` with finite 1-D curves; return (start, stop)."""
+    n = plan.n_frames
+    start, stop, step = frames.indices(n)
+    if step != 1:
+        raise StageInputError("frames", "only contiguous frame ranges can be rendered", step=step)
+    for name, curve in plan.curves().items():
+        arr = np.asarray(curve)
+        if arr.ndim != 1 or arr.shape[0] != n:
+            raise StageInputError(f"plan.{name}", "every curve must be 1-D with one value per frame",
+                                  shape=tuple(arr.shape), n_frames=n)
+        if not np.isfinite(arr[start:stop]).all():
+            raise StageInputError(f"plan.{name}", "curve holds NaN or infinite values")
+    return start, max(start, stop)
+
+
+def _unit(curve: np.ndarray) -> np.ndarray:
+    return np.clip(np.asarray(curve, np.float64), 0.0, 1.0)
+
+
+def plan_ratios(plan: MotionPlan, ratios: FaceRatios,
+                calibration: Calibration = CALIBRATION) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame driving (lip ratio, eye ratio), float32 (n,) each.
+
+    Lip: the source's ratio opened by jaw_open towards the calibrated speech opening, then pulled
+    to the calibrated closed value by lips_closed. Eye: the source's ratio widened by eye_wide
+    towards the widest eye seen, then closed by blink.
+    """
+    jaw, closed = _unit(plan.jaw_open), _unit(plan.lips_closed)
+    span = max(calibration.lip_ratio_open - ratios.lip, MIN_LIP_SPAN)
+    lip = ratios.lip + jaw * span
+    lip = lip + closed * (calibration.lip_ratio_closed - lip)
+    wide, blink = _unit(plan.eye_wide), _unit(plan.blink)
+    eye = ratios.eye + wide * max(calibration.eye_ratio_wide - ratios.eye, 0.0)
+    eye = eye + blink * (calibration.eye_ratio_closed - eye)
+    return lip.astype(np.float32), eye.astype(np.float32)
+
+
+def plan_kp_info(source: SourceMotion, plan: MotionPlan,
+                 calibration: Calibration = CALIBRATION) -> dict[str, torch.Tensor]:
+    """The kp_info (kp, pitch, yaw, roll in degrees, exp, t, scale) of every plan frame."""
+    n = plan.n_frames
+    dev = source.kp.device
+
+    def column(values: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(values, np.float32), device=dev).reshape(n, 1)
+
+    angles = {name: getattr(source, name) + PLAN_TO_LP_SIGN[name] * column(
+        np.clip(curve, -MAX_ANGLE_DEG, MAX_ANGLE_DEG))
+        for name, curve in (("pitch", plan.head_pitch_deg), ("yaw", plan.head_yaw_deg), ("roll", plan.head_roll_deg))}
+    limit = MAX_SHIFT_FRACTION * FRAME_SIZE_PX
+    shift_px = np.clip(np.stack([plan.shift_x_px, plan.shift_y_px], axis=1), -limit, limit)
+    shift_kp = shift_px @ source.shift_to_kp.T  # (n, 2): the crop may be rotated against the frame
+    t = source.t + torch.cat([torch.as_tensor(shift_kp, dtype=torch.float32, device=dev),
+                              torch.zeros(n, 1, device=dev)], dim=1)
+    smile = column(np.clip(plan.smile, 0.0, 1.0)).reshape(n, 1, 1)
+    exp = source.exp + smile * torch.as_tensor(calibration.smile_delta(), device=dev)
+    return {"kp": source.kp.expand(n, -1, -1), "exp": exp, "t": t, "scale": source.scale.expand(n, 1), **angles}
+
+
+def retarget_and_stitch(nets: LivePortraitNetworks, source: SourceMotion, x_d: torch.Tensor,
+                        lip_ratio: torch.Tensor | None = None, eye_ratio: torch.Tensor | None = None) -> torch.Tensor:
+    """Add the lip/eye retargeting deltas (relative to the source's rest) to x_d, then stitch."""
+    n = x_d.shape[0]
+    x_s = source.x_s.expand(n, -1, -1)
+    if lip_ratio is not None:
+        x_d = x_d + kpm.retarget_lip(nets.lip, x_s, _lip_input(source.ratios.lip, lip_ratio)) - source.lip_rest
+    if eye_ratio is not None:
+        x_d = x_d + kpm.retarget_eye(nets.eye, x_s, _eye_input(source.ratios, eye_ratio)) - source.eye_rest
+    return kpm.stitching(nets.stitching, x_s, x_d)
+
+
+def plan_keypoints(nets: LivePortraitNetworks, source: SourceMotion, plan: MotionPlan,
+                   calibration: Calibration = CALIBRATION) -> torch.Tensor:
+    """(n, K, 3) driving keypoints for every frame of `plan` (slice the plan first)."""
+    x_d = kpm.transform_keypoint(plan_kp_info(source, plan, calibration))
+    lip, eye = plan_ratios(plan, source.ratios, calibration)
+    dev = x_d.device
+    return retarget_and_stitch(nets, source, x_d, torch.as_tensor(lip, device=dev), torch.as_tensor(eye, device=dev))
+
+
+def template_posed(source: SourceMotion, template: MotionTemplate, frames: slice) -> torch.Tensor:
+    """(n, K, 3) relative-mode keypoints of template frames `frames` (before stitching).
+
+    Frame 0 of the *whole* template is the reference, so any chunk of a slot moves consistently.
+    """
+    start, stop, step = frames.indices(template.n_frames)
+    if step != 1 or frames.stop is not None and frames.stop > template.n_frames:
+        raise StageInputError("motion.template", "the template does not cover the requested frames",
+                              frames=(frames.start, frames.stop), template_frames=template.n_frames)
+    dev = source.kp.device
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(a, np.float32), device=dev)
+
+    rot_i, rot_0 = tensor(template.R[start:stop]), tensor(template.R[0:1])
+    rot = rot_i @ rot_0.transpose(1, 2) @ source.R
+    exp = source.exp + tensor(template.exp[start:stop]) - tensor(template.exp[0:1])
+    scale = source.scale * tensor(template.scale[start:stop]) / tensor(template.scale[0:1])
+    t = source.t + tensor(template.t[start:stop]) - tensor(template.t[0:1])
+    x = (source.kp @ rot + exp) * scale[..., None]
+    return torch.cat([x[..., :2] + t[:, None, :2], x[..., 2:]], dim=-1)  # tz ignored (set to 0)
+
+
+def template_keypoints(nets: LivePortraitNetworks, source: SourceMotion, template: MotionTemplate,
+                       frames: slice) -> torch.Tensor:
+    """(n, K, 3) stitched driving keypoints of template frames `frames` (official relative mode)."""
+    return retarget_and_stitch(nets, source, template_posed(source, template, frames))

@@ -1,0 +1,152 @@
+"""The chunk engine: W → G → paste-back for a chunk of frames, static buffers in and out.
+
+Every tensor the chunk step reads or writes lives in a buffer allocated once: the actor's
+feature volume f_s and keypoints x_s, the paste-back grid, mask and background, the chunk's
+driving keypoints (input) and its uint8 frames (output). An actor is *bound* by copying its
+tensors into those buffers, so the buffers keep their addresses — which is what lets one CUDA
+graph serve every actor.
+
+On CUDA the step runs under fp16 autocast (as the official inference does) and is captured once
+as a CUDA graph, then replayed per chunk; on the CPU it runs eagerly in fp32. Otherwise the code
+path is the same: load keypoints → step → copy frames out. A last, partial chunk is padded by
+repeating its last keypoints (the padded frames are computed and dropped: the graph has one shape).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from stages.errors import StageInputError
+from stages.warp.liveportrait.pasteback import PasteMaps, paste
+from stages.warp.liveportrait.spade import SPADEDecoder
+from stages.warp.liveportrait.warping import WarpingNetwork
+
+GRAPH_WARMUP_STEPS = 3
+"""Eager steps on a side stream before capture (cuDNN picks its algorithms, the allocator settles)."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the chunk step runs."""
+
+    chunk_frames: int = 8
+    half: bool = False  # fp16 autocast (CUDA)
+    cuda_graph: bool = False  # capture the step once, replay it per chunk (CUDA)
+
+    @classmethod
+    def for_device(cls, device: torch.device, chunk_frames: int, cuda_graph: bool = True) -> "EngineOptions":
+        """fp16 + CUDA graph on CUDA, fp32 eager elsewhere."""
+        on_cuda = device.type == "cuda"
+        return cls(chunk_frames=chunk_frames, half=on_cuda, cuda_graph=on_cuda and cuda_graph)
+
+
+@dataclass(frozen=True)
+class BoundSource:
+    """One actor's tensors for the engine (on the engine's device)."""
+
+    f_s: torch.Tensor  # (1, C, D, H, W)
+    x_s: torch.Tensor  # (1, K, 3)
+    maps: PasteMaps
+
+
+class ChunkEngine:
+    """Batched W+G+paste over fixed-size chunks into preallocated buffers (one actor bound at a time)."""
+
+    def __init__(self, warping: WarpingNetwork, spade: SPADEDecoder, device: torch.device,
+                 feature_shape: tuple[int, ...], num_kp: int, frame_shape: tuple[int, int],
+                 options: EngineOptions) -> None:
+        if options.chunk_frames < 1:
+            raise StageInputError("warp.chunk_frames", "must be at least 1", chunk_frames=options.chunk_frames)
+        if (options.half or options.cuda_graph) and device.type != "cuda":
+            raise StageInputError("warp.device", "fp16 and CUDA graphs need a CUDA device", device=str(device))
+        self.warping, self.spade = warping, spade
+        self.device, self.options = device, options
+        b, (h, w) = options.chunk_frames, frame_shape
+        with torch.inference_mode():
+            self.f_s = torch.zeros((1, *feature_shape), device=device)
+            self.x_s = torch.zeros((1, num_kp, 3), device=device)
+            self.kp_driving = torch.zeros((b, num_kp, 3), device=device)
+            self.grid = torch.zeros((1, h, w, 2), device=device)
+            self.mask = torch.zeros((1, 1, h, w), device=device)
+            self.background = torch.zeros((1, 3, h, w), device=device)
+            self.frames = torch.zeros((b, h, w, 3), dtype=torch.uint8, device=device)
+        # Device → host goes through pinned memory on CUDA (asynchronous DMA); on the CPU the
+        # output buffer is already host memory.
+        self.host = (torch.empty_like(self.frames, device="cpu").pin_memory() if device.type == "cuda"
+                     else self.frames)
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._bound: BoundSource | None = None
+        self.lock = threading.Lock()
+        """Held by callers around bind + run: the buffers belong to one render at a time."""
+
+    @property
+    def chunk_frames(self) -> int:
+        """Frames per step."""
+        return self.options.chunk_frames
+
+    def bind(self, source: BoundSource) -> None:
+        """Copy an actor's tensors into the static buffers (no-op when it is already bound)."""
+        if self._bound is source:
+            return
+        with torch.inference_mode():
+            self.f_s.copy_(source.f_s)
+            self.x_s.copy_(source.x_s)
+            self.grid.copy_(torch.from_numpy(source.maps.grid)[None])
+            self.mask.copy_(torch.from_numpy(source.maps.mask)[None, None])
+            self.background.copy_(torch.from_numpy(source.maps.background).permute(2, 0, 1)[None])
+        self._bound = source
+
+    def _step(self) -> None:
+        """W → G → paste on the whole chunk buffer (what the CUDA graph captures)."""
+        b = self.kp_driving.shape[0]
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.options.half, cache_enabled=False):
+            warped = self.warping(self.f_s.expand(b, -1, -1, -1, -1), kp_driving=self.kp_driving,
+                                  kp_source=self.x_s.expand(b, -1, -1))
+            images = self.spade(warped["out"])
+        paste(images, self.grid, self.mask, self.background, self.frames)
+
+    def _capture(self) -> None:
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(GRAPH_WARMUP_STEPS):
+                self._step()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._step()
+        self._graph = graph
+
+    def step(self) -> None:
+        """Run the chunk step once on the current buffers (replaying the CUDA graph when enabled)."""
+        with torch.inference_mode():
+            if not self.options.cuda_graph:
+                self._step()
+                return
+            if self._graph is None:
+                self._capture()
+            self._graph.replay()
+
+    def run(self, kp_driving: torch.Tensor, out: np.ndarray) -> None:
+        """Render frames for `kp_driving` (n, K, 3) into `out` (n, H, W, 3) uint8, chunk by chunk."""
+        if self._bound is None:
+            raise RuntimeError("no actor bound to the engine")
+        n = kp_driving.shape[0]
+        if out.shape[0] != n:
+            raise ValueError(f"{n} keypoint sets for {out.shape[0]} output frames")
+        b = self.chunk_frames
+        with torch.inference_mode():
+            for start in range(0, n, b):
+                m = min(b, n - start)
+                self.kp_driving[:m].copy_(kp_driving[start:start + m])
+                if m < b:
+                    self.kp_driving[m:].copy_(kp_driving[start + m - 1].expand(b - m, -1, -1))
+                self.step()
+                if self.host is not self.frames:
+                    self.host.copy_(self.frames, non_blocking=True)
+                    torch.cuda.current_stream(self.device).synchronize()
+                np.copyto(out[start:start + m], self.host[:m].numpy())
