@@ -14,6 +14,7 @@ from stages.errors import StageInputError
 BACKENDS: dict[str, dict[str, str]] = {
     "warp": {
         "mesh": "stages.warp.mesh:MeshWarpBackend",
+        "liveportrait": "stages.warp.liveportrait.backend:LivePortraitBackend",
     },
     "tts": {
         "espeak": "stages.tts.espeak:EspeakBackend",

@@ -14,7 +14,7 @@ into the slab in place. render_template() does the same from a motion template i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +49,10 @@ def _check_slab(out: np.ndarray, stop: int) -> None:
 class PreparedLivePortrait:
     """An actor made ready for LivePortrait: its crop, f_s, source motion and paste-back maps."""
 
-    backend: "LivePortraitBackend"
+    backend: "LivePortraitBackend" = field(repr=False)
     crop: FaceCrop
-    source: SourceMotion
-    bound: BoundSource
+    source: SourceMotion = field(repr=False)
+    bound: BoundSource = field(repr=False)
 
     @property
     def paste_mask(self) -> np.ndarray:

@@ -7,8 +7,10 @@ From a MotionPlan, per frame (vectorised over frames, no driving video):
 3. translation — t_s + the plan's shift, frame pixels → keypoint units through the crop transform;
 4. x_d = transform_keypoint (Eqn. 2);
 5. retargeting — the lip MLP at c_d_lip (from jaw_open / lips_closed) and the eye MLP at c_d_eye
-   (from blink / eye_wide), each *minus* the same MLP at the source's own ratio, so a plan at rest
-   adds nothing whatever the MLP's offset;
+   (from blink / eye_wide), each *minus* the same MLP at the source's own ratio, so asking for the
+   source's own opening adds nothing whatever the MLP's offset. jaw_open = 0 means a closed mouth
+   (the planner's meaning), so a source photographed with its mouth open is closed at rest — what
+   the official pipeline's lip normalisation does too;
 6. stitching (the official S network).
 
 Sign conventions. LivePortrait keypoints have x right, y down, z into the image, and
@@ -48,9 +50,6 @@ MAX_ANGLE_DEG = 30.0
 """Plan angles are clipped here: a single-image warp tears beyond it (the planner stays within ±10°)."""
 MAX_SHIFT_FRACTION = 0.15
 """Plan shifts are clipped to this fraction of the frame."""
-MIN_LIP_SPAN = 0.1
-"""jaw_open = 1 opens the lip ratio at least this much above the source's own (an actor photographed
-with an open mouth can still open it further)."""
 
 # MediaPipe face-mesh points for the ratios: (upper, lower) gap over (corner, corner) width.
 _EYE_IMAGE_LEFT = ((159, 145), (33, 133))
@@ -152,13 +151,13 @@ def plan_ratios(plan: MotionPlan, ratios: FaceRatios,
                 calibration: Calibration = CALIBRATION) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame driving (lip ratio, eye ratio), float32 (n,) each.
 
-    Lip: the source's ratio opened by jaw_open towards the calibrated speech opening, then pulled
-    to the calibrated closed value by lips_closed. Eye: the source's ratio widened by eye_wide
-    towards the widest eye seen, then closed by blink.
+    Lip: jaw_open maps [0, 1] onto the calibrated [closed, speech-open] range, then lips_closed
+    pulls it back to closed (lips seal whatever the jaw does). Eye: the source's own ratio (its
+    eyes as photographed are the rest), widened by eye_wide towards the widest eye seen, then
+    closed by blink.
     """
     jaw, closed = _unit(plan.jaw_open), _unit(plan.lips_closed)
-    span = max(calibration.lip_ratio_open - ratios.lip, MIN_LIP_SPAN)
-    lip = ratios.lip + jaw * span
+    lip = calibration.lip_ratio_closed + jaw * (calibration.lip_ratio_open - calibration.lip_ratio_closed)
     lip = lip + closed * (calibration.lip_ratio_closed - lip)
     wide, blink = _unit(plan.eye_wide), _unit(plan.blink)
     eye = ratios.eye + wide * max(calibration.eye_ratio_wide - ratios.eye, 0.0)

@@ -14,6 +14,7 @@ repeating its last keypoints (the padded frames are computed and dropped: the gr
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 
@@ -103,7 +104,10 @@ class ChunkEngine:
     def _step(self) -> None:
         """W → G → paste on the whole chunk buffer (what the CUDA graph captures)."""
         b = self.kp_driving.shape[0]
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.options.half, cache_enabled=False):
+        # Graph capture needs the autocast weight cache off: cached casts would be freed after capture.
+        precision = (torch.autocast(self.device.type, dtype=torch.float16, cache_enabled=False)
+                     if self.options.half else contextlib.nullcontext())
+        with precision:
             warped = self.warping(self.f_s.expand(b, -1, -1, -1, -1), kp_driving=self.kp_driving,
                                   kp_source=self.x_s.expand(b, -1, -1))
             images = self.spade(warped["out"])

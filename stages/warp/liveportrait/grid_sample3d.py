@@ -63,7 +63,7 @@ def grid_sample3d(volume: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 
     grid[..., 0] is x (along W), [..., 1] is y (along H), [..., 2] is z (along D), each in
     [−1, 1] with align_corners=False. Coordinates are computed in at least float32 (a half
-    grid is promoted: fp16 cannot even hold the voxel positions of a 64-wide axis to 1/32).
+    grid is promoted: fp16 cannot hold the voxel positions of a 64-wide axis finer than 1/32).
     """
     check_shapes(volume, grid)
     n, c, d, h, w = volume.shape

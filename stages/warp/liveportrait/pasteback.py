@@ -146,7 +146,8 @@ def paste_maps(crop: FaceCrop, frame: np.ndarray) -> PasteMaps:
     u = (2.0 * cx + 1.0) / CROP_SIZE_PX - 1.0
     v = (2.0 * cy + 1.0) / CROP_SIZE_PX - 1.0
     grid = np.stack([u, v], axis=-1).astype(np.float32)
-    return PasteMaps(grid, feather_mask(u, v), np.ascontiguousarray(frame, dtype=np.uint8))
+    # A private copy: the background must not change under us if the caller reuses its frame.
+    return PasteMaps(grid, feather_mask(u, v), np.array(frame, dtype=np.uint8, copy=True))
 
 
 def paste(images: torch.Tensor, grid: torch.Tensor, mask: torch.Tensor, background: torch.Tensor,

@@ -4,6 +4,8 @@ One optimisation profile covers the chunk batches the warp stage renders (min/op
 dynamic batch axis; every other dimension is fixed by the ONNX file). With fp16 the layers of
 the gather sampler (`grid_sample3d/…` nodes, see export.py) stay in fp32: fp16 cannot hold the
 voxel positions of a 64-wide axis finer than 1/32, which would visibly jitter the warp.
+The fp16 path uses the FP16 builder flag of TensorRT 10 (weak typing); TensorRT 11
+removed it, and there an fp16 request is refused with that reason (fp32 builds work).
 `tensorrt` is imported only when a build runs; without it the build raises
 `TensorRTUnavailable`, which names the missing module.
 
@@ -129,7 +131,14 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path,
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_bytes)
     fp32_layers = 0
     if options.fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
+        fp16_flag = getattr(trt.BuilderFlag, "FP16", None)
+        if fp16_flag is None:
+            raise StageInputError(f"{OPTIONS_FIELD}.fp16",
+                                  f"TensorRT {trt.__version__} has no FP16 builder flag (from TensorRT 11 every "
+                                  "network is strongly typed: precision comes from the ONNX file); build with "
+                                  "fp16=False or convert the file to mixed precision first",
+                                  tensorrt_version=trt.__version__)
+        config.set_flag(fp16_flag)
         if options.fp32_sampler:
             fp32_layers = _pin_sampler_fp32(trt, network)
             config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
@@ -143,7 +152,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path,
         raise StageInputError(f"{OPTIONS_FIELD}.onnx", "TensorRT failed to build the engine (see its log above)")
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = engine_path.with_name(engine_path.name + ".tmp")
-    tmp.write_bytes(bytes(serialized))
+    tmp.write_bytes(serialized)  # IHostMemory exposes the buffer protocol: no extra copy
     tmp.replace(engine_path)  # a reader never sees half an engine
     return EngineBuildResult(engine_path=engine_path, engine_bytes=engine_path.stat().st_size,
                              build_s=time.perf_counter() - start, fp16=options.fp16,

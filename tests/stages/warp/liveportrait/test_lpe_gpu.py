@@ -1,0 +1,64 @@
+"""GPU paths of the chunk engine: fp16 autocast and CUDA-graph replay (skipped without CUDA)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="LivePortrait needs torch")
+
+from stages.errors import StageInputError  # noqa: E402
+from stages.warp.liveportrait import engine as engine_module  # noqa: E402
+from stages.warp.liveportrait.engine import ChunkEngine, EngineOptions  # noqa: E402
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none visible to torch)")
+
+
+def test_options_choose_fp16_and_graphs_on_cuda_only() -> None:
+    """CUDA gets fp16 autocast + graph replay; the CPU runs fp32 eagerly on the same code path."""
+    cuda = EngineOptions.for_device(torch.device("cuda"), 8)
+    cpu = EngineOptions.for_device(torch.device("cpu"), 8)
+    assert cuda.half and cuda.cuda_graph
+    assert not cpu.half and not cpu.cuda_graph
+    assert not EngineOptions.for_device(torch.device("cuda"), 8, cuda_graph=False).cuda_graph
+    assert engine_module.GRAPH_WARMUP_STEPS >= 1
+
+
+def test_gpu_only_options_are_refused_on_the_cpu() -> None:
+    """Asking for fp16 or a CUDA graph on the CPU is a clear error, not a silent fallback."""
+    from stages.warp.liveportrait.checkpoints import build_networks
+    from tests.stages.warp.liveportrait.test_lpe_backend import TINY
+
+    nets = build_networks(TINY)
+    for options in (EngineOptions(2, half=True), EngineOptions(2, cuda_graph=True)):
+        with pytest.raises(StageInputError) as err:
+            ChunkEngine(nets.warping, nets.spade, torch.device("cpu"), (8, 4, 8, 8), 21, (512, 512), options)
+        assert err.value.field == "warp.device"
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_graph_fp16_matches_cpu_fp32(tmp_path: Path) -> None:
+    """Graph replay in fp16 renders what the CPU renders in fp32 (within fp16 error), graph captured once."""
+    from stages.image import load_actor
+    from stages.warp.liveportrait.backend import LivePortraitBackend
+    from stages.warp.liveportrait.checkpoints import write_random_checkpoints
+    from tests.stages.warp.liveportrait.test_lpe_backend import TINY, speaking_plan
+
+    write_random_checkpoints(tmp_path, TINY, seed=4)
+    actor = load_actor()
+    plan = speaking_plan(5)
+    gpu = LivePortraitBackend(tmp_path, device="cuda", chunk_frames=2, config=TINY)
+    cpu = LivePortraitBackend(tmp_path, device="cpu", chunk_frames=2, config=TINY)
+    on_gpu, on_cpu = np.zeros((5, 512, 512, 3), np.uint8), np.zeros((5, 512, 512, 3), np.uint8)
+    prepared = gpu.prepare(actor)
+    prepared.render(plan, slice(0, 5), on_gpu)
+    graph = gpu.engine._graph
+    assert graph is not None
+    prepared.render(plan, slice(0, 5), on_gpu)
+    assert gpu.engine._graph is graph  # replayed, not recaptured
+    cpu.prepare(actor).render(plan, slice(0, 5), on_cpu)
+    diff = np.abs(on_gpu.astype(int) - on_cpu.astype(int))
+    assert diff.mean() < 2.0 and np.percentile(diff, 99) <= 8
