@@ -47,9 +47,12 @@ from stages.warp.liveportrait.templates import MotionTemplate
 PLAN_TO_LP_SIGN = {"pitch": -1.0, "yaw": 1.0, "roll": 1.0}
 """Multiply a planner angle by this to get LivePortrait's (see the module docstring)."""
 MAX_ANGLE_DEG = 30.0
-"""Plan angles are clipped here: a single-image warp tears beyond it (the planner stays within ±10°)."""
+"""Plan angles are clipped here: a single-image warp tears beyond it (the planner's presets stay well inside)."""
 MAX_SHIFT_FRACTION = 0.15
 """Plan shifts are clipped to this fraction of the frame."""
+MAX_JAW_OPEN = 1.3
+"""A loud preset may push jaw_open past 1; up to 1.3 it maps to a lip ratio of 0.49, still inside
+what the real templates reach (0.67), so the lip MLP is not asked to extrapolate."""
 
 # MediaPipe face-mesh points for the ratios: (upper, lower) gap over (corner, corner) width.
 _EYE_IMAGE_LEFT = ((159, 145), (33, 133))
@@ -156,7 +159,8 @@ def plan_ratios(plan: MotionPlan, ratios: FaceRatios,
     eyes as photographed are the rest), widened by eye_wide towards the widest eye seen, then
     closed by blink.
     """
-    jaw, closed = _unit(plan.jaw_open), _unit(plan.lips_closed)
+    jaw = np.clip(np.asarray(plan.jaw_open, np.float64), 0.0, MAX_JAW_OPEN)
+    closed = _unit(plan.lips_closed)
     lip = calibration.lip_ratio_closed + jaw * (calibration.lip_ratio_open - calibration.lip_ratio_closed)
     lip = lip + closed * (calibration.lip_ratio_closed - lip)
     wide, blink = _unit(plan.eye_wide), _unit(plan.blink)

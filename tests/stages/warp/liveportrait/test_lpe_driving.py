@@ -13,9 +13,9 @@ from stages.types import MotionPlan  # noqa: E402
 from stages.warp.liveportrait import keypoints as kpm  # noqa: E402
 from stages.warp.liveportrait.calibration import CALIBRATION  # noqa: E402
 from stages.warp.liveportrait.checkpoints import load_strict, random_state_dict  # noqa: E402
-from stages.warp.liveportrait.driving import (MAX_ANGLE_DEG, FaceRatios, face_ratios, plan_keypoints,  # noqa: E402
-                                              plan_kp_info, plan_ratios, retarget_and_stitch, source_motion,
-                                              template_keypoints, template_posed)
+from stages.warp.liveportrait.driving import (MAX_ANGLE_DEG, MAX_JAW_OPEN, FaceRatios, face_ratios,  # noqa: E402
+                                              plan_keypoints, plan_kp_info, plan_ratios, retarget_and_stitch,
+                                              source_motion, template_keypoints, template_posed)
 from stages.warp.liveportrait.retargeting import build_retargeting  # noqa: E402
 from stages.warp.liveportrait.templates import MotionTemplate, fit_to_slot, load_template  # noqa: E402
 
@@ -90,6 +90,12 @@ def test_jaw_open_raises_lip_ratio_monotonically() -> None:
     assert lip[0] == pytest.approx(CALIBRATION.lip_ratio_closed, rel=1e-5)
     assert lip[-1] == pytest.approx(CALIBRATION.lip_ratio_open, rel=1e-5)
     assert np.allclose(eye, RATIOS.eye)
+
+
+def test_jaw_beyond_one_opens_further_up_to_a_cap() -> None:
+    """A loud plan's jaw_open > 1 opens past the speech range, but no further than MAX_JAW_OPEN."""
+    lip, _ = plan_ratios(make_plan(3, jaw_open=[1.0, MAX_JAW_OPEN, 5.0]), RATIOS)
+    assert lip[0] < lip[1] == lip[2] < 0.6
 
 
 def test_lips_closed_seals_the_mouth_even_when_the_jaw_is_open() -> None:
