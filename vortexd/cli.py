@@ -13,6 +13,7 @@ EXIT_FAILED = 1
 
 def _render(args: argparse.Namespace) -> int:
     from stages.errors import StageInputError
+    from vortexd.pipeline import BackendUnavailable
     from vortexd.progress import ProgressPrinter
     from vortexd.recipe import RecipeError, load_recipe
     from vortexd.render import render_slot
@@ -26,6 +27,9 @@ def _render(args: argparse.Namespace) -> int:
     except (RecipeError, StageInputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BackendUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except FileExistsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

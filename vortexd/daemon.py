@@ -117,7 +117,10 @@ class Daemon:
         await asyncio.to_thread(self._allocate_arena)
         self.metrics_port = self.metrics.serve_http(settings.metrics_host, settings.metrics_port)
         self.notifier.status("loading and warming up backends")
-        await asyncio.to_thread(self._warm_up)
+        try:
+            await asyncio.to_thread(self._warm_up)
+        except pipeline.BackendUnavailable as exc:
+            raise StartupError(str(exc)) from exc
         self._resume_from_journal()
         for stage, handler in (("prepare", self._prepare), ("warp", self._warp), ("finish", self._finish)):
             actor = StageActor(stage, handler, functools.partial(self._stage_done, stage))

@@ -15,12 +15,21 @@ import warnings
 from collections.abc import Callable, Iterator
 
 import numpy as np
+import structlog
 
+from stages.errors import StageInputError
 from stages.fit import fit_speech
 from stages.registry import load_backend_class
 from stages.types import FRAME_SIZE_PX, Actor, MotionPlan, Speech
 from vortexd.recipe import ExpressionSegment, Recipe
 from vortexd.settings import Settings
+
+log = structlog.get_logger("vortexd.pipeline")
+
+
+class BackendUnavailable(RuntimeError):
+    """A configured backend cannot load and no fallback is allowed."""
+
 
 Progress = Callable[[str, int, int], None]
 """progress(stage, done, total): called as work advances (frames for warp, 0/1 for the rest)."""
@@ -65,8 +74,29 @@ class Backends:
 
     @functools.cached_property
     def warp(self):
-        """The configured warp backend."""
-        return load_backend_class("warp", self.settings.warp_backend)()
+        """The configured warp backend, or the mesh warp if it cannot load and fallback is allowed."""
+        settings = self.settings
+        if settings.warp_backend == "mesh":
+            return load_backend_class("warp", "mesh")()
+        try:
+            return self._load_real_warp()
+        except (StageInputError, ImportError, OSError) as exc:
+            if settings.warp_fallback != "mesh":
+                raise BackendUnavailable(f"warp backend {settings.warp_backend!r} cannot load: {exc}") from exc
+            # Said once, here: the backend is cached, so this never repeats per slot.
+            log.warning("warp_backend_fallback", wanted=settings.warp_backend, using="mesh", reason=str(exc))
+            return load_backend_class("warp", "mesh")()
+
+    def _load_real_warp(self):
+        settings = self.settings
+        backend = load_backend_class("warp", settings.warp_backend)
+        if settings.warp_backend == "liveportrait":
+            if settings.liveportrait_weights_dir is None:
+                raise StageInputError("liveportrait_weights_dir", "is not set; it must name the folder that "
+                                      "holds pretrained_weights/liveportrait/")
+            return backend(settings.liveportrait_weights_dir, device=settings.device,
+                           chunk_frames=settings.liveportrait_chunk_frames)
+        return backend()
 
     def prepared_warp(self, actor: Actor):
         """The warp backend prepared for `actor`, cached by the actor's content hash."""

@@ -25,6 +25,13 @@ class Settings(BaseSettings):
     actor_library_dir: Path | None = None
     """Portraits the library image backend picks from when a recipe gives a prompt."""
     warp_backend: str = "mesh"
+    liveportrait_weights_dir: Path | None = None
+    """Root of the official LivePortrait release (pretrained_weights/liveportrait/... below it)."""
+    liveportrait_chunk_frames: Annotated[int, Field(ge=1, le=64)] = 8
+    """Frames per W+G batch (fp16 on a 3.5 GB budget fits 15; fp32 fits 7)."""
+    warp_fallback: Literal["refuse", "mesh"] = "refuse"
+    """When the configured warp backend cannot load (e.g. weights missing): refuse to start, or
+    say so once and fall back to the mesh warp."""
     warp_chunk_frames: Annotated[int, Field(ge=1, le=1080)] = 48
     """Frames rendered per warp call: large enough to amortise Python overhead, small enough
     that progress and cancellation stay responsive (48 frames = 2 s of video)."""

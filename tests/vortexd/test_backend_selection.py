@@ -1,0 +1,41 @@
+"""A configured warp backend whose weights are missing: refuse clearly, or fall back once to the mesh warp."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vortexd import pipeline
+from vortexd.settings import Settings
+from vortexd.testing_daemon import DaemonProcess, write_config
+
+
+def test_missing_liveportrait_weights_refuse_with_the_reason(tmp_path: Path) -> None:
+    """warp_backend=liveportrait with an empty weights folder raises, naming the missing checkpoint file."""
+    pytest.importorskip("torch", reason="the LivePortrait backend needs torch")
+    settings = Settings(output_dir=tmp_path, warp_backend="liveportrait", liveportrait_weights_dir=tmp_path)
+    with pytest.raises(pipeline.BackendUnavailable, match="appearance_feature_extractor.pth"):
+        pipeline.Backends(settings).warp
+
+
+def test_unset_weights_dir_is_named_in_the_error(tmp_path: Path) -> None:
+    """warp_backend=liveportrait without liveportrait_weights_dir says which setting is missing."""
+    settings = Settings(output_dir=tmp_path, warp_backend="liveportrait")
+    with pytest.raises(pipeline.BackendUnavailable, match="liveportrait_weights_dir"):
+        pipeline.Backends(settings).warp
+
+
+def test_fallback_policy_uses_the_mesh_warp(tmp_path: Path) -> None:
+    """With warp_fallback=mesh, missing LivePortrait weights give the mesh warp instead."""
+    settings = Settings(output_dir=tmp_path, warp_backend="liveportrait", warp_fallback="mesh")
+    assert pipeline.Backends(settings).warp.name == "mesh"
+
+
+@pytest.mark.slow
+def test_daemon_refuses_to_start_without_its_weights(tmp_path: Path) -> None:
+    """vortexd serve exits non-zero before READY and its log says why."""
+    daemon = DaemonProcess(tmp_path, write_config(tmp_path, warp_backend="liveportrait"))
+    with pytest.raises(RuntimeError, match="exited with 1") as info:
+        daemon.start(timeout_s=120)
+    assert "liveportrait_weights_dir" in str(info.value)
