@@ -96,9 +96,16 @@ class StageActor:
             if isinstance(message, Cancel):
                 continue
             if message.slot_id in self._cancelled:
-                await self._on_result(message, None, asyncio.CancelledError(f"{message.slot_id} cancelled"))
+                await self._report(message, None, asyncio.CancelledError(f"{message.slot_id} cancelled"))
                 continue
             await self._run_job(message)
+
+    async def _report(self, job: Job, result: Any, error: BaseException | None) -> None:
+        # The sink's own failure must not kill the actor: it would stop the stage for every slot.
+        try:
+            await self._on_result(job, result, error)
+        except Exception as exc:
+            self._log.error("result_sink_failed", slot_id=job.slot_id, error=f"{type(exc).__name__}: {exc}")
 
     async def _run_job(self, job: Job) -> None:
         self.current = job
@@ -112,9 +119,9 @@ class StageActor:
         except Exception as exc:  # supervision: the slot fails, the actor lives on
             self.jobs_failed += 1
             self._log.error("job_failed", slot_id=job.slot_id, error=f"{type(exc).__name__}: {exc}")
-            await self._on_result(job, None, exc)
+            await self._report(job, None, exc)
         else:
             self.jobs_done += 1
-            await self._on_result(job, result, None)
+            await self._report(job, result, None)
         finally:
             self.current = None

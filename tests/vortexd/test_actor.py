@@ -131,3 +131,28 @@ def test_notifier_never_blocks_when_nobody_reads(tmp_path) -> None:
     for _ in range(5000):
         notifier.watchdog()
     assert time.monotonic() - started < 2.0
+
+
+def test_a_failing_result_sink_does_not_kill_the_actor() -> None:
+    """If reporting an outcome raises, the actor logs it and still runs the next job."""
+    ran: list[str] = []
+
+    async def handler(job: Job) -> None:
+        ran.append(job.slot_id)
+
+    async def sink(job: Job, result: object, error: BaseException | None) -> None:
+        if job.slot_id == "first":
+            raise RuntimeError("sink broke")
+
+    async def scenario() -> None:
+        actor = StageActor("finish", handler, sink)
+        runner = asyncio.create_task(actor.run())
+        actor.send(Job("first"))
+        actor.send(Job("second"))
+        while len(ran) < 2:
+            await asyncio.sleep(0.01)
+        actor.control(Stop())
+        await asyncio.wait_for(runner, 2)
+
+    asyncio.run(scenario())
+    assert ran == ["first", "second"]

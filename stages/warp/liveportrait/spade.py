@@ -40,7 +40,7 @@ class SpectralNormConv2d(nn.Module):
         nn.init.kaiming_uniform_(weight, a=5 ** 0.5)
         self.weight_orig = nn.Parameter(weight)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        # Unit placeholders until a checkpoint provides the stored power-iteration vectors.
+        # Unit vectors until loading a checkpoint replaces them with its stored power-iteration u and v.
         n_in = in_channels * kernel_size * kernel_size
         self.register_buffer("weight_u", torch.full((out_channels,), out_channels ** -0.5))
         self.register_buffer("weight_v", torch.full((n_in,), n_in ** -0.5))
