@@ -58,6 +58,7 @@ def build_manifest(recipe: Recipe, backends: Backends, speech, plan, verdict, cl
                      "warp": backends.warp.name, "verify": "objective", "motion_source": plan.meta.get("source")},
         "actor_source": actor_source,
         "versions": pipeline.versions(),
+        "models": {"tts": backends.kokoro.model_info()} if speech.backend == "kokoro" else {},
         "stage_seconds": {k: round(v, 4) for k, v in clock.seconds.items()},
         "verdict": verdict_fields,
         "warnings": warnings_seen,
