@@ -284,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {'fp16' if half else 'fp32'}: weights {weights / mb:.0f} MB, activations {a / mb:.0f} MB + "
               f"{per_frame / mb:.0f} MB/frame → batch ≤ {max_batch[half]}")
 
-    print(f"\nProjected per-frame floor for W+G+paste = max(FLOPs / peak, bytes / bandwidth); "
-          f"bytes = W+G weights once per chunk + activations written and read once")
+    print("\nProjected per-frame floor for W+G+paste = max(FLOPs / peak, bytes / bandwidth); "
+          "bytes = W+G weights once per chunk + activations written and read once")
     print(f"  {'GPU':9} {'prec':5} {'batch':>5} {'compute ms':>11} {'memory ms':>10} {'floor ms':>9} {'frames/s':>9}"
           f" {'1080 frames s':>14}")
     for gpu, (fp32_tf, fp16_tf, bw) in GPUS.items():

@@ -34,7 +34,6 @@ def speechlike_plan(n_frames: int, fps: int = 24, seed: int = 7) -> MotionPlan:
     blink = np.zeros(n_frames)
     for start in np.arange(int(1.7 * fps), n_frames, int(3.3 * fps)):
         blink[start:start + 5] = np.array([0.4, 0.9, 1.0, 0.7, 0.3])[: len(blink[start:start + 5])]
-    z = np.zeros(n_frames)
     curves = dict(jaw_open=jaw, lip_width=np.clip(smooth_noise(0.6, 0.4), -1, 1),
                   lip_round=np.clip(smooth_noise(0.8, 0.4), 0, 1), lips_closed=closed, blink=blink,
                   eye_wide=np.clip(smooth_noise(3.0, 0.3), 0, 1), brow=np.clip(smooth_noise(2.0, 0.4), -1, 1),

@@ -6,7 +6,8 @@ from typing import Protocol
 
 import numpy as np
 
-from stages.types import Actor, MotionPlan
+from stages.errors import StageInputError
+from stages.types import FRAME_SIZE_PX, Actor, MotionPlan
 
 
 class PreparedWarp(Protocol):
@@ -27,3 +28,32 @@ class WarpBackend(Protocol):
 
     def prepare(self, actor: Actor) -> PreparedWarp:
         """Precompute everything that depends on the actor alone."""
+
+
+def validate_plan(plan: MotionPlan, frames: slice) -> tuple[int, int]:
+    """Check that `plan` covers `frames` with finite 1-D curves; return (start, stop)."""
+    n = plan.n_frames
+    start, stop, step = frames.indices(n)
+    if step != 1:
+        raise StageInputError("frames", "only contiguous frame ranges can be rendered", step=step)
+    for name, curve in plan.curves().items():
+        arr = np.asarray(curve)
+        if arr.ndim != 1 or arr.shape[0] != n:
+            raise StageInputError(f"plan.{name}", "every curve must be 1-D with one value per frame",
+                                  shape=tuple(arr.shape), n_frames=n)
+        if not np.isfinite(arr[start:stop]).all():
+            raise StageInputError(f"plan.{name}", "curve holds NaN or infinite values")
+    return start, max(start, stop)
+
+
+def check_slab(out: np.ndarray, stop: int) -> None:
+    """Check that `out` is a (n, 512, 512, 3) uint8 slab of C-contiguous frames reaching `stop`."""
+    if not (isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.ndim == 4
+            and out.shape[1:] == (FRAME_SIZE_PX, FRAME_SIZE_PX, 3)):
+        raise StageInputError("out", f"expected an (n, {FRAME_SIZE_PX}, {FRAME_SIZE_PX}, 3) uint8 slab",
+                              shape=getattr(out, "shape", None), dtype=str(getattr(out, "dtype", None)))
+    if stop > out.shape[0]:
+        raise StageInputError("frames", "the frame range runs past the end of the slab",
+                              stop=stop, slab_frames=out.shape[0])
+    if stop > 0 and not out[0].flags.c_contiguous:
+        raise StageInputError("out", "each slab frame must be C-contiguous")

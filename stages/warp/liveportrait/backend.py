@@ -27,22 +27,11 @@ from stages.warp.liveportrait.calibration import CALIBRATION, Calibration
 from stages.warp.liveportrait.checkpoints import LivePortraitNetworks, load_networks
 from stages.warp.liveportrait.config import FULL, LivePortraitConfig
 from stages.warp.liveportrait.driving import (SourceMotion, face_ratios, plan_keypoints, source_motion,
-                                              template_keypoints, validate_plan)
+                                              template_keypoints)
 from stages.warp.liveportrait.engine import BoundSource, ChunkEngine, EngineOptions
+from stages.warp.base import check_slab, validate_plan
 from stages.warp.liveportrait.pasteback import CROP_SIZE_PX, FaceCrop, check_frame, face_crop, paste_maps
 from stages.warp.liveportrait.templates import MotionTemplate
-
-
-def _check_slab(out: np.ndarray, stop: int) -> None:
-    if not (isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.ndim == 4
-            and out.shape[1:] == (FRAME_SIZE_PX, FRAME_SIZE_PX, 3)):
-        raise StageInputError("out", f"expected an (n, {FRAME_SIZE_PX}, {FRAME_SIZE_PX}, 3) uint8 slab",
-                              shape=getattr(out, "shape", None), dtype=str(getattr(out, "dtype", None)))
-    if stop > out.shape[0]:
-        raise StageInputError("frames", "the frame range runs past the end of the slab",
-                              stop=stop, slab_frames=out.shape[0])
-    if stop > 0 and not out[0].flags.c_contiguous:
-        raise StageInputError("out", "each slab frame must be C-contiguous")
 
 
 @dataclass(frozen=True)
@@ -62,7 +51,7 @@ class PreparedLivePortrait:
     def render(self, plan: MotionPlan, frames: slice, out: np.ndarray) -> None:
         """Write frames `frames` of `plan` into `out[frames]` (the whole (n, 512, 512, 3) uint8 slab)."""
         start, stop = validate_plan(plan, frames)
-        _check_slab(out, stop)
+        check_slab(out, stop)
         if stop == start:
             return
         nets = self.backend.networks
@@ -73,7 +62,7 @@ class PreparedLivePortrait:
     def render_template(self, template: MotionTemplate, frames: slice, out: np.ndarray) -> None:
         """Write frames `frames` driven by a motion template (already fitted to the slot) into `out`."""
         start, stop, step = frames.indices(out.shape[0] if isinstance(out, np.ndarray) else 0)
-        _check_slab(out, stop)
+        check_slab(out, stop)
         if step != 1:
             raise StageInputError("frames", "only contiguous frame ranges can be rendered", step=step)
         if stop > template.n_frames:

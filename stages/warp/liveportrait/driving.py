@@ -130,22 +130,6 @@ def source_motion(nets: LivePortraitNetworks, kp_info: dict[str, torch.Tensor], 
                         **angles)
 
 
-def validate_plan(plan: MotionPlan, frames: slice) -> tuple[int, int]:
-    """Check `plan` covers `frames` with finite 1-D curves; return (start, stop)."""
-    n = plan.n_frames
-    start, stop, step = frames.indices(n)
-    if step != 1:
-        raise StageInputError("frames", "only contiguous frame ranges can be rendered", step=step)
-    for name, curve in plan.curves().items():
-        arr = np.asarray(curve)
-        if arr.ndim != 1 or arr.shape[0] != n:
-            raise StageInputError(f"plan.{name}", "every curve must be 1-D with one value per frame",
-                                  shape=tuple(arr.shape), n_frames=n)
-        if not np.isfinite(arr[start:stop]).all():
-            raise StageInputError(f"plan.{name}", "curve holds NaN or infinite values")
-    return start, max(start, stop)
-
-
 def _unit(curve: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(curve, np.float64), 0.0, 1.0)
 

@@ -26,7 +26,8 @@ from stages.types import FRAME_SIZE_PX, Actor, MotionPlan
 from stages.warp.mesh import anatomy as an
 from stages.warp.mesh.controls import JAW_DROP, ControlSet, build_controls
 from stages.warp.mesh.eyes import EyeCompositor, EyePatch
-from stages.warp.mesh.features import F, N_FEATURES, fill_features, validate_plan
+from stages.warp.base import check_slab, validate_plan
+from stages.warp.mesh.features import F, N_FEATURES, fill_features
 from stages.warp.mesh.field import Box, Grid, GridInverter
 from stages.warp.mesh.lipline import refine_inner_lips
 from stages.warp.mesh.layers import HeadModel, LayerFields, expression_basis, pack, pose_basis
@@ -196,17 +197,9 @@ class PreparedMeshWarp:
     def render(self, plan: MotionPlan, frames: slice, out: np.ndarray) -> None:
         """Write frames `frames` of `plan` into `out[frames]` ((n, 512, 512, 3) uint8 slab)."""
         start, stop = validate_plan(plan, frames)
-        if not (isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.ndim == 4
-                and out.shape[1:] == (FRAME_SIZE_PX, FRAME_SIZE_PX, 3)):
-            raise StageInputError("out", f"expected an (n, {FRAME_SIZE_PX}, {FRAME_SIZE_PX}, 3) uint8 slab",
-                                  shape=getattr(out, "shape", None), dtype=str(getattr(out, "dtype", None)))
-        if stop > out.shape[0]:
-            raise StageInputError("frames", "the frame range runs past the end of the slab",
-                                  stop=stop, slab_frames=out.shape[0])
+        check_slab(out, stop)
         if stop == start:
             return
-        if not out[start].flags.c_contiguous:
-            raise StageInputError("out", "each slab frame must be C-contiguous")
         with _render_lock, _cv2_single_threaded():
             self._render_blocks(plan, start, stop, out)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.errors import StageInputError
 from stages.types import MotionPlan
 
 FEATURES = (
@@ -26,22 +25,6 @@ _UNIT_CLIP = (0.0, 1.3)
 _SIGNED_CLIP = (-1.3, 1.3)
 _MAX_ANGLE_DEG = 30.0
 _MAX_SHIFT_FRACTION = 0.15  # of the frame size
-
-
-def validate_plan(plan: MotionPlan, frames: slice) -> tuple[int, int]:
-    """Check that `plan` covers `frames` with finite curves; return (start, stop)."""
-    n = plan.n_frames
-    start, stop, step = frames.indices(n)
-    if step != 1:
-        raise StageInputError("frames", "only contiguous frame ranges can be rendered", step=step)
-    for name, curve in plan.curves().items():
-        arr = np.asarray(curve)
-        if arr.ndim != 1 or arr.shape[0] != n:
-            raise StageInputError(f"plan.{name}", "every curve must be 1-D with one value per frame",
-                                  shape=tuple(arr.shape), n_frames=n)
-        if not np.isfinite(arr[start:stop]).all():
-            raise StageInputError(f"plan.{name}", "curve holds NaN or infinite values")
-    return start, max(start, stop)
 
 
 def fill_features(plan: MotionPlan, start: int, stop: int, frame_size_px: int,
