@@ -182,3 +182,23 @@ def test_kill_9_mid_slot_then_restart_publishes_every_recipe_exactly_once(tmp_pa
         rows = db.execute("SELECT slot_id, COUNT(*) FROM events WHERE kind = 'state' "
                           "AND data_json LIKE '%\"published\"%' GROUP BY slot_id").fetchall()
     assert dict(rows) == {"slot-0": 1, "slot-1": 1, "slot-2": 1}
+
+
+def test_sigterm_mid_slot_drains_within_the_bound_and_loses_nothing(tmp_path: Path) -> None:
+    """SIGTERM while a slot warps: exit 0 within drain_timeout_s; after a restart every slot is published once."""
+    daemon = DaemonProcess(tmp_path, write_config(tmp_path, max_slot_frames=240, cadence_s=10.0, drain_timeout_s=15.0))
+    daemon.start()
+    for i in range(2):
+        assert daemon.request("submit", {"recipe": _recipe(i, output={"duration_s": 10})})["ok"]
+    _wait_for(lambda: "warping" in _states(daemon).values(), 60, "a slot warping")
+    started = time.monotonic()
+    assert daemon.stop(signal.SIGTERM, timeout_s=40) == 0, daemon.log_tail()
+    assert time.monotonic() - started < 15.0 + 10.0
+    restarted = DaemonProcess(tmp_path, daemon.config)
+    restarted.start()
+    try:
+        _wait_for(lambda: sorted(_states(restarted).values()) == ["published", "published"], 120,
+                  "both published after restart")
+    finally:
+        assert restarted.stop() == 0, restarted.log_tail()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["slot-0", "slot-1"]
