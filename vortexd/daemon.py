@@ -63,6 +63,7 @@ class Daemon:
         self.metrics_port: int | None = None
         self.started_monotonic_s = time.monotonic()
         self.loop_lag_s = 0.0
+        self._misses_reported = 0
         self._wake: asyncio.Event | None = None
         self._stop_requested: asyncio.Event | None = None
         self.journal: Journal | None = None
@@ -237,10 +238,14 @@ class Daemon:
         while True:
             self._wake.clear()
             now = self.clock.now_s()
-            for action in self.scheduler.next_actions(now):
-                self._dispatch(action)
-            self._refresh_gauges()
-            wake_at = self.scheduler.next_wakeup_s(now)
+            wake_at = None
+            try:
+                for action in self.scheduler.next_actions(now):
+                    self._dispatch(action)
+                self._refresh_gauges()
+                wake_at = self.scheduler.next_wakeup_s(now)
+            except Exception:  # supervision: a bad decision must not stop every future slot
+                log.exception("scheduling_failed")
             timeout_s = _LOOP_TICK_S if wake_at is None else min(_LOOP_TICK_S, max(0.0, wake_at - now))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout_s)
@@ -281,6 +286,11 @@ class Daemon:
     def _refresh_gauges(self) -> None:
         snapshot = self.scheduler.snapshot()
         self.metrics.set_queue_depth(snapshot.queue_depth)
+        # The scheduler counts a miss when it sees the clock pass a deadline; mirror new ones.
+        new_misses = snapshot.stats.missed_deadlines - self._misses_reported
+        if new_misses > 0:
+            self.metrics.count_deadline_misses(new_misses)
+            self._misses_reported = snapshot.stats.missed_deadlines
         for region, usage in self.arena.usage().items():
             self.metrics.set_arena_region(region, usage.budget_bytes, usage.used_bytes)
 

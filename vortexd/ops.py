@@ -124,7 +124,8 @@ class ControlOps:
                          "current": actor.current.slot_id if actor.current else None,
                          "queued": actor.queue_depth, "done": actor.jobs_done, "failed": actor.jobs_failed}
                   for name, actor in daemon.actors.items()}
-        healthy = daemon.phase == "serving" and all(a["alive"] for a in actors.values())
+        healthy = (daemon.phase == "serving" and all(a["alive"] for a in actors.values())
+                   and "scheduler" in daemon.tasks.running)
         return {"healthy": healthy, "phase": daemon.phase, "loop_lag_s": round(daemon.loop_lag_s, 4),
                 "actors": actors, "tasks": daemon.tasks.running}
 

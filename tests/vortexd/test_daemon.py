@@ -202,3 +202,20 @@ def test_sigterm_mid_slot_drains_within_the_bound_and_loses_nothing(tmp_path: Pa
     finally:
         assert restarted.stop() == 0, restarted.log_tail()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["slot-0", "slot-1"]
+
+
+def test_a_slot_that_cannot_make_its_deadline_is_late_and_counted(tmp_path: Path) -> None:
+    """With a 1.5 s cadence a 6 s slot cannot be published in time: it is marked late and counted as a miss."""
+    daemon = DaemonProcess(tmp_path, write_config(tmp_path, cadence_s=1.5, margin_s=1.0))
+    daemon.start()
+    try:
+        assert daemon.request("submit", {"recipe": _recipe(0)})["ok"]
+        _wait_for(lambda: _states(daemon).get("slot-0") == "late", 30, "slot-0 late")
+        time.sleep(1.5)  # one scheduling tick to mirror the miss into the metrics
+        port = daemon.request("status")["result"]["metrics_port"]
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()
+    assert 'vortex_slots_total{outcome="late"} 1.0' in text
+    assert "vortex_deadline_misses_total 1.0" in text
+    assert not (tmp_path / "out" / "slot-0").exists()
