@@ -21,6 +21,11 @@ class EventBus:
         self._queues: set[asyncio.Queue] = set()
         self._closed = False
 
+    @property
+    def subscriber_count(self) -> int:
+        """Live subscriptions."""
+        return len(self._queues)
+
     def publish(self, slot_id: str, kind: str, **data: Any) -> dict[str, Any]:
         """Send one event to all subscribers and return it."""
         event = {"slot_id": slot_id, "kind": kind, "at": round(time.time(), 3), "data": data}
@@ -32,6 +37,8 @@ class EventBus:
 
     async def subscribe(self, slot_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
         """Events from now on (only `slot_id`'s when given), until the bus closes."""
+        if self._closed:
+            return
         queue: asyncio.Queue = asyncio.Queue(SUBSCRIBER_QUEUE_EVENTS)
         self._queues.add(queue)
         try:

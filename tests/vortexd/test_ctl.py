@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 
 from vortexd.control.protocol import ControlError, Request, parse_submit
 from vortexd.control.server import ControlServer
+from vortexd.events import EventBus
 from vortexd.ctl import main
 from vortexd.journal import Journal, SlotFinished
 
@@ -33,13 +33,12 @@ class _SmallDaemon:
     def __init__(self, journal: Journal, root: Path) -> None:
         self.journal = journal
         self.root = root
-        self.subscribers: list[asyncio.Queue] = []
+        self.events = EventBus()
         self.seen_args: list[dict[str, Any]] = []
         self.draining = False
 
     def publish(self, event: dict[str, Any]) -> None:
-        for queue in self.subscribers:
-            queue.put_nowait(event)
+        self.events.publish(event["slot_id"], event["kind"], **event["data"])
 
     def _state(self, slot_id: str, state: str, **extra: Any) -> None:
         self.journal.set_state(slot_id, state, **extra)
@@ -96,20 +95,8 @@ class _SmallDaemon:
             return {"state": "draining" if self.draining else "serving"}
         if request.op == "health":
             return {"status": "ok", "journal": str(self.journal.path.name)}
-        return self._events(args.get("slot_id"))
+        return self.events.subscribe(args.get("slot_id"))
 
-    async def _events(self, slot_id: str | None) -> AsyncIterator[dict[str, Any]]:
-        queue: asyncio.Queue = asyncio.Queue()
-        self.subscribers.append(queue)
-        try:
-            while True:
-                event = await queue.get()
-                if event is None:
-                    return
-                if slot_id is None or event["slot_id"] == slot_id:
-                    yield event
-        finally:
-            self.subscribers.remove(queue)
 
 
 class _ServerThread:
@@ -142,7 +129,7 @@ class _ServerThread:
     def end_streams(self) -> None:
         """Tell every subscriber's stream to finish (as a daemon does when it shuts down)."""
         assert self._loop is not None and self.daemon is not None
-        self._loop.call_soon_threadsafe(self.daemon.publish, None)
+        self._loop.call_soon_threadsafe(self.daemon.events.close)
 
     def stop(self) -> None:
         assert self._loop is not None and self._stop is not None
@@ -258,7 +245,7 @@ def test_cancel_and_subscribe(served: _ServerThread, tmp_path: Path) -> None:
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    while not served.daemon.subscribers:
+    while not served.daemon.events.subscriber_count:
         threading.Event().wait(0.01)
     status, out, _ = _ctl(served, "submit", str(_recipe_file(tmp_path, "c-1")))
     assert status == 0
