@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from stages.durable import fsync_path
 from stages.errors import StageInputError
 
 MANIFEST_NAME = "manifest.json"
@@ -57,20 +58,12 @@ def _sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _file_table(folder: Path) -> dict[str, dict[str, Any]]:
     """sha256 and size of every file under `folder` (names relative, '/'-separated), each fsynced."""
     table = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         name = path.relative_to(folder).as_posix()
-        _fsync_path(path)
+        fsync_path(path)
         table[name] = {"sha256": _sha256_of(path), "bytes": path.stat().st_size}
     return table
 
@@ -137,13 +130,13 @@ def publish_slot(out_root: Path, slot_id: str, write: Callable[[Path], dict]) ->
             os.fsync(handle.fileno())
         # mkdtemp makes 0700 folders; a published slot is read by other users (players, uploaders).
         os.chmod(tmp, 0o755)
-        _fsync_path(tmp)
+        fsync_path(tmp)
         _rename_no_replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     # Make the rename itself durable: it lives in out_root's directory entry.
-    _fsync_path(out_root)
+    fsync_path(out_root)
     return target
 
 

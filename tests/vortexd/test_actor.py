@@ -22,16 +22,7 @@ def test_a_failing_job_fails_only_its_slot_and_the_actor_keeps_serving() -> None
     async def sink(job: Job, result: object, error: BaseException | None) -> None:
         outcomes.append((job.slot_id, result, None if error is None else str(error)))
 
-    async def scenario() -> None:
-        actor = StageActor("warp", handler, sink)
-        for slot in ("bad", "good"):
-            actor.send(Job(slot))
-        actor.control(Stop())
-        # Stop has priority, so queue it only after the work has been taken.
-        runner = asyncio.create_task(actor.run())
-        await asyncio.wait_for(runner, 2)
-
-    async def ordered() -> None:
+    async def scenario() -> StageActor:
         actor = StageActor("warp", handler, sink)
         runner = asyncio.create_task(actor.run())
         actor.send(Job("bad"))
@@ -40,12 +31,32 @@ def test_a_failing_job_fails_only_its_slot_and_the_actor_keeps_serving() -> None
             await asyncio.sleep(0.01)
         actor.control(Stop())
         await asyncio.wait_for(runner, 2)
-        assert actor.jobs_failed == 1 and actor.jobs_done == 1
+        return actor
+
+    actor = asyncio.run(scenario())
+    assert outcomes == [("bad", None, "boom"), ("good", "done good", None)]
+    assert actor.jobs_failed == 1 and actor.jobs_done == 1
+
+
+def test_stop_jumps_ahead_of_queued_work() -> None:
+    """A Stop sent after work is queued is taken first: no queued job runs."""
+    ran: list[str] = []
+
+    async def handler(job: Job) -> None:
+        ran.append(job.slot_id)
+
+    async def sink(job: Job, result: object, error: BaseException | None) -> None:
+        pass
+
+    async def scenario() -> None:
+        actor = StageActor("warp", handler, sink)
+        actor.send(Job("a"))
+        actor.send(Job("b"))
+        actor.control(Stop())
+        await asyncio.wait_for(actor.run(), 2)
 
     asyncio.run(scenario())
-    assert outcomes == []  # Stop jumped the queue: nothing ran
-    asyncio.run(ordered())
-    assert outcomes == [("bad", None, "boom"), ("good", "done good", None)]
+    assert ran == []
 
 
 def test_cancel_overtakes_queued_work() -> None:

@@ -16,6 +16,8 @@ import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from stages.durable import fsync_path
+
 CACHE_ENV = "VORTEX_KOKORO_CACHE"
 """Environment variable naming the cache folder (wins over the XDG default)."""
 
@@ -74,14 +76,5 @@ def publish_file(destination: Path, write: Callable[[Path], None]) -> Path:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
         raise
-    _fsync_dir(destination.parent)
+    fsync_path(destination.parent)
     return destination
-
-
-def _fsync_dir(directory: Path) -> None:
-    # The rename is durable only once the directory entry itself is on disk.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
