@@ -12,6 +12,10 @@ terminated and dlclose()d, which discards its statics, and the next dlopen start
 costs ~5 ms per call. Synthesis runs in AUDIO_OUTPUT_SYNCHRONOUS mode: `espeak_Synth` returns
 only when the whole text has been spoken, having called our callback with each audio buffer and
 the events (words, sentences, phonemes) that fall inside it.
+
+espeak_Initialize seeds espeak's own random generator from time(NULL), and voices with breath
+noise (the +f3 variant, among others) draw from it, so the same text came out differently from
+one second to the next. Each synthesis therefore reseeds it with a fixed value first.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ EVENT_MSG_TERMINATED = 6
 EVENT_PHONEME = 7
 
 _BUFFER_MS = 200  # callback buffer length; larger buffers mean fewer Python callbacks
+# Seed for espeak's noise generator (breathy voices). Any constant works; it only has to be the same
+# before every synthesis so that equal requests give equal audio.
+_NOISE_SEED = 1
 
 
 class _EventId(ctypes.Union):
@@ -169,6 +176,8 @@ class _Engine:
         lib.espeak_SetParameter.restype = ctypes.c_int
         lib.espeak_GetParameter.argtypes = [ctypes.c_int, ctypes.c_int]
         lib.espeak_GetParameter.restype = ctypes.c_int
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        lib.espeak_ng_SetRandSeed.restype = None
         lib.espeak_Terminate.argtypes = []
         lib.espeak_Terminate.restype = ctypes.c_int
         lib.espeak_Synth.argtypes = [
@@ -227,6 +236,7 @@ class _Engine:
         self.lib.espeak_SetParameter(_PARAM_RATE, int(rate_wpm), 0)
         self.lib.espeak_SetParameter(_PARAM_PITCH, int(pitch), 0)
         self._chunks, self._events, self._callback_error = [], [], None
+        self.lib.espeak_ng_SetRandSeed(_NOISE_SEED)
         encoded = text.encode("utf-8")
         status = self.lib.espeak_Synth(
             encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
