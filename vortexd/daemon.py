@@ -35,7 +35,7 @@ from vortexd.tasks import TaskManager
 
 log = structlog.get_logger("vortexd")
 
-STAGE_METRICS = ("prepare", "image", "tts", "motion", "warp", "verify", "encode", "finish")
+STAGE_METRICS = ("prepare", "image", "warp_prepare", "tts", "motion", "warp", "verify", "encode", "finish")
 WARM_UP_TEXT = "Warm up."
 _LOOP_TICK_S = 1.0
 """Longest the scheduling loop sleeps without an event: deadlines are checked at least this often."""
@@ -346,7 +346,11 @@ class Daemon:
 
         def image():
             with clock.time("image"):
-                return pipeline.make_actor(recipe, self.settings)
+                actor = pipeline.make_actor(recipe, self.settings)
+            # Here, not in the warp stage: this overlaps the previous slot's warp.
+            with clock.time("warp_prepare"):
+                pipeline.prepare_warp(self.backends, actor)
+            return actor
 
         def speech():
             with clock.time("tts"):
@@ -362,7 +366,7 @@ class Daemon:
                 return pipeline.make_plan(recipe, work.speech)
 
         work.plan = await asyncio.to_thread(plan)
-        for stage in ("image", "tts", "motion"):
+        for stage in ("image", "warp_prepare", "tts", "motion"):
             self.metrics.observe_stage(stage, clock.seconds[stage])
         return {}
 

@@ -41,7 +41,7 @@ LIPSYNC_BUCKETS_FRAMES = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0)
 class MetricsOptions:
     """Which label values exist up front (so dashboards and alerts see zeros, not gaps)."""
 
-    stages: tuple[str, ...] = ("image", "tts", "motion", "warp", "verify", "encode", "publish")
+    stages: tuple[str, ...] = ("image", "warp_prepare", "tts", "motion", "warp", "verify", "encode", "publish")
     outcomes: tuple[str, ...] = ("published", "published_late", "late", "failed", "cancelled")
     process_metrics: bool = True
     """Also export CPU, resident memory and open files of this process (vortex_process_*)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.metadata
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -45,6 +46,7 @@ class Backends:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._prepared: dict[str, object] = {}
+        self._prepared_lock = threading.Lock()
 
     @functools.cached_property
     def espeak(self):
@@ -99,14 +101,23 @@ class Backends:
         return backend()
 
     def prepared_warp(self, actor: Actor):
-        """The warp backend prepared for `actor`, cached by the actor's content hash."""
+        """The warp backend prepared for `actor`, cached by the actor's content hash.
+
+        Safe from several threads. Preparation runs outside the lock, so a warp that finds its
+        actor cached never waits behind another actor being prepared; two threads preparing the
+        same new actor at once both do the work and one result is kept.
+        """
         key = actor.source_sha256
-        if key not in self._prepared:
+        with self._prepared_lock:
+            prepared = self._prepared.get(key)
+        if prepared is not None:
+            return prepared
+        prepared = self.warp.prepare(actor)
+        with self._prepared_lock:
             # Keep a handful: the daemon alternates between few actors; each entry is small.
-            if len(self._prepared) >= 8:
+            if key not in self._prepared and len(self._prepared) >= 8:
                 self._prepared.pop(next(iter(self._prepared)))
-            self._prepared[key] = self.warp.prepare(actor)
-        return self._prepared[key]
+            return self._prepared.setdefault(key, prepared)
 
 
 def make_actor(recipe: Recipe, settings: Settings) -> Actor:
@@ -162,6 +173,15 @@ def allocate_slab(n_frames: int) -> np.ndarray:
     region_bytes = slab_region_bytes(1, n_frames, FRAME_SIZE_PX, FRAME_SIZE_PX)
     arena = Arena.create(ArenaPlan.from_budgets({"video_slabs": region_bytes}), "cpu", prefault=True)
     return arena.view("video_slabs", (n_frames, FRAME_SIZE_PX, FRAME_SIZE_PX, 3), np.uint8, "slab")
+
+
+def prepare_warp(backends: Backends, actor: Actor) -> None:
+    """The warp stage's one-off work for `actor` (the mesh rig; F and M for LivePortrait), cached.
+
+    Run it in the prepare stage, beside speech, so that the warp of a slot, the critical path,
+    starts rendering at once instead of paying this first.
+    """
+    backends.prepared_warp(actor)
 
 
 def warp_frames(backends: Backends, actor: Actor, plan: MotionPlan, slab: np.ndarray,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,11 +83,21 @@ def render_slot(recipe: Recipe, settings: Settings, out_root: Path, progress: Pr
         finally:
             owned.close()
     clock = StageClock()
-    with clock.time("image"):
-        actor = pipeline.make_actor(recipe, settings)
-    progress("image", 1, 1)
-    with clock.time("tts"):
-        speech, warnings_seen = pipeline.make_speech(recipe, backends)
+
+    def speak():
+        with clock.time("tts"):
+            return pipeline.make_speech(recipe, backends)
+
+    # Speech does not depend on the picture: it runs in a second thread while the image is
+    # loaded and the warp prepared for it, as the daemon's prepare stage does.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="render-tts") as pool:
+        speech_job = pool.submit(speak)
+        with clock.time("image"):
+            actor = pipeline.make_actor(recipe, settings)
+        progress("image", 1, 1)
+        with clock.time("warp_prepare"):
+            pipeline.prepare_warp(backends, actor)
+        speech, warnings_seen = speech_job.result()
     progress("tts", 1, 1)
     with clock.time("motion"):
         plan = pipeline.make_plan(recipe, speech)

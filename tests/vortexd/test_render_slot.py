@@ -60,7 +60,7 @@ def test_manifest_records_recipe_seed_backends_timings_verdict_and_hashes(demo_s
     manifest = json.loads((result.slot_dir / "manifest.json").read_text())
     assert manifest["recipe_sha256"] == recipe.content_hash() and manifest["seed"] == 7
     assert manifest["backends"]["warp"] == "mesh" and manifest["backends"]["tts"] == "espeak"
-    assert set(manifest["stage_seconds"]) >= {"image", "tts", "motion", "warp", "verify", "encode"}
+    assert set(manifest["stage_seconds"]) >= {"image", "warp_prepare", "tts", "motion", "warp", "verify", "encode"}
     assert manifest["verdict"]["passed"], manifest["verdict"]
     import hashlib
     video_hash = hashlib.sha256((result.slot_dir / "video.mp4").read_bytes()).hexdigest()
