@@ -11,6 +11,14 @@ EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 
 
+def _quiet_native_libraries(settings) -> None:
+    # For the life of the process: the chatter comes whenever a face-mesh graph starts.
+    if settings.native_chatter == "drop":
+        from vortexd.native_stderr import drop_native_chatter
+
+        drop_native_chatter()
+
+
 def _render(args: argparse.Namespace) -> int:
     from stages.errors import StageInputError
     from vortexd.pipeline import BackendUnavailable
@@ -21,6 +29,7 @@ def _render(args: argparse.Namespace) -> int:
 
     try:
         settings = load_settings(args.config, verify=False if args.no_verify else None)
+        _quiet_native_libraries(settings)
         recipe = load_recipe(args.recipe, allowed_roots=list(settings.allowed_roots))
         progress = None if args.quiet else ProgressPrinter()
         result = render_slot(recipe, settings, args.output, progress=progress)
@@ -60,6 +69,7 @@ def _serve(args: argparse.Namespace) -> int:
     except (ValidationError, OSError, ValueError) as exc:
         print(f"error: settings: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    _quiet_native_libraries(settings)
     return serve(settings)
 
 

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     drain_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     """SIGTERM: finish the slot in flight within this bound, else journal it for the restart."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    native_chatter: Literal["drop", "keep"] = "drop"
+    """MediaPipe / TensorFlow Lite info and warning lines on stderr: drop them, or keep them
+    (for debugging those libraries). Their errors always come through."""
 
     @classmethod
     def settings_customise_sources(
