@@ -59,6 +59,9 @@ class Preset:
 # manic: head-motion energy (amplitude × rate) and mouth amplitude are then strictly ordered too.
 # Scale check against real talking-head motion (the LivePortrait templates in shared/): per-axis
 # head std 1.3–2.3° and RMS speed 6–9 °/s while talking, i.e. between neutral and excited here.
+# Smile is held at 0.3 for the lively presets: a wider smile stretches the lips and, measured on
+# rendered frames, flattens the vertical lip-gap excursion (excited with smile 0.1 / 0.45 / 0.8:
+# gap std 8.5 / 7.5 / 6.0 px), eating the extra mouth gain that sets excited apart from neutral.
 PRESETS: dict[str, Preset] = {
     "calm": Preset("calm", mouth_gain=0.6, head_amplitude_deg=0.5, head_rate_hz=0.15,
                    shift_amplitude_px=0.8, nod_deg=0.6, blink_interval_s=5.5, eye_wide=0.0,
@@ -68,7 +71,7 @@ PRESETS: dict[str, Preset] = {
                       brow=0.0, brow_emphasis=0.12, smile=0.1),
     "excited": Preset("excited", mouth_gain=1.0, head_amplitude_deg=2.0, head_rate_hz=0.6,
                       shift_amplitude_px=3.0, nod_deg=2.2, blink_interval_s=3.0, eye_wide=0.5,
-                      brow=0.3, brow_emphasis=0.3, smile=0.45),
+                      brow=0.3, brow_emphasis=0.3, smile=0.3),
     "manic": Preset("manic", mouth_gain=1.2, head_amplitude_deg=3.2, head_rate_hz=1.0,
                     shift_amplitude_px=5.0, nod_deg=3.5, blink_interval_s=2.0, eye_wide=0.8,
                     brow=0.45, brow_emphasis=0.4, smile=0.3),
