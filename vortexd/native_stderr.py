@@ -45,9 +45,11 @@ def _copy_lines(read_fd: int, write_fd: int) -> None:
         while chunk := source.read(65536):
             pending += chunk
             *lines, pending = pending.split(b"\n")
-            kept = b"".join(line + b"\n" for line in lines if not is_routine_native_line(line))
-            if kept:
-                os.write(write_fd, kept)
+            for line in lines:
+                # One write per line: a pipe keeps writes up to PIPE_BUF whole, so Python's own
+                # lines on the same stderr cannot land inside one of these.
+                if not is_routine_native_line(line):
+                    os.write(write_fd, line + b"\n")
         if pending and not is_routine_native_line(pending):
             os.write(write_fd, pending)
 
@@ -59,9 +61,11 @@ def drop_native_chatter() -> Callable[[], None]:
     """
     sys.stderr.flush()
     real_fd = os.dup(2)
-    # Python-level writers go straight to the real stderr from now on.
+    # Python-level writers go straight to the real stderr from now on. Line buffering, not
+    # write-through: print() writes its text and its newline separately, and a native line
+    # copied in between would land in the middle of the Python one.
     python_stderr = io.TextIOWrapper(open(os.dup(real_fd), "wb", buffering=0), encoding="utf-8",
-                                     errors="backslashreplace", line_buffering=True, write_through=True)
+                                     errors="backslashreplace", line_buffering=True)
     previous_stderr = sys.stderr
     sys.stderr = python_stderr
     if faulthandler.is_enabled():
