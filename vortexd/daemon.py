@@ -167,6 +167,9 @@ class Daemon:
         lease = self.slabs.lease_nowait("warm-up")
         try:
             pipeline.warp_frames(self.backends, actor, plan, lease.slab)
+            judge = self.backends.clip if self.settings.verify else None
+            if judge is not None:  # loads the ensemble now: missing weights stop the start-up
+                judge.score(lease.slab[: plan.n_frames], actor.image)
         finally:
             lease.release()
         log.info("warmed_up", seconds=round(time.perf_counter() - started, 3))
@@ -391,7 +394,8 @@ class Daemon:
         if self.settings.verify:
             def verify():
                 with work.clock.time("verify"):
-                    return pipeline.verify_frames(work.frames, work.speech, work.plan.fps)
+                    return pipeline.verify_frames(self.backends, work.frames, work.speech, work.plan.fps,
+                                                  work.actor, work.recipe.actor.prompt)
 
             work.verdict = await asyncio.to_thread(verify)
             self.metrics.observe_stage("verify", work.clock.seconds["verify"])

@@ -8,6 +8,7 @@ different actors at once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib.metadata
 import threading
@@ -88,6 +89,30 @@ class Backends:
             # Said once, here: the backend is cached, so this never repeats per slot.
             log.warning("warp_backend_fallback", wanted=settings.warp_backend, using="mesh", reason=str(exc))
             return load_backend_class("warp", "mesh")()
+
+    @functools.cached_property
+    def clip(self):
+        """The CLIP judge when `verify_backend = "clip"`, else None (objective checks only).
+
+        Weights that cannot load either refuse (the default) or, with verify_fallback =
+        "objective", are reported once and the slot is verified by the objective checks alone.
+        """
+        settings = self.settings
+        if settings.verify_backend == "objective":
+            return None
+        try:
+            if settings.clip_weights_dir is None:
+                raise StageInputError("clip_weights_dir", "is not set; it must name the folder that holds "
+                                      "one folder per CLIP model and bpe_simple_vocab_16e6.txt.gz")
+            from stages.verify.clip.judge import ClipJudge
+
+            return ClipJudge.from_folder(settings.clip_weights_dir, tuple(settings.clip_models),
+                                         device=settings.device)
+        except (StageInputError, ImportError, OSError) as exc:
+            if settings.verify_fallback != "objective":
+                raise BackendUnavailable(f"verify backend 'clip' cannot load: {exc}") from exc
+            log.warning("verify_backend_fallback", wanted="clip", using="objective", reason=str(exc))
+            return None
 
     def _load_real_warp(self):
         settings = self.settings
@@ -197,11 +222,23 @@ def warp_frames(backends: Backends, actor: Actor, plan: MotionPlan, slab: np.nda
         progress("warp", frames.stop, plan.n_frames)
 
 
-def verify_frames(slab: np.ndarray, speech: Speech, fps: int):
-    """The verify stage: objective checks on the rendered frames and the speech."""
+def verify_frames(backends: Backends, slab: np.ndarray, speech: Speech, fps: int, actor: Actor,
+                  actor_prompt: str | None = None):
+    """The verify stage: objective checks on the frames and the speech, then the CLIP scores
+    when a CLIP backend is configured (a CLIP failure fails the verdict like any other check)."""
     from stages.verify import verify_slot
 
-    return verify_slot(slab, speech, fps)
+    verdict = verify_slot(slab, speech, fps)
+    judge = backends.clip
+    if judge is None:
+        return verdict
+    from stages.verify.clip.judge import clip_problems
+
+    settings = backends.settings
+    scores = judge.score(slab, actor.image, actor_prompt)
+    problems = verdict.problems + tuple(clip_problems(scores, settings.clip_min_identity,
+                                                      settings.clip_min_caption))
+    return dataclasses.replace(verdict, clip=scores.as_dict(), problems=problems, passed=not problems)
 
 
 def versions() -> dict[str, str]:

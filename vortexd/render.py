@@ -70,8 +70,8 @@ def render_slot(recipe: Recipe, settings: Settings, out_root: Path, progress: Pr
                 backends: Backends | None = None) -> RenderResult:
     """Render `recipe` and publish `<out_root>/<slot_id>/{video.mp4, manifest.json}` atomically.
 
-    Fails before any work if the slot is already published; on any error nothing is left in
-    `out_root`.
+    Fails before any work if the slot is already published or a configured backend cannot load;
+    on any error nothing is left in `out_root`.
     """
     progress = progress or pipeline._no_progress
     if (out_root / recipe.slot_id).exists():
@@ -82,6 +82,8 @@ def render_slot(recipe: Recipe, settings: Settings, out_root: Path, progress: Pr
             return render_slot(recipe, settings, out_root, progress, owned)
         finally:
             owned.close()
+    if settings.verify:
+        backends.clip  # loads the CLIP ensemble if configured: missing weights fail before any work
     clock = StageClock()
 
     def speak():
@@ -108,7 +110,7 @@ def render_slot(recipe: Recipe, settings: Settings, out_root: Path, progress: Pr
     verdict = None
     if settings.verify:
         with clock.time("verify"):
-            verdict = pipeline.verify_frames(slab, speech, plan.fps)
+            verdict = pipeline.verify_frames(backends, slab, speech, plan.fps, actor, recipe.actor.prompt)
         progress("verify", 1, 1)
 
     out_root.mkdir(parents=True, exist_ok=True)

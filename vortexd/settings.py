@@ -37,6 +37,18 @@ class Settings(BaseSettings):
     that progress and cancellation stay responsive (48 frames = 2 s of video)."""
     default_voice: str = "en-us"
     verify: bool = True
+    verify_backend: Literal["objective", "clip"] = "objective"
+    """"clip" adds the open_clip ensemble's identity and caption scores to the objective checks."""
+    clip_weights_dir: Path | None = None
+    """One folder per model (open_clip_model.safetensors or open_clip_pytorch_model.bin inside),
+    plus open_clip's bpe_simple_vocab_16e6.txt.gz."""
+    clip_models: list[str] = ["ViT-B-32", "ViT-L-14"]
+    clip_min_identity: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.8
+    """Lowest frame-to-portrait CLIP similarity a slot may have (the worst sampled frame)."""
+    clip_min_caption: Annotated[float, Field(ge=-1.0, le=1.0)] = -1.0
+    """Lowest mean frame-to-caption similarity; -1 reports it without failing slots."""
+    verify_fallback: Literal["refuse", "objective"] = "refuse"
+    """When CLIP cannot load: refuse to start, or say so once and verify objectively."""
     kokoro_workers: Annotated[int, Field(ge=0, le=16)] = 2
     """Kokoro synthesis processes (one onnxruntime thread each); 0 runs it in-process."""
     kokoro_model_dir: Path | None = None

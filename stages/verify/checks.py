@@ -100,6 +100,7 @@ class Verdict:
     speech_active_fraction: float  # frames with voice / all frames
     audio_peak_dbfs: float | None  # None for digital silence
     verify_s: float
+    clip: dict | None = None  # the CLIP ensemble's scores (stages.verify.clip.judge), when configured
 
     def as_dict(self) -> dict:
         """The verdict as a plain JSON-ready dict (for manifests and the control socket)."""
@@ -213,14 +214,20 @@ def _lipsync_problems(offset: AVOffset | None, window: tuple[int, int] | None) -
         reason = "; ".join(offset.notes) or "no usable measurement"
         return [f"lip-sync offset could not be measured on frames {window[0]}–{window[1]} ({reason})"]
     problems = []
-    for name, result in (("the audio", offset.envelope), ("the phonemes", offset.phoneme)):
-        if result is not None and abs(result.lag_frames) > MAX_AV_OFFSET_FRAMES:
+    measured = [(name, r) for name, r in (("the audio", offset.envelope), ("the phonemes", offset.phoneme))
+                if r is not None]
+    # When the two references disagree, the one the mouth follows more closely decides: on a
+    # short utterance the loudness envelope can peak at the wrong lag (nasals like the m and n
+    # of "daemon" are loud with the lips closed) while the phoneme timeline shows it in sync.
+    best_in_sync = max((r.correlation for _, r in measured if abs(r.lag_frames) <= MAX_AV_OFFSET_FRAMES),
+                       default=-np.inf)
+    for name, result in measured:
+        if abs(result.lag_frames) > MAX_AV_OFFSET_FRAMES and result.correlation >= best_in_sync:
             side = "late" if result.lag_frames > 0 else "early"
             problems.append(f"lip-sync offset against {name} {result.lag_frames:+d} frames "
                             f"({result.lag_frames * 1000 / offset.fps:+.0f} ms, video {side}) "
                             f"exceeds ±{MAX_AV_OFFSET_FRAMES} frames")
-    measured = [r for r in (offset.envelope, offset.phoneme) if r is not None]
-    strongest = max(measured, key=lambda r: r.correlation)
+    strongest = max((r for _, r in measured), key=lambda r: r.correlation)
     if strongest.correlation < MIN_LIPSYNC_CORRELATION:
         problems.append(f"the mouth barely follows the speech (correlation {strongest.correlation:.2f} < "
                         f"{MIN_LIPSYNC_CORRELATION:.2f})")

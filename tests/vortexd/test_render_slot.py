@@ -98,3 +98,16 @@ def test_judge_reports_a_three_frame_audio_shift_as_three(decoded, demo_phonemes
     # shift is what it must recover exactly.
     assert vs_audio.lag_frames == -CONTROL_SHIFT_FRAMES, vs_audio
     assert vs_phonemes.lag_frames - in_sync.lag_frames == -CONTROL_SHIFT_FRAMES, (vs_phonemes, in_sync)
+
+
+def test_short_nasal_utterance_is_not_a_false_lipsync_alarm(tmp_path: Path) -> None:
+    """"Hello from the daemon." (2 s): the envelope peaks off-lag on the nasals, the better-fitting phonemes
+    show sync, and the verdict passes while still reporting both lags."""
+    from vortexd.recipe import parse_recipe
+
+    recipe = parse_recipe({"slot_id": "short", "speech": {"text": "Hello from the daemon."},
+                           "output": {"duration_s": 2}}, tmp_path)
+    verdict = render_slot(recipe, Settings(output_dir=tmp_path / "o"), tmp_path / "o").manifest["verdict"]
+    assert abs(verdict["av_lag_phonemes_frames"]) <= 1
+    assert verdict["av_correlation_phonemes"] > verdict["av_correlation_envelope"]
+    assert verdict["passed"], verdict["problems"]

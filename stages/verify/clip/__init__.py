@@ -1,0 +1,1 @@
+"""CLIP verification backend: open_clip ViT networks from local weights, tokenizer, scoring."""
