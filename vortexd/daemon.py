@@ -158,6 +158,7 @@ class Daemon:
         from stages.motion import plan_motion
 
         started = time.perf_counter()
+        self.backends.flux  # loads Flux if configured: missing weights stop the start-up here
         actor = load_actor()
         speech = self.backends.tts_for(self.settings.default_voice).synthesize(
             WARM_UP_TEXT, voice=self.settings.default_voice)
@@ -349,7 +350,7 @@ class Daemon:
 
         def image():
             with clock.time("image"):
-                actor = pipeline.make_actor(recipe, self.settings)
+                actor = pipeline.make_actor(recipe, self.settings, self.backends)
             # Here, not in the warp stage: this overlaps the previous slot's warp.
             with clock.time("warp_prepare"):
                 pipeline.prepare_warp(self.backends, actor)

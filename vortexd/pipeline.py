@@ -71,9 +71,11 @@ class Backends:
         return {"espeak": self.espeak.voices(), "kokoro": self.kokoro.voices()}
 
     def close(self) -> None:
-        """Stop backend worker processes (Kokoro), if any were started."""
+        """Stop backend worker processes (Kokoro) and free loaded models, if any were started."""
         if "kokoro" in self.__dict__:
             self.kokoro.close()
+        if self.__dict__.get("flux") is not None:
+            self.flux.close()
 
     @functools.cached_property
     def warp(self):
@@ -89,6 +91,31 @@ class Backends:
             # Said once, here: the backend is cached, so this never repeats per slot.
             log.warning("warp_backend_fallback", wanted=settings.warp_backend, using="mesh", reason=str(exc))
             return load_backend_class("warp", "mesh")()
+
+    @functools.cached_property
+    def flux(self):
+        """The Flux image backend when `image_backend = "flux"`, else None (the actor library).
+
+        Weights that cannot load either refuse (the default) or, with image_fallback =
+        "library", are reported once and prompts are served from the actor library.
+        """
+        settings = self.settings
+        if settings.image_backend == "library":
+            return None
+        try:
+            if settings.flux_weights_dir is None:
+                raise StageInputError("flux_weights_dir", "is not set; it must name a local FLUX.1-schnell "
+                                      "folder in the diffusers layout (model_index.json, transformer/, vae/, …)")
+            from stages.image.flux import FluxImageBackend, FluxOptions
+
+            return FluxImageBackend(FluxOptions(weights_dir=settings.flux_weights_dir, device=settings.device,
+                                                steps=settings.flux_steps,
+                                                quantization=settings.flux_quantization))
+        except (StageInputError, ImportError, OSError) as exc:
+            if settings.image_fallback != "library":
+                raise BackendUnavailable(f"image backend 'flux' cannot load: {exc}") from exc
+            log.warning("image_backend_fallback", wanted="flux", using="library", reason=str(exc))
+            return None
 
     @functools.cached_property
     def clip(self):
@@ -145,9 +172,15 @@ class Backends:
             return self._prepared.setdefault(key, prepared)
 
 
-def make_actor(recipe: Recipe, settings: Settings) -> Actor:
-    """The image stage: the recipe's image, a library pick for its prompt, or the sample portrait."""
+def make_actor(recipe: Recipe, settings: Settings, backends: Backends | None = None) -> Actor:
+    """The image stage: the recipe's image; for a prompt, a Flux portrait (image_backend = "flux")
+    or a library pick; else the sample portrait."""
     from stages.image import load_actor
+
+    flux = backends.flux if backends is not None and recipe.actor.image is None else None
+    if flux is not None and recipe.actor.prompt is not None:
+        # The motion seed also seeds the picture: one recipe, one deterministic slot.
+        return flux.make_actor(recipe.actor.prompt, seed=recipe.motion.seed)
 
     return load_actor(image=recipe.actor.image, prompt=recipe.actor.prompt,
                       library_dir=settings.actor_library_dir)

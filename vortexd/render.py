@@ -55,8 +55,10 @@ def build_manifest(recipe: Recipe, backends: Backends, speech, plan, verdict, cl
         "video": {"fps": plan.fps, "frames": plan.n_frames, "duration_s": plan.n_frames / plan.fps,
                   "width": 512, "height": 512, "codec": "h264", "audio_codec": "aac",
                   "audio_sample_rate_hz": speech.sample_rate_hz},
-        "backends": {"image": "library", "tts": speech.backend, "voice": speech.voice,
-                     "warp": backends.warp.name, "verify": "objective", "motion_source": plan.meta.get("source")},
+        "backends": {"image": "flux" if actor_source.startswith("flux:") else "library",
+                     "tts": speech.backend, "voice": speech.voice, "warp": backends.warp.name,
+                     "verify": "objective+clip" if verdict_fields and verdict_fields.get("clip") else "objective",
+                     "motion_source": plan.meta.get("source")},
         "actor_source": actor_source,
         "versions": pipeline.versions(),
         "models": {"tts": backends.kokoro.model_info()} if speech.backend == "kokoro" else {},
@@ -82,8 +84,10 @@ def render_slot(recipe: Recipe, settings: Settings, out_root: Path, progress: Pr
             return render_slot(recipe, settings, out_root, progress, owned)
         finally:
             owned.close()
+    # Load the configured model backends now: missing weights fail before any work.
+    backends.flux
     if settings.verify:
-        backends.clip  # loads the CLIP ensemble if configured: missing weights fail before any work
+        backends.clip
     clock = StageClock()
 
     def speak():
@@ -95,7 +99,7 @@ def render_slot(recipe: Recipe, settings: Settings, out_root: Path, progress: Pr
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="render-tts") as pool:
         speech_job = pool.submit(speak)
         with clock.time("image"):
-            actor = pipeline.make_actor(recipe, settings)
+            actor = pipeline.make_actor(recipe, settings, backends)
         progress("image", 1, 1)
         with clock.time("warp_prepare"):
             pipeline.prepare_warp(backends, actor)

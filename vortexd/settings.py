@@ -24,6 +24,16 @@ class Settings(BaseSettings):
     """Folders a recipe may reference files in, besides the recipe's own folder."""
     actor_library_dir: Path | None = None
     """Portraits the library image backend picks from when a recipe gives a prompt."""
+    image_backend: Literal["library", "flux"] = "library"
+    """What a recipe's actor.prompt becomes: a library pick, or a Flux-schnell portrait."""
+    flux_weights_dir: Path | None = None
+    """A local FLUX.1-schnell folder in the diffusers layout (model_index.json, transformer/, …)."""
+    flux_steps: Annotated[int, Field(ge=1, le=8)] = 4
+    """Sampling steps; schnell is distilled for 1–4."""
+    flux_quantization: Literal["none", "fp8", "nf4"] = "none"
+    """Transformer weights in fp8 (layerwise casting) or nf4 (bitsandbytes, CUDA) to fit the arena."""
+    image_fallback: Literal["refuse", "library"] = "refuse"
+    """When Flux cannot load: refuse to start, or say so once and use the actor library."""
     warp_backend: str = "mesh"
     liveportrait_weights_dir: Path | None = None
     """Root of the official LivePortrait release (pretrained_weights/liveportrait/... below it)."""

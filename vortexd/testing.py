@@ -34,7 +34,7 @@ def render_frames(recipe_data: dict[str, Any], base_dir: Path, settings: Setting
     settings = settings or Settings(output_dir=base_dir)
     backends = backends or pipeline.Backends(settings)
     recipe = parse_recipe(recipe_data, base_dir)
-    actor = pipeline.make_actor(recipe, settings)
+    actor = pipeline.make_actor(recipe, settings, backends)
     speech, _ = pipeline.make_speech(recipe, backends)
     plan = pipeline.make_plan(recipe, speech)
     slab = pipeline.allocate_slab(plan.n_frames)

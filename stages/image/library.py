@@ -117,6 +117,21 @@ def _prepare(pixels: np.ndarray, source: str, sha256: str, field: str) -> Actor:
     )
 
 
+def actor_from_pixels(pixels: np.ndarray, source: str, field: str) -> Actor:
+    """Prepare an actor from decoded RGB pixels (H×W×3 uint8), e.g. a generated portrait.
+
+    `source` is recorded as Actor.source; Actor.source_sha256 is the sha256 of the pixel bytes,
+    so identical pixels share one cached actor. Raises NoFaceError on `field` when the picture
+    shows no human face.
+    """
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    sha256 = hashlib.sha256(pixels.tobytes()).hexdigest()
+    actor = _cached(sha256)
+    if actor is not None:
+        return actor
+    return _remember(_prepare(pixels, source, sha256, field))
+
+
 def _actor_from_file(path: Path, field: str) -> Actor:
     data = read_image_bytes(path, field)
     sha256 = hashlib.sha256(data).hexdigest()

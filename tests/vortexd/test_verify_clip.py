@@ -32,8 +32,9 @@ def test_rendered_slot_verdict_carries_the_ensemble_scores(tmp_path: Path) -> No
     """A 2 s slot verified by a two-model ensemble: its manifest verdict holds both models' scores and passes."""
     settings = _clip_settings(tmp_path, clip_weights_dir=write_random_clip_folder(tmp_path / "clip"))
     result = render_slot(_recipe(tmp_path, "clip"), settings, settings.output_dir)
-    verdict = json.loads((result.slot_dir / "manifest.json").read_text())["verdict"]
-    clip = verdict["clip"]
+    manifest = json.loads((result.slot_dir / "manifest.json").read_text())
+    verdict, clip = manifest["verdict"], manifest["verdict"]["clip"]
+    assert manifest["backends"]["verify"] == "objective+clip"
     assert clip["models"] == ["tiny-a", "tiny-b"] and clip["frames_scored"] == 2
     assert clip["caption"] == "a photo of an astronaut"
     # Talking frames of the same portrait stay close to it, even for random networks.

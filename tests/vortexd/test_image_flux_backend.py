@@ -1,0 +1,71 @@
+"""image_backend = "flux": a prompt goes through Flux and its face gate; missing weights refuse or fall back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("diffusers", reason="the Flux image backend needs diffusers")
+
+from stages.errors import NoFaceError  # noqa: E402
+from stages.image.flux_testing import build_tiny_flux  # noqa: E402
+from vortexd import pipeline  # noqa: E402
+from vortexd.recipe import parse_recipe  # noqa: E402
+from vortexd.render import render_slot  # noqa: E402
+from vortexd.settings import Settings  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def _recipe(tmp_path: Path, slot_id: str, **actor):
+    return parse_recipe({"slot_id": slot_id, "actor": actor, "speech": {"text": "Hello there."},
+                         "output": {"duration_s": 2}}, tmp_path)
+
+
+def test_prompt_goes_through_flux_and_its_face_gate(tmp_path: Path) -> None:
+    """A random-weight Flux draws no face: the slot is refused on actor.prompt and nothing is published."""
+    settings = Settings(output_dir=tmp_path / "out", image_backend="flux",
+                        flux_weights_dir=build_tiny_flux(tmp_path / "flux"))
+    with pytest.raises(NoFaceError, match="actor.prompt") as info:
+        render_slot(_recipe(tmp_path, "flux", prompt="a smiling woman"), settings, settings.output_dir)
+    assert "3" in str(info.value)  # it says how many pictures it tried
+    assert not (settings.output_dir / "flux").exists()
+
+
+def test_recipe_image_wins_over_flux(tmp_path: Path, shared_dir: Path) -> None:
+    """With Flux configured, a recipe that brings its own image renders from that image."""
+    import shutil
+
+    shutil.copy(shared_dir / "faces" / "s10.jpg", tmp_path / "face.jpg")
+    settings = Settings(output_dir=tmp_path / "out", image_backend="flux",
+                        flux_weights_dir=build_tiny_flux(tmp_path / "flux"), verify=False)
+    result = render_slot(_recipe(tmp_path, "own", image="face.jpg", prompt="ignored"), settings, settings.output_dir)
+    assert result.manifest["actor_source"].endswith("face.jpg") and result.manifest["backends"]["image"] == "library"
+
+
+def test_missing_weights_refuse_naming_the_setting(tmp_path: Path) -> None:
+    """An empty flux_weights_dir makes the backend unavailable, naming the missing model_index.json."""
+    (tmp_path / "empty").mkdir()
+    settings = Settings(output_dir=tmp_path / "out", image_backend="flux", flux_weights_dir=tmp_path / "empty")
+    with pytest.raises(pipeline.BackendUnavailable, match="model_index.json"):
+        render_slot(_recipe(tmp_path, "refused", prompt="a man"), settings, settings.output_dir)
+    assert not (settings.output_dir / "refused").exists()
+
+
+def test_fallback_serves_prompts_from_the_library(tmp_path: Path) -> None:
+    """With image_fallback = "library" and no weights, a prompt renders from the sample portrait."""
+    settings = Settings(output_dir=tmp_path / "out", image_backend="flux", image_fallback="library", verify=False)
+    result = render_slot(_recipe(tmp_path, "fallback", prompt="a man"), settings, settings.output_dir)
+    assert result.manifest["actor_source"] == "builtin:astronaut"
+
+
+def test_daemon_refuses_to_start_without_flux_weights(tmp_path: Path) -> None:
+    """vortexd serve with image_backend = "flux" and an empty weights folder exits before READY, naming the file."""
+    from vortexd.testing_daemon import DaemonProcess, write_config
+
+    (tmp_path / "empty").mkdir()
+    config = write_config(tmp_path, image_backend="flux", flux_weights_dir=str(tmp_path / "empty"))
+    with pytest.raises(RuntimeError, match="exited with 1") as info:
+        DaemonProcess(tmp_path, config).start(timeout_s=120)
+    assert "model_index.json" in str(info.value)
