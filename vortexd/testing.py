@@ -1,4 +1,4 @@
-"""Helpers for tests and benchmarks: render frames without publishing, measure faces on frames."""
+"""Helpers for tests and benchmarks: render frames without publishing, measure head motion on frames."""
 
 from __future__ import annotations
 
@@ -40,19 +40,6 @@ def render_frames(recipe_data: dict[str, Any], base_dir: Path, settings: Setting
     slab = pipeline.allocate_slab(plan.n_frames)
     pipeline.warp_frames(backends, actor, plan, slab)
     return RenderedFrames(slab, speech, plan, recipe)
-
-
-def track_landmarks(frames: np.ndarray) -> np.ndarray:
-    """(T, 478, 3) face-mesh landmarks per frame (NaN where no face is found)."""
-    from stages.image.face import N_LANDMARKS, FaceTracker
-
-    tracked = np.full((len(frames), N_LANDMARKS, 3), np.nan, dtype=np.float32)
-    with FaceTracker() as tracker:
-        for i, frame in enumerate(frames):
-            found = tracker.landmarks(frame)
-            if found is not None:
-                tracked[i] = found
-    return tracked
 
 
 def head_motion_energy(landmarks: np.ndarray) -> float:

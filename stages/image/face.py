@@ -97,3 +97,14 @@ class FaceTracker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def track_landmarks(frames: np.ndarray) -> np.ndarray:
+    """(T, 478, 3) landmarks in pixels over consecutive frames (one tracker); NaN rows where no face."""
+    tracked = np.full((len(frames), N_LANDMARKS, 3), np.nan, dtype=np.float32)
+    with FaceTracker() as tracker:
+        for i in range(len(frames)):  # MediaPipe takes one image per call
+            found = tracker.landmarks(frames[i])
+            if found is not None:
+                tracked[i] = found
+    return tracked

@@ -46,15 +46,6 @@ def prepared(astronaut_actor):
 @pytest.fixture(scope="session")
 def tracker_landmarks():
     """Track landmarks on rendered frames: (T, 478, 3), NaN rows where no face is found."""
-    from stages.image.face import FaceTracker
+    from stages.image.face import track_landmarks
 
-    def track(frames: np.ndarray) -> np.ndarray:
-        out = np.full((len(frames), 478, 3), np.nan, np.float32)
-        with FaceTracker() as tracker:
-            for i, frame in enumerate(frames):
-                lm = tracker.landmarks(frame)
-                if lm is not None:
-                    out[i] = lm
-        return out
-
-    return track
+    return track_landmarks
