@@ -15,6 +15,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import structlog
@@ -81,16 +82,11 @@ class Backends:
     def warp(self):
         """The configured warp backend, or the mesh warp if it cannot load and fallback is allowed."""
         settings = self.settings
+        mesh = load_backend_class("warp", "mesh")
         if settings.warp_backend == "mesh":
-            return load_backend_class("warp", "mesh")()
-        try:
-            return self._load_real_warp()
-        except (StageInputError, ImportError, OSError) as exc:
-            if settings.warp_fallback != "mesh":
-                raise BackendUnavailable(f"warp backend {settings.warp_backend!r} cannot load: {exc}") from exc
-            # Said once, here: the backend is cached, so this never repeats per slot.
-            log.warning("warp_backend_fallback", wanted=settings.warp_backend, using="mesh", reason=str(exc))
-            return load_backend_class("warp", "mesh")()
+            return mesh()
+        return self._load_or_fall_back("warp", settings.warp_backend, self._load_real_warp,
+                                       settings.warp_fallback == "mesh", "mesh", mesh)
 
     @functools.cached_property
     def flux(self):
@@ -102,20 +98,8 @@ class Backends:
         settings = self.settings
         if settings.image_backend == "library":
             return None
-        try:
-            if settings.flux_weights_dir is None:
-                raise StageInputError("flux_weights_dir", "is not set; it must name a local FLUX.1-schnell "
-                                      "folder in the diffusers layout (model_index.json, transformer/, vae/, …)")
-            from stages.image.flux import FluxImageBackend, FluxOptions
-
-            return FluxImageBackend(FluxOptions(weights_dir=settings.flux_weights_dir, device=settings.device,
-                                                steps=settings.flux_steps,
-                                                quantization=settings.flux_quantization))
-        except (StageInputError, ImportError, OSError) as exc:
-            if settings.image_fallback != "library":
-                raise BackendUnavailable(f"image backend 'flux' cannot load: {exc}") from exc
-            log.warning("image_backend_fallback", wanted="flux", using="library", reason=str(exc))
-            return None
+        return self._load_or_fall_back("image", "flux", self._load_flux, settings.image_fallback == "library",
+                                       "library", lambda: None)
 
     @functools.cached_property
     def clip(self):
@@ -127,30 +111,48 @@ class Backends:
         settings = self.settings
         if settings.verify_backend == "objective":
             return None
-        try:
-            if settings.clip_weights_dir is None:
-                raise StageInputError("clip_weights_dir", "is not set; it must name the folder that holds "
-                                      "one folder per CLIP model and bpe_simple_vocab_16e6.txt.gz")
-            from stages.verify.clip.judge import ClipJudge
+        return self._load_or_fall_back("verify", "clip", self._load_clip, settings.verify_fallback == "objective",
+                                       "objective", lambda: None)
 
-            return ClipJudge.from_folder(settings.clip_weights_dir, tuple(settings.clip_models),
-                                         device=settings.device)
+    @staticmethod
+    def _load_or_fall_back(stage: str, wanted: str, load: Callable[[], object], may_fall_back: bool,
+                           fallback_name: str, fallback: Callable[[], object]):
+        """`load()`, or on missing weights/packages: refuse with BackendUnavailable, or (if the
+        operator allows it) say so once and use `fallback()`."""
+        try:
+            return load()
         except (StageInputError, ImportError, OSError) as exc:
-            if settings.verify_fallback != "objective":
-                raise BackendUnavailable(f"verify backend 'clip' cannot load: {exc}") from exc
-            log.warning("verify_backend_fallback", wanted="clip", using="objective", reason=str(exc))
-            return None
+            if not may_fall_back:
+                raise BackendUnavailable(f"{stage} backend {wanted!r} cannot load: {exc}") from exc
+            # Said once, here: backends are cached, so this never repeats per slot.
+            log.warning(f"{stage}_backend_fallback", wanted=wanted, using=fallback_name, reason=str(exc))
+            return fallback()
 
     def _load_real_warp(self):
         settings = self.settings
         backend = load_backend_class("warp", settings.warp_backend)
         if settings.warp_backend == "liveportrait":
-            if settings.liveportrait_weights_dir is None:
-                raise StageInputError("liveportrait_weights_dir", "is not set; it must name the folder that "
-                                      "holds pretrained_weights/liveportrait/")
-            return backend(settings.liveportrait_weights_dir, device=settings.device,
-                           chunk_frames=settings.liveportrait_chunk_frames)
+            weights_dir = _required_dir(settings, "liveportrait_weights_dir",
+                                        "the folder that holds pretrained_weights/liveportrait/")
+            return backend(weights_dir, device=settings.device, chunk_frames=settings.liveportrait_chunk_frames)
         return backend()
+
+    def _load_flux(self):
+        from stages.image.flux import FluxImageBackend, FluxOptions
+
+        settings = self.settings
+        weights_dir = _required_dir(settings, "flux_weights_dir", "a local FLUX.1-schnell folder in the "
+                                    "diffusers layout (model_index.json, transformer/, vae/, …)")
+        return FluxImageBackend(FluxOptions(weights_dir=weights_dir, device=settings.device,
+                                            steps=settings.flux_steps, quantization=settings.flux_quantization))
+
+    def _load_clip(self):
+        from stages.verify.clip.judge import ClipJudge
+
+        settings = self.settings
+        weights_dir = _required_dir(settings, "clip_weights_dir",
+                                    "the folder that holds one folder per CLIP model and bpe_simple_vocab_16e6.txt.gz")
+        return ClipJudge.from_folder(weights_dir, tuple(settings.clip_models), device=settings.device)
 
     def prepared_warp(self, actor: Actor):
         """The warp backend prepared for `actor`, cached by the actor's content hash.
@@ -170,6 +172,14 @@ class Backends:
             if key not in self._prepared and len(self._prepared) >= 8:
                 self._prepared.pop(next(iter(self._prepared)))
             return self._prepared.setdefault(key, prepared)
+
+
+def _required_dir(settings: Settings, field: str, what: str) -> Path:
+    """The folder setting `field`, or StageInputError saying it is unset and what it must name."""
+    value = getattr(settings, field)
+    if value is None:
+        raise StageInputError(field, f"is not set; it must name {what}")
+    return value
 
 
 def make_actor(recipe: Recipe, settings: Settings, backends: Backends | None = None) -> Actor:
