@@ -1,4 +1,4 @@
-"""A configured warp backend whose weights are missing: refuse clearly, or fall back once to the mesh warp."""
+"""A configured model backend whose weights are missing: refuse clearly, or fall back once as configured."""
 
 from __future__ import annotations
 
@@ -33,9 +33,19 @@ def test_fallback_policy_uses_the_mesh_warp(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_daemon_refuses_to_start_without_its_weights(tmp_path: Path) -> None:
-    """vortexd serve exits non-zero before READY and its log says why."""
-    daemon = DaemonProcess(tmp_path, write_config(tmp_path, warp_backend="liveportrait"))
+@pytest.mark.parametrize("settings, package, named", [
+    ({"warp_backend": "liveportrait"}, None, "liveportrait_weights_dir"),
+    ({"image_backend": "flux", "flux_weights_dir": "{empty}"}, "diffusers", "model_index.json"),
+    ({"verify_backend": "clip", "clip_weights_dir": "{empty}"}, "torch", "bpe_simple_vocab_16e6.txt.gz"),
+], ids=["liveportrait", "flux", "clip"])
+def test_daemon_refuses_to_start_without_its_weights(tmp_path: Path, settings: dict, package: str | None,
+                                                     named: str) -> None:
+    """vortexd serve with a model backend whose weights are missing exits non-zero before READY, saying what is missing."""
+    if package is not None:
+        pytest.importorskip(package, reason=f"this backend needs {package}")
+    (tmp_path / "empty").mkdir()
+    settings = {key: value.format(empty=tmp_path / "empty") for key, value in settings.items()}
+    daemon = DaemonProcess(tmp_path, write_config(tmp_path, **settings))
     with pytest.raises(RuntimeError, match="exited with 1") as info:
         daemon.start(timeout_s=120)
-    assert "liveportrait_weights_dir" in str(info.value)
+    assert named in str(info.value)
