@@ -30,7 +30,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-from stages.warp.liveportrait.checkpoints import LivePortraitNetworks, build_networks, load_strict, random_state_dict
+from stages.warp.liveportrait.checkpoints import LivePortraitNetworks, build_networks, load_strict
+from stages.warp.liveportrait.random_weights import random_state_dict
 from stages.warp.liveportrait.config import FULL
 from stages.warp.liveportrait.engine import ChunkEngine, EngineOptions
 from stages.warp.liveportrait.pasteback import face_crop, paste, paste_maps

@@ -27,11 +27,12 @@ import torch
 from torch import nn
 
 from stages.errors import StageInputError
-from stages.warp.liveportrait.checkpoints import (load_strict, random_state_dict, read_checkpoint,
-                                                  resolve_checkpoint, warm_up_vector_math)
+from stages.warp.liveportrait.checkpoints import (load_strict, read_checkpoint, resolve_checkpoint,
+                                                  warm_up_vector_math)
 from stages.warp.liveportrait.config import (CHECKPOINT_PATHS, FULL, SpadeConfig, WarpingConfig,
                                              small_config_from_cases)
 from stages.warp.liveportrait.grid_sample3d import GridSample3d
+from stages.warp.liveportrait.random_weights import random_state_dict
 from stages.warp.liveportrait.sampling import gather_sampling
 from stages.warp.liveportrait.spade import SPADEDecoder, SpectralNormConv2d
 from stages.warp.liveportrait.warping import WarpingNetwork
@@ -95,8 +96,9 @@ def freeze_spectral_norm(spade: SPADEDecoder) -> nn.Module:
 
 def example_inputs(config: WarpingConfig, batch: int, seed: int = 0,
                    size_px: int = FEATURE_SIZE_PX) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Plausible seeded W inputs: f_s ~ N(0,1), source keypoints in the central 3/4 of the cube,
-    driving keypoints = source + small motion (σ 0.05)."""
+    """Inputs to trace the export with and to compare onnxruntime against PyTorch on (the graph
+    does not depend on the values; the comparison needs realistic ones): f_s ~ N(0,1), source
+    keypoints in the central 3/4 of the cube, driving keypoints = source + small motion (σ 0.05)."""
     if batch < 1:
         raise StageInputError("export.batch", "must be at least 1", batch=batch)
     gen = torch.Generator().manual_seed(seed)

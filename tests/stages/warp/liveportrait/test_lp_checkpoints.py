@@ -10,8 +10,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="LivePortrait networks need torch")
 
 from stages.warp.liveportrait.checkpoints import (CheckpointError, build_networks, load_networks,  # noqa: E402
-                                                  load_retargeting, write_random_checkpoints)
+                                                  load_retargeting)
 from stages.warp.liveportrait.config import CHECKPOINT_PATHS, FULL, RETARGETING_SUBDICTS  # noqa: E402
+from stages.warp.liveportrait.random_weights import write_random_checkpoints  # noqa: E402
 
 MANIFEST_FILES = {"appearance": "appearance_feature_extractor.pth", "motion": "motion_extractor.pth",
                   "warping": "warping_module.pth", "spade": "spade_generator.pth"}

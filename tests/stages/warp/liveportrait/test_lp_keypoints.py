@@ -7,7 +7,8 @@ import pytest
 torch = pytest.importorskip("torch", reason="LivePortrait networks need torch")
 
 from stages.warp.liveportrait import keypoints as kpm  # noqa: E402
-from stages.warp.liveportrait.checkpoints import load_strict, random_state_dict  # noqa: E402
+from stages.warp.liveportrait.checkpoints import load_strict  # noqa: E402
+from stages.warp.liveportrait.random_weights import random_state_dict  # noqa: E402
 from stages.warp.liveportrait.config import RetargetingConfig  # noqa: E402
 from stages.warp.liveportrait.retargeting import RetargetingMlp  # noqa: E402
 

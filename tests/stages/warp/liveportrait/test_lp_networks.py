@@ -8,7 +8,8 @@ torch = pytest.importorskip("torch", reason="LivePortrait networks need torch")
 nnf = torch.nn.functional
 
 from stages.warp.liveportrait.appearance import AppearanceFeatureExtractor  # noqa: E402
-from stages.warp.liveportrait.checkpoints import load_strict, random_state_dict  # noqa: E402
+from stages.warp.liveportrait.checkpoints import load_strict  # noqa: E402
+from stages.warp.liveportrait.random_weights import random_state_dict  # noqa: E402
 from stages.warp.liveportrait.config import SpadeConfig  # noqa: E402
 from stages.warp.liveportrait.motion_extractor import LayerNorm2d  # noqa: E402
 from stages.warp.liveportrait.spade import SPADEDecoder, SpectralNormConv2d  # noqa: E402

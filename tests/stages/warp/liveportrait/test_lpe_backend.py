@@ -19,7 +19,8 @@ from stages.registry import load_backend_class  # noqa: E402
 from stages.types import Actor, MotionPlan  # noqa: E402
 from stages.warp.liveportrait.backend import LivePortraitBackend  # noqa: E402
 from stages.warp.liveportrait.calibration import CALIBRATION  # noqa: E402
-from stages.warp.liveportrait.checkpoints import CheckpointError, write_random_checkpoints  # noqa: E402
+from stages.warp.liveportrait.checkpoints import CheckpointError  # noqa: E402
+from stages.warp.liveportrait.random_weights import write_random_checkpoints  # noqa: E402
 from stages.warp.liveportrait.config import (AppearanceConfig, DenseMotionConfig, LivePortraitConfig,  # noqa: E402
                                              MotionConfig, SpadeConfig, WarpingConfig)
 from stages.warp.liveportrait.templates import MotionTemplate, fit_to_slot, load_template  # noqa: E402

@@ -12,7 +12,8 @@ torch = pytest.importorskip("torch", reason="LivePortrait needs torch")
 from stages.types import MotionPlan  # noqa: E402
 from stages.warp.liveportrait import keypoints as kpm  # noqa: E402
 from stages.warp.liveportrait.calibration import CALIBRATION  # noqa: E402
-from stages.warp.liveportrait.checkpoints import load_strict, random_state_dict  # noqa: E402
+from stages.warp.liveportrait.checkpoints import load_strict  # noqa: E402
+from stages.warp.liveportrait.random_weights import random_state_dict  # noqa: E402
 from stages.warp.liveportrait.driving import (MAX_ANGLE_DEG, MAX_JAW_OPEN, FaceRatios, face_ratios,  # noqa: E402
                                               plan_keypoints, plan_kp_info, plan_ratios, retarget_and_stitch,
                                               source_motion, template_keypoints, template_posed)

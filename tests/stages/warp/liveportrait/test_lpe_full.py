@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch", reason="LivePortrait needs torch")
 
 from stages.types import MotionPlan  # noqa: E402
 from stages.warp.liveportrait.backend import LivePortraitBackend  # noqa: E402
-from stages.warp.liveportrait.checkpoints import write_random_checkpoints  # noqa: E402
+from stages.warp.liveportrait.random_weights import write_random_checkpoints  # noqa: E402
 from stages.warp.liveportrait.config import FULL  # noqa: E402
 
 pytestmark = pytest.mark.slow

@@ -44,7 +44,7 @@ def test_cuda_graph_fp16_matches_cpu_fp32(tmp_path: Path) -> None:
     """Graph replay in fp16 renders what the CPU renders in fp32 (within fp16 error), graph captured once."""
     from stages.image import load_actor
     from stages.warp.liveportrait.backend import LivePortraitBackend
-    from stages.warp.liveportrait.checkpoints import write_random_checkpoints
+    from stages.warp.liveportrait.random_weights import write_random_checkpoints
     from tests.stages.warp.liveportrait.test_lpe_backend import TINY, speaking_plan
 
     write_random_checkpoints(tmp_path, TINY, seed=4)
