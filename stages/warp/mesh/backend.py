@@ -205,17 +205,28 @@ class PreparedMeshWarp:
 
     def _render_blocks(self, plan: MotionPlan, start: int, stop: int, out: np.ndarray) -> None:
         pool = _thread_pool()
-        for block_start in range(start, stop, BLOCK_FRAMES):
-            block_stop = min(block_start + BLOCK_FRAMES, stop)
-            n = block_stop - block_start
-            feats = fill_features(plan, block_start, block_stop, FRAME_SIZE_PX, self._features)
-            np.clip(feats, -self._feature_limits, self._feature_limits, out=feats)
-            for layer in self._layers.values():
-                layer.compute(feats)
-            half = (n + 1) // 2
-            job = pool.submit(self._render_frames, self._workspaces[1], range(half, n), block_start, out)
-            self._render_frames(self._workspaces[0], range(0, half), block_start, out)
+        for block_start in range(start - start % BLOCK_FRAMES, stop, BLOCK_FRAMES):
+            first = max(start, block_start) - block_start
+            last = min(stop, block_start + BLOCK_FRAMES) - block_start
+            self._fill_block_fields(plan, block_start, first, last)
+            half = (first + last + 1) // 2
+            job = pool.submit(self._render_frames, self._workspaces[1], range(half, last), block_start, out)
+            self._render_frames(self._workspaces[0], range(first, half), block_start, out)
             job.result()
+
+    def _fill_block_fields(self, plan: MotionPlan, block_start: int, first: int, last: int) -> None:
+        """Node fields of block rows [first, last) of the block at absolute frame `block_start`.
+
+        Blocks sit at multiples of BLOCK_FRAMES and every matmul has the full block shape (rows
+        outside the request are zero): BLAS kernels may round a row differently depending on
+        the block's row count and the row's place in it (OpenBLAS does with some core types),
+        so this is what keeps a frame's pixels independent of how a caller chunks a render.
+        """
+        self._features.fill(0.0)
+        fill_features(plan, block_start + first, block_start + last, FRAME_SIZE_PX, self._features[first:])
+        np.clip(self._features, -self._feature_limits, self._feature_limits, out=self._features)
+        for layer in self._layers.values():
+            layer.compute(self._features)
 
     def _render_frames(self, ws: _Workspace, js: range, block_start: int, out: np.ndarray) -> None:
         layers = self._layers

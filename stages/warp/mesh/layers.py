@@ -123,5 +123,12 @@ class LayerFields:
         self.fields = self._flat.reshape((max_block,) + grid.shape + (2,))
 
     def compute(self, features: np.ndarray) -> None:
-        """Node fields for every frame of the block: one matmul into the preallocated buffer."""
-        np.matmul(features, self.basis, out=self._flat[: features.shape[0]])
+        """Node fields for every frame of a whole block: one matmul into the preallocated buffer.
+
+        `features` always has the full block's rows, so BLAS sees one matmul shape and rounds a
+        given row the same way in every call (see PreparedMeshWarp._fill_block_fields).
+        """
+        if features.shape != (self._flat.shape[0], self.basis.shape[0]):
+            raise ValueError(f"expected a full block of features {(self._flat.shape[0], self.basis.shape[0])}, "
+                             f"got {features.shape}")
+        np.matmul(features, self.basis, out=self._flat)

@@ -46,17 +46,33 @@ def test_rest_plan_reproduces_the_actor(prepared, astronaut_actor):
     assert (diff > 3).sum() <= 40  # tooth tips poking into the lips' edge band, painted as lip
 
 
-def test_render_is_deterministic_and_independent_of_chunking(prepared):
-    """Same plan → identical frames, whether rendered in one call or in uneven chunks."""
-    n = 40
+CHUNKINGS = {
+    "one call": [70],
+    "uneven, split inside a block": [17, 23, 30],
+    "across a block edge": [31, 2, 37],
+    "single frames": [1] * 70,
+}
+
+
+@pytest.mark.parametrize("sizes", CHUNKINGS.values(), ids=CHUNKINGS.keys())
+def test_render_is_deterministic_and_independent_of_chunking(prepared, sizes):
+    """Same plan → identical bytes in every frame, however the caller chunks the render.
+
+    70 frames cross two block edges; the plan moves every layer (head, jaw, lips, lids) so any
+    frame whose fields were computed differently would show it.
+    """
+    n = sum(sizes)
     rng = np.random.default_rng(3)
     plan = make_plan(n, jaw_open=rng.uniform(0, 1, n), blink=rng.uniform(0, 1, n),
-                     head_yaw_deg=rng.uniform(-6, 6, n), lip_width=rng.uniform(-1, 1, n))
-    a, b = new_slab(n), new_slab(n)
-    prepared.render(plan, slice(0, n), a)
-    prepared.render(plan, slice(0, 17), b)
-    prepared.render(plan, slice(17, n), b)
-    assert np.array_equal(a, b)
+                     head_yaw_deg=rng.uniform(-6, 6, n), head_roll_deg=rng.uniform(-3, 3, n),
+                     lip_width=rng.uniform(-1, 1, n), smile=rng.uniform(0, 1, n))
+    whole, chunked = new_slab(n), new_slab(n)
+    prepared.render(plan, slice(0, n), whole)
+    bounds = np.cumsum([0] + sizes)
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        prepared.render(plan, slice(int(lo), int(hi)), chunked)
+    differing = [k for k in range(n) if not np.array_equal(whole[k], chunked[k])]
+    assert not differing, f"frames {differing} depend on the chunking"
 
 
 def test_rendering_a_slice_touches_only_those_frames(prepared):
