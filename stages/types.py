@@ -92,6 +92,6 @@ class MotionPlan:
         """The per-frame arrays by name (everything but fps and meta)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("fps", "meta")}
 
-    def slice(self, frames: slice) -> "MotionPlan":
-        """The plan restricted to `frames` (views, no copies)."""
+    def slice(self, frames: slice | np.ndarray) -> "MotionPlan":
+        """The plan restricted to `frames`: a slice (views, no copies) or frame indices (copies)."""
         return MotionPlan(fps=self.fps, meta=self.meta, **{k: v[frames] for k, v in self.curves().items()})

@@ -142,8 +142,15 @@ def test_voices_lists_espeak_and_kokoro_voices(daemon: DaemonProcess) -> None:
     assert "en-us" in voices["espeak"] and "kokoro:jf_alpha" in voices["kokoro"]
 
 
-def test_metrics_endpoint_exposes_slot_timing_series(daemon: DaemonProcess) -> None:
-    """After slots ran, /metrics has stage and end-to-end histograms, slack, outcomes, arena and warp rate."""
+def test_metrics_endpoint_exposes_slot_timing_series(daemon: DaemonProcess, shared_dir: Path) -> None:
+    """After a slot published and one failed, /metrics has stage and end-to-end histograms, slack,
+    outcomes, arena and warp rate (the test runs its own slots: it passes alone and in any order)."""
+    shutil.copy(shared_dir / "faces" / "s25.jpg", daemon.folder / "metrics-dog.jpg")
+    dog = {"image": str(daemon.folder / "metrics-dog.jpg")}
+    for recipe in (_recipe(7, slot_id="metrics-ok"), _recipe(8, slot_id="metrics-dog", actor=dog)):
+        assert daemon.request("submit", {"recipe": recipe})["ok"]
+    _wait_for(lambda: _states(daemon).get("metrics-ok") == "published"
+              and _states(daemon).get("metrics-dog") == "failed", 60, "one slot published, one failed")
     port = daemon.request("status")["result"]["metrics_port"]
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     values = {}
@@ -151,10 +158,10 @@ def test_metrics_endpoint_exposes_slot_timing_series(daemon: DaemonProcess) -> N
         if line and not line.startswith("#"):
             name, _, value = line.rpartition(" ")
             values[name] = float(value)
-    assert values['vortex_slots_total{outcome="published"}'] >= 5
+    assert values['vortex_slots_total{outcome="published"}'] >= 1
     assert values['vortex_slots_total{outcome="failed"}'] >= 1
-    assert values['vortex_stage_duration_seconds_count{stage="warp"}'] >= 5
-    assert values["vortex_slot_end_to_end_seconds_count"] >= 5
+    assert values['vortex_stage_duration_seconds_count{stage="warp"}'] >= 1
+    assert values["vortex_slot_end_to_end_seconds_count"] >= 1
     assert values["vortex_warp_frames_per_second"] > 0
     assert values['vortex_arena_bytes{kind="budget",region="video_slabs"}'] >= 2 * 144 * 512 * 512 * 3
     assert any(k.startswith("vortex_deadline_slack_seconds_bucket") for k in values)

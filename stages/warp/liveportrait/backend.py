@@ -14,6 +14,7 @@ into the slab in place. render_template() does the same from a motion template i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,12 +53,9 @@ class PreparedLivePortrait:
         """Write frames `frames` of `plan` into `out[frames]` (the whole (n, 512, 512, 3) uint8 slab)."""
         start, stop = validate_plan(plan, frames)
         check_slab(out, stop)
-        if stop == start:
-            return
-        nets = self.backend.networks
-        with torch.inference_mode():
-            x_d = plan_keypoints(nets, self.source, plan.slice(slice(start, stop)), self.backend.calibration)
-        self._run(x_d, out[start:stop])
+        nets, calibration = self.backend.networks, self.backend.calibration
+        self._render_chunks(start, stop, out,
+                            lambda rows: plan_keypoints(nets, self.source, plan.slice(rows), calibration))
 
     def render_template(self, template: MotionTemplate, frames: slice, out: np.ndarray) -> None:
         """Write frames `frames` driven by a motion template (already fitted to the slot) into `out`."""
@@ -68,17 +66,28 @@ class PreparedLivePortrait:
         if stop > template.n_frames:
             raise StageInputError("motion.template", "the template is shorter than the frames asked for "
                                   "(fit it to the slot first)", template_frames=template.n_frames, stop=stop)
-        if stop <= start:
-            return
-        with torch.inference_mode():
-            x_d = template_keypoints(self.backend.networks, self.source, template, slice(start, stop))
-        self._run(x_d, out[start:stop])
+        nets = self.backend.networks
+        self._render_chunks(start, stop, out, lambda rows: template_keypoints(nets, self.source, template, rows))
 
-    def _run(self, x_d: torch.Tensor, view: np.ndarray) -> None:
+    def _render_chunks(self, start: int, stop: int, out: np.ndarray,
+                       keypoints_for: Callable[[np.ndarray], torch.Tensor]) -> None:
+        """Render [start, stop) in chunks aligned to absolute frame indices, each of the full shape.
+
+        Kernels (the MLPs' matmuls, W's and G's convolutions) may round a batch row differently
+        by the batch's size and the row's place in it; with chunks at multiples of chunk_frames
+        and rows outside the request repeating its nearest frame, a frame renders the same bytes
+        however the caller splits the slot.
+        """
         engine = self.backend.engine
+        b = engine.chunk_frames
         with engine.lock:
             engine.bind(self.bound)
-            engine.run(x_d, view)
+            for chunk_start in range(start - start % b, stop, b):
+                rows = np.clip(np.arange(chunk_start, chunk_start + b), start, stop - 1)
+                lo, hi = max(start, chunk_start), min(stop, chunk_start + b)
+                with torch.inference_mode():
+                    x_d = keypoints_for(rows)
+                engine.run_chunk(x_d, slice(lo - chunk_start, hi - chunk_start), out[lo:hi])
 
 
 class LivePortraitBackend:

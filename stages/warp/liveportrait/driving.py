@@ -196,30 +196,39 @@ def plan_keypoints(nets: LivePortraitNetworks, source: SourceMotion, plan: Motio
     return retarget_and_stitch(nets, source, x_d, torch.as_tensor(lip, device=dev), torch.as_tensor(eye, device=dev))
 
 
-def template_posed(source: SourceMotion, template: MotionTemplate, frames: slice) -> torch.Tensor:
-    """(n, K, 3) relative-mode keypoints of template frames `frames` (before stitching).
+def _template_rows(template: MotionTemplate, frames: slice | np.ndarray) -> np.ndarray:
+    """The frame indices `frames` names, checked to lie inside the template."""
+    n = template.n_frames
+    contiguous = not isinstance(frames, slice) or (frames.step in (None, 1) and (frames.stop or 0) <= n)
+    rows = np.arange(n)[frames] if isinstance(frames, slice) else np.asarray(frames)
+    if not contiguous or rows.size and not 0 <= rows.min() <= rows.max() < n:
+        raise StageInputError("motion.template", "the template does not cover the requested frames",
+                              frames=str(frames), template_frames=n)
+    return rows
+
+
+def template_posed(source: SourceMotion, template: MotionTemplate, frames: slice | np.ndarray) -> torch.Tensor:
+    """(n, K, 3) relative-mode keypoints of template frames `frames` (a slice or frame indices),
+    before stitching.
 
     Frame 0 of the *whole* template is the reference, so any chunk of a slot moves consistently.
     """
-    start, stop, step = frames.indices(template.n_frames)
-    if step != 1 or frames.stop is not None and frames.stop > template.n_frames:
-        raise StageInputError("motion.template", "the template does not cover the requested frames",
-                              frames=(frames.start, frames.stop), template_frames=template.n_frames)
+    rows = _template_rows(template, frames)
     dev = source.kp.device
 
     def tensor(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(a, np.float32), device=dev)
 
-    rot_i, rot_0 = tensor(template.R[start:stop]), tensor(template.R[0:1])
+    rot_i, rot_0 = tensor(template.R[rows]), tensor(template.R[0:1])
     rot = rot_i @ rot_0.transpose(1, 2) @ source.R
-    exp = source.exp + tensor(template.exp[start:stop]) - tensor(template.exp[0:1])
-    scale = source.scale * tensor(template.scale[start:stop]) / tensor(template.scale[0:1])
-    t = source.t + tensor(template.t[start:stop]) - tensor(template.t[0:1])
+    exp = source.exp + tensor(template.exp[rows]) - tensor(template.exp[0:1])
+    scale = source.scale * tensor(template.scale[rows]) / tensor(template.scale[0:1])
+    t = source.t + tensor(template.t[rows]) - tensor(template.t[0:1])
     x = (source.kp @ rot + exp) * scale[..., None]
     return torch.cat([x[..., :2] + t[:, None, :2], x[..., 2:]], dim=-1)  # tz ignored (set to 0)
 
 
 def template_keypoints(nets: LivePortraitNetworks, source: SourceMotion, template: MotionTemplate,
-                       frames: slice) -> torch.Tensor:
+                       frames: slice | np.ndarray) -> torch.Tensor:
     """(n, K, 3) stitched driving keypoints of template frames `frames` (official relative mode)."""
     return retarget_and_stitch(nets, source, template_posed(source, template, frames))

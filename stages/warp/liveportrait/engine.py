@@ -8,8 +8,8 @@ graph serve every actor.
 
 On CUDA the step runs under fp16 autocast (as the official inference does) and is captured once
 as a CUDA graph, then replayed per chunk; on the CPU it runs eagerly in fp32. Otherwise the code
-path is the same: load keypoints → step → copy frames out. A last, partial chunk is padded by
-repeating its last keypoints (the padded frames are computed and dropped: the graph has one shape).
+path is the same: load keypoints → step → copy frames out. The step always renders a whole chunk
+(the graph has one shape); callers pad a partial chunk and keep only the rows they asked for.
 """
 
 from __future__ import annotations
@@ -135,22 +135,21 @@ class ChunkEngine:
                 self._capture()
             self._graph.replay()
 
-    def run(self, kp_driving: torch.Tensor, out: np.ndarray) -> None:
-        """Render frames for `kp_driving` (n, K, 3) into `out` (n, H, W, 3) uint8, chunk by chunk."""
+    def run_chunk(self, kp_driving: torch.Tensor, rows: slice, out: np.ndarray) -> None:
+        """Render one whole chunk for `kp_driving` (chunk_frames, K, 3); copy its `rows` into `out`.
+
+        Callers pass whole chunks, padded as they see fit: the step has one shape, and a frame
+        at a given row of a given chunk then always sees the same kernels (see backend.py).
+        """
         if self._bound is None:
             raise RuntimeError("no actor bound to the engine")
-        n = kp_driving.shape[0]
-        if out.shape[0] != n:
-            raise ValueError(f"{n} keypoint sets for {out.shape[0]} output frames")
-        b = self.chunk_frames
+        if kp_driving.shape != self.kp_driving.shape:
+            raise ValueError(f"expected a whole chunk of keypoints {tuple(self.kp_driving.shape)}, "
+                             f"got {tuple(kp_driving.shape)}")
         with torch.inference_mode():
-            for start in range(0, n, b):
-                m = min(b, n - start)
-                self.kp_driving[:m].copy_(kp_driving[start:start + m])
-                if m < b:
-                    self.kp_driving[m:].copy_(kp_driving[start + m - 1].expand(b - m, -1, -1))
-                self.step()
-                if self.host is not self.frames:
-                    self.host.copy_(self.frames, non_blocking=True)
-                    torch.cuda.current_stream(self.device).synchronize()
-                np.copyto(out[start:start + m], self.host[:m].numpy())
+            self.kp_driving.copy_(kp_driving)
+            self.step()
+            if self.host is not self.frames:
+                self.host.copy_(self.frames, non_blocking=True)
+                torch.cuda.current_stream(self.device).synchronize()
+            np.copyto(out, self.host[rows].numpy())
