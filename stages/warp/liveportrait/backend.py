@@ -30,6 +30,7 @@ from stages.warp.liveportrait.config import FULL, LivePortraitConfig
 from stages.warp.liveportrait.driving import (SourceMotion, face_ratios, plan_keypoints, source_motion,
                                               template_keypoints)
 from stages.warp.liveportrait.engine import BoundSource, ChunkEngine, EngineOptions
+from stages.warp.liveportrait.inference import prepare_for_inference
 from stages.warp.base import check_slab, validate_plan
 from stages.warp.liveportrait.pasteback import CROP_SIZE_PX, FaceCrop, check_frame, face_crop, paste_maps
 from stages.warp.liveportrait.templates import MotionTemplate
@@ -107,6 +108,7 @@ class LivePortraitBackend:
         self.config = config
         self.calibration = calibration
         self.networks: LivePortraitNetworks = load_networks(weights_dir, config, dev)
+        prepare_for_inference(self.networks.warping, self.networks.spade)
         f_cfg = config.appearance_feature_extractor_params
         side = CROP_SIZE_PX // 2 ** f_cfg.num_down_blocks
         feature_shape = (f_cfg.reshape_channel, f_cfg.reshape_depth, side, side)

@@ -30,6 +30,7 @@ from stages.warp.liveportrait.appearance import AppearanceFeatureExtractor
 from stages.warp.liveportrait.checkpoints import load_strict, warm_up_vector_math
 from stages.warp.liveportrait.config import (BIN_OFFSET_DEG, AppearanceConfig, MlpConfig, MotionConfig,
                                              SpadeConfig, WarpingConfig, from_mapping)
+from stages.warp.liveportrait.inference import prepare_spade, prepare_warping
 from stages.warp.liveportrait.motion_extractor import MotionExtractor
 from stages.warp.liveportrait.retargeting import RetargetingMlp
 from stages.warp.liveportrait.spade import SPADEDecoder
@@ -88,10 +89,12 @@ class TensorCheck:
 class Harness:
     """Runs the cases of one vectors folder; caches networks loaded from the case files."""
 
-    def __init__(self, folder: str | Path, device: str = "cpu") -> None:
+    def __init__(self, folder: str | Path, device: str = "cpu", for_inference: bool = False) -> None:
+        """`for_inference`: run W and G as the engine does, after inference.prepare_* rewrites."""
         warm_up_vector_math()
         self.folder = Path(folder)
         self.device = torch.device(device)
+        self.for_inference = for_inference
         self.cases: dict[str, Any] = json.loads((self.folder / "cases.json").read_text())
         self.tol = Tolerances.from_cases(self.cases)
         self._networks: dict[str, nn.Module] = {}
@@ -112,7 +115,9 @@ class Harness:
                 module = build_module(case)
             weights = {k.removeprefix("weights."): v for k, v in load_file(str(self.folder / file)).items()
                        if k.startswith("weights.")}
-            self._networks[file] = load_strict(module, weights, file).to(self.device)
+            module = load_strict(module, weights, file).to(self.device)
+            rewrite = _INFERENCE_REWRITES.get(type(module)) if self.for_inference else None
+            self._networks[file] = rewrite(module) if rewrite else module
         return self._networks[file]
 
     # -- running ---------------------------------------------------------------------------
@@ -279,6 +284,10 @@ def run_e2e(h: Harness, case: Mapping[str, Any], stored: Tensors) -> Tensors:
     return out
 
 
+_INFERENCE_REWRITES: dict[type, Callable[[Any], nn.Module]] = {WarpingNetwork: prepare_warping,
+                                                                SPADEDecoder: prepare_spade}
+
+
 COMPOSITES: dict[str, Callable[[Harness, Mapping[str, Any], Tensors], Tensors]] = {
     "C_transform_keypoint": run_transform_keypoint,
     "C_rotation": run_rotation,
@@ -313,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", type=Path, help="vectors folder with cases.json")
     parser.add_argument("--threads", type=int, default=REFERENCE_THREADS, help="torch CPU threads (default 2)")
     parser.add_argument("--device", default="cpu", help="torch device (TF32 is disabled on CUDA)")
+    parser.add_argument("--inference", action="store_true",
+                        help="run W and G as the engine does (BatchNorm folded, spectral norm frozen, padded)")
     args = parser.parse_args(argv)
     if not (args.folder / "cases.json").is_file():
         print(f"error: {args.folder / 'cases.json'} not found", file=sys.stderr)
@@ -321,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     start = time.perf_counter()
-    checks = Harness(args.folder, args.device).run_all()
+    checks = Harness(args.folder, args.device, for_inference=args.inference).run_all()
     print(format_report(checks))
     print(f"ran in {time.perf_counter() - start:.1f} s on {args.device} with {args.threads} threads")
     return 0 if checks and all(c.ok for c in checks) else 1

@@ -141,6 +141,8 @@ class DenseMotionNetwork(nn.Module):
         self.occlusion = (nn.Conv2d(self.hourglass.out_filters * config.reshape_depth, 1,
                                     kernel_size=OCCLUSION_KERNEL, padding=OCCLUSION_KERNEL // 2)
                           if estimate_occlusion_map else None)
+        self.input_padding = 0
+        """Zero channels appended to the hourglass input (inference.pad_hourglass_channels)."""
 
     def forward(self, feature: torch.Tensor, kp_driving: torch.Tensor,
                 kp_source: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -163,7 +165,10 @@ class DenseMotionNetwork(nn.Module):
             kp_source.reshape(b, -1, 3), grid)
         heat = torch.cat([heat.new_zeros(b, 1, d, h, w), heat], dim=1).unsqueeze(2)  # identity has no heatmap
 
-        prediction = self.hourglass(torch.cat([heat, deformed], dim=2).view(b, -1, d, h, w))
+        stacked = torch.cat([heat, deformed], dim=2).view(b, -1, d, h, w)
+        if self.input_padding:
+            stacked = nnf.pad(stacked, (0, 0, 0, 0, 0, 0, 0, self.input_padding))
+        prediction = self.hourglass(stacked)
         mask = torch.softmax(self.mask(prediction), dim=1)
         deformation = (sparse_motion.permute(0, 1, 5, 2, 3, 4) * mask.unsqueeze(2)).sum(dim=1)
         out = {"mask": mask, "deformation": deformation.permute(0, 2, 3, 4, 1)}

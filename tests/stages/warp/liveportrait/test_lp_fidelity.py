@@ -96,3 +96,13 @@ def test_missing_case_file_is_a_failure(lp_dir: Path, tmp_path: Path) -> None:
     with torch.inference_mode():
         checks = Harness(copy).run("S_lip")
     assert len(checks) == 1 and not checks[0].ok and "S_lip.safetensors" in checks[0].note
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in CASE_NAMES if n.startswith(("W", "G", "E2E"))])
+def test_rewritten_w_and_g_match_official_outputs(name: str, lp_dir: Path, two_threads: None) -> None:
+    """W and G as the engine runs them (BatchNorm folded, spectral norm frozen, hourglass padded)
+    still reproduce the official outputs within the README tolerance."""
+    with torch.inference_mode():
+        checks = Harness(lp_dir, for_inference=True).run(name)
+    assert checks and all(c.ok for c in checks), "\n" + format_report(checks)
