@@ -387,6 +387,8 @@ class Daemon:
 
         await asyncio.to_thread(warp)
         self.metrics.record_warp_throughput(work.plan.n_frames, time.perf_counter() - started)
+        # Only LivePortrait renders in fp16; other backends have nothing to re-render.
+        self.metrics.sync_fp32_rerenders(getattr(self.backends.warp, "fp32_rerenders", 0))
         return {}
 
     async def _finish(self, job: Job) -> dict[str, Any]:

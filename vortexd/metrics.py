@@ -96,6 +96,10 @@ class Metrics:
         self.warp_frames_per_second = Gauge(
             "vortex_warp_frames_per_second", "Frames per second of the most recent warp.",
             registry=reg)
+        self.warp_fp32_rerenders = Counter(
+            "vortex_warp_fp32_rerenders",
+            "Warp chunks whose fp16 render was not finite and were rendered again in fp32.", registry=reg)
+        self._fp32_rerenders_seen = 0
         self.lipsync_last_offset = Gauge(
             "vortex_lipsync_last_offset_frames",
             "Audio-visual offset of the most recent verified slot (positive: video leads).",
@@ -177,6 +181,13 @@ class Metrics:
         rate = frame_count / duration_s
         self.warp_frames_per_second.set(rate)
         return rate
+
+    def sync_fp32_rerenders(self, backend_total: int) -> None:
+        """Advance the fp32 re-render counter to the warp backend's running total."""
+        backend_total = _non_negative("backend_total", backend_total)
+        if backend_total > self._fp32_rerenders_seen:
+            self.warp_fp32_rerenders.inc(backend_total - self._fp32_rerenders_seen)
+            self._fp32_rerenders_seen = backend_total
 
     def observe_lipsync_offset(self, offset_frames: float) -> None:
         """Record the audio-visual offset the verify stage measured for one slot."""

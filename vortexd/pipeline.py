@@ -134,7 +134,10 @@ class Backends:
         if settings.warp_backend == "liveportrait":
             weights_dir = _required_dir(settings, "liveportrait_weights_dir",
                                         "the folder that holds pretrained_weights/liveportrait/")
-            return backend(weights_dir, device=settings.device, chunk_frames=settings.liveportrait_chunk_frames)
+            chunk = settings.liveportrait_chunk_frames
+            return backend(weights_dir, device=settings.device, chunk_frames=None if chunk == "auto" else chunk,
+                           compile=settings.liveportrait_compile, budget_bytes=settings.liveportrait_budget_mib * 2**20,
+                           compile_cache_dir=settings.liveportrait_compile_cache_dir)
         return backend()
 
     def _load_flux(self):

@@ -37,8 +37,15 @@ class Settings(BaseSettings):
     warp_backend: str = "mesh"
     liveportrait_weights_dir: Path | None = None
     """Root of the official LivePortrait release (pretrained_weights/liveportrait/... below it)."""
-    liveportrait_chunk_frames: Annotated[int, Field(ge=1, le=64)] = 8
-    """Frames per W+G batch (fp16 on a 3.5 GB budget fits 15; fp32 fits 7)."""
+    liveportrait_chunk_frames: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
+    """Frames per W+G batch; "auto": the largest whose step, measured at start-up, fits
+    liveportrait_budget_mib (CUDA; 8 on the CPU)."""
+    liveportrait_budget_mib: Annotated[int, Field(ge=1)] = 3584
+    """LivePortrait's device memory, weights included; a warp that cannot fit it refuses to start."""
+    liveportrait_compile: bool = True
+    """CUDA: torch.compile W and G at warm-up (inside the CUDA graph)."""
+    liveportrait_compile_cache_dir: Path | None = None
+    """The compiler's cache (TORCHINDUCTOR_CACHE_DIR), kept so a restart skips the compile."""
     warp_fallback: Literal["refuse", "mesh"] = "refuse"
     """When the configured warp backend cannot load (e.g. weights missing): refuse to start, or
     say so once and fall back to the mesh warp."""

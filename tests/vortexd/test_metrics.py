@@ -45,6 +45,8 @@ def observed() -> Metrics:
     m.set_arena_region("liveportrait", budget_bytes=3_500_000_000, used_bytes=3_100_000_000)
     m.set_arena_region("slabs", budget_bytes=1_698_693_120, used_bytes=849_346_560)
     m.record_warp_throughput(1080, 27.0)
+    m.sync_fp32_rerenders(2)
+    m.sync_fp32_rerenders(3)  # the backend's running total: the counter advances by the difference
     m.observe_lipsync_offset(-1.0)
     return m
 
@@ -65,6 +67,7 @@ def test_every_series_reports_what_was_observed() -> None:
     assert value(m, "vortex_arena_bytes", region="liveportrait", kind="budget") == 3.5e9
     assert value(m, "vortex_arena_bytes", region="slabs", kind="used") == 849_346_560
     assert value(m, "vortex_warp_frames_per_second") == pytest.approx(40.0)
+    assert value(m, "vortex_warp_fp32_rerenders_total") == 3
     assert value(m, "vortex_lipsync_last_offset_frames") == -1.0
     assert value(m, "vortex_lipsync_offset_frames_bucket", le="-1.0") == 1
     assert value(m, "vortex_last_publish_timestamp_seconds") == 1_700_000_045

@@ -14,6 +14,7 @@ into the slab in place. render_template() does the same from a motion template i
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from stages.types import FRAME_SIZE_PX, Actor, MotionPlan
 from stages.warp.liveportrait import keypoints as kpm
 from stages.warp.liveportrait.calibration import CALIBRATION, Calibration
 from stages.warp.liveportrait.checkpoints import LivePortraitNetworks, load_networks
+from stages.warp.liveportrait.chunk_size import PROBE_CHUNKS, PeakModel, cuda_peak_bytes, over_budget
 from stages.warp.liveportrait.config import FULL, LivePortraitConfig
 from stages.warp.liveportrait.driving import (SourceMotion, face_ratios, plan_keypoints, source_motion,
                                               template_keypoints)
@@ -91,30 +93,83 @@ class PreparedLivePortrait:
                 engine.run_chunk(x_d, slice(lo - chunk_start, hi - chunk_start), out[lo:hi])
 
 
+DEFAULT_BUDGET_BYTES = 3584 * 2**20
+"""LivePortrait's share of the seed's arena, 3.5 GiB: weights, the bound actor, one chunk's step."""
+MAX_CHUNK_FRAMES = 64
+CPU_CHUNK_FRAMES = 8
+"""Chunk on the CPU when none is given: memory is not what limits it there, and 8 amortises."""
+
+
 class LivePortraitBackend:
     """LivePortrait warp: F and M once per actor, then W+G per frame in batched chunks."""
 
     name = "liveportrait"
 
-    def __init__(self, weights_dir: Path, device: str = "cpu", chunk_frames: int = 8,
+    def __init__(self, weights_dir: Path, device: str = "cpu", chunk_frames: int | None = 8,
                  config: LivePortraitConfig = FULL, calibration: Calibration = CALIBRATION,
-                 cuda_graph: bool = True) -> None:
+                 cuda_graph: bool = True, compile: bool = True, budget_bytes: int = DEFAULT_BUDGET_BYTES,
+                 compile_cache_dir: Path | None = None) -> None:
+        """`chunk_frames=None` picks the largest chunk whose measured peak fits `budget_bytes` (CUDA).
+
+        On CUDA the engine runs fp16, with W and G compiled (`compile`; the compiler's cache in
+        `compile_cache_dir`, so a restart reuses it) and the step captured as a CUDA graph.
+        """
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise StageInputError("warp.device", "CUDA was asked for but torch sees no CUDA device", device=device)
-        if chunk_frames < 1:
-            raise StageInputError("warp.chunk_frames", "must be at least 1", chunk_frames=chunk_frames)
+        if chunk_frames is not None and not 1 <= chunk_frames <= MAX_CHUNK_FRAMES:
+            raise StageInputError("warp.chunk_frames", f"must be 1…{MAX_CHUNK_FRAMES}", chunk_frames=chunk_frames)
+        if compile_cache_dir is not None:
+            # Inductor reads its cache folder from the environment at each compile.
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir)
         self.device = dev
         self.config = config
         self.calibration = calibration
+        self.budget_bytes = budget_bytes
         self.networks: LivePortraitNetworks = load_networks(weights_dir, config, dev)
         prepare_for_inference(self.networks.warping, self.networks.spade)
         f_cfg = config.appearance_feature_extractor_params
         side = CROP_SIZE_PX // 2 ** f_cfg.num_down_blocks
-        feature_shape = (f_cfg.reshape_channel, f_cfg.reshape_depth, side, side)
-        self.engine = ChunkEngine(self.networks.warping, self.networks.spade, dev, feature_shape,
-                                  config.warping_module_params.num_kp, (FRAME_SIZE_PX, FRAME_SIZE_PX),
-                                  EngineOptions.for_device(dev, chunk_frames, cuda_graph))
+        self._feature_shape = (f_cfg.reshape_channel, f_cfg.reshape_depth, side, side)
+        self._graph_and_compile = (cuda_graph, compile)
+        self.peak_model: PeakModel | None = None
+        """The measured per-chunk memory model, when the chunk was chosen from the budget."""
+        self.engine = self._engine(chunk_frames or self._chunk_for_budget())
+
+    def _engine(self, chunk_frames: int, plain: bool = False) -> ChunkEngine:
+        """A chunk engine of `chunk_frames` (`plain`: eager and uncaptured, for memory probes)."""
+        graph, compile = (False, False) if plain else self._graph_and_compile
+        return ChunkEngine(self.networks.warping, self.networks.spade, self.device, self._feature_shape,
+                           self.config.warping_module_params.num_kp, (FRAME_SIZE_PX, FRAME_SIZE_PX),
+                           EngineOptions.for_device(self.device, chunk_frames, graph, compile))
+
+    def _chunk_for_budget(self) -> int:
+        """The largest chunk whose step fits the budget, from two probe steps (CUDA); 8 on the CPU."""
+        if self.device.type != "cuda":
+            return CPU_CHUNK_FRAMES
+        peaks = {}
+        for b in PROBE_CHUNKS:
+            probe = self._engine(b, plain=True)
+            peaks[b] = cuda_peak_bytes(probe.step, self.device)
+            del probe
+        self.peak_model = PeakModel.fit(peaks)
+        chunk = self.peak_model.largest_chunk(self.budget_bytes, MAX_CHUNK_FRAMES)
+        if chunk == 0:
+            raise over_budget(self.peak_model.peak_bytes(1), self.budget_bytes, 1)
+        return chunk
+
+    @property
+    def fp32_rerenders(self) -> int:
+        """Chunks rendered again in fp32 because their fp16 render was not finite."""
+        return self.engine.fp32_rerenders
+
+    def measure_peak_bytes(self) -> int:
+        """Peak device memory of one chunk step as it will serve (CUDA; compiles and captures it
+        if not done yet); raises StageInputError naming liveportrait_budget_mib when over budget."""
+        peak = cuda_peak_bytes(self.engine.step, self.device)
+        if peak > self.budget_bytes:
+            raise over_budget(peak, self.budget_bytes, self.engine.chunk_frames)
+        return peak
 
     def prepare(self, actor: Actor) -> PreparedLivePortrait:
         """Crop the face, run F and M on it once, and precompute the paste-back maps."""

@@ -19,12 +19,15 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+import structlog
 import torch
 
 from stages.errors import StageInputError
 from stages.warp.liveportrait.pasteback import PasteMaps, paste
 from stages.warp.liveportrait.spade import SPADEDecoder
 from stages.warp.liveportrait.warping import WarpingNetwork
+
+log = structlog.get_logger("vortex.warp.liveportrait")
 
 GRAPH_WARMUP_STEPS = 3
 """Eager steps on a side stream before capture (cuDNN picks its algorithms, the allocator settles)."""
@@ -35,14 +38,17 @@ class EngineOptions:
     """How the chunk step runs."""
 
     chunk_frames: int = 8
-    half: bool = False  # fp16 autocast (CUDA)
+    half: bool = False  # fp16 autocast (CUDA; allowed on the CPU, slowly, for tests)
     cuda_graph: bool = False  # capture the step once, replay it per chunk (CUDA)
+    compile: bool = False  # torch.compile W and G before the first step (inside the graph on CUDA)
 
     @classmethod
-    def for_device(cls, device: torch.device, chunk_frames: int, cuda_graph: bool = True) -> "EngineOptions":
-        """fp16 + CUDA graph on CUDA, fp32 eager elsewhere."""
+    def for_device(cls, device: torch.device, chunk_frames: int, cuda_graph: bool = True,
+                   compile: bool = True) -> "EngineOptions":
+        """fp16 + compiled W and G + CUDA graph on CUDA, fp32 eager elsewhere."""
         on_cuda = device.type == "cuda"
-        return cls(chunk_frames=chunk_frames, half=on_cuda, cuda_graph=on_cuda and cuda_graph)
+        return cls(chunk_frames=chunk_frames, half=on_cuda, cuda_graph=on_cuda and cuda_graph,
+                   compile=on_cuda and compile)
 
 
 @dataclass(frozen=True)
@@ -62,9 +68,13 @@ class ChunkEngine:
                  options: EngineOptions) -> None:
         if options.chunk_frames < 1:
             raise StageInputError("warp.chunk_frames", "must be at least 1", chunk_frames=options.chunk_frames)
-        if (options.half or options.cuda_graph) and device.type != "cuda":
-            raise StageInputError("warp.device", "fp16 and CUDA graphs need a CUDA device", device=str(device))
+        if options.cuda_graph and device.type != "cuda":
+            raise StageInputError("warp.device", "CUDA graphs need a CUDA device", device=str(device))
         self.warping, self.spade = warping, spade
+        # What the step calls: the compiled modules (compiled lazily, at the first step), or the
+        # modules themselves. The fp32 re-render of a non-finite chunk always runs the modules.
+        self._nets = ((torch.compile(warping, dynamic=False), torch.compile(spade, dynamic=False))
+                      if options.compile else (warping, spade))
         self.device, self.options = device, options
         b, (h, w) = options.chunk_frames, frame_shape
         with torch.inference_mode():
@@ -75,12 +85,15 @@ class ChunkEngine:
             self.mask = torch.zeros((1, 1, h, w), device=device)
             self.background = torch.zeros((1, 3, h, w), device=device)
             self.frames = torch.zeros((b, h, w, 3), dtype=torch.uint8, device=device)
+            self.finite = torch.ones((), dtype=torch.bool, device=device)
         # Device → host goes through pinned memory on CUDA (asynchronous DMA); on the CPU the
         # output buffer is already host memory.
         self.host = (torch.empty_like(self.frames, device="cpu").pin_memory() if device.type == "cuda"
                      else self.frames)
         self._graph: torch.cuda.CUDAGraph | None = None
         self._bound: BoundSource | None = None
+        self.fp32_rerenders = 0
+        """Chunks whose fp16 render was not finite and were rendered again in fp32."""
         self.lock = threading.Lock()
         """Held by callers around bind + run: the buffers belong to one render at a time."""
 
@@ -103,14 +116,20 @@ class ChunkEngine:
 
     def _step(self) -> None:
         """W → G → paste on the whole chunk buffer (what the CUDA graph captures)."""
-        b = self.kp_driving.shape[0]
         # Graph capture needs the autocast weight cache off: cached casts would be freed after capture.
         precision = (torch.autocast(self.device.type, dtype=torch.float16, cache_enabled=False)
                      if self.options.half else contextlib.nullcontext())
         with precision:
-            warped = self.warping(self.f_s.expand(b, -1, -1, -1, -1), kp_driving=self.kp_driving,
-                                  kp_source=self.x_s.expand(b, -1, -1))
-            images = self.spade(warped["out"])
+            self._render(*self._nets)
+
+    def _render(self, warping: torch.nn.Module, spade: torch.nn.Module) -> None:
+        """W → G → paste with the given modules; records whether W's and G's outputs were finite."""
+        b = self.kp_driving.shape[0]
+        warped = warping(self.f_s.expand(b, -1, -1, -1, -1), kp_driving=self.kp_driving,
+                         kp_source=self.x_s.expand(b, -1, -1))["out"]
+        images = spade(warped)
+        # fp16 overflows show as inf/NaN in W's output or G's image (a black face once pasted).
+        self.finite.copy_(torch.isfinite(warped).all() & torch.isfinite(images).all())
         paste(images, self.grid, self.mask, self.background, self.frames)
 
     def _capture(self) -> None:
@@ -140,6 +159,7 @@ class ChunkEngine:
 
         Callers pass whole chunks, padded as they see fit: the step has one shape, and a frame
         at a given row of a given chunk then always sees the same kernels (see backend.py).
+        A chunk whose fp16 render is not finite is rendered again in fp32 (counted, logged once).
         """
         if self._bound is None:
             raise RuntimeError("no actor bound to the engine")
@@ -149,7 +169,17 @@ class ChunkEngine:
         with torch.inference_mode():
             self.kp_driving.copy_(kp_driving)
             self.step()
+            if self.options.half and not bool(self.finite):
+                self._rerender_fp32()
             if self.host is not self.frames:
                 self.host.copy_(self.frames, non_blocking=True)
                 torch.cuda.current_stream(self.device).synchronize()
             np.copyto(out, self.host[rows].numpy())
+
+    def _rerender_fp32(self) -> None:
+        """The current chunk again, eagerly in fp32 with the uncompiled modules (outside any graph)."""
+        if self.fp32_rerenders == 0:
+            log.warning("liveportrait_fp16_not_finite", action="chunk rendered again in fp32",
+                        chunk_frames=self.chunk_frames, device=str(self.device))
+        self.fp32_rerenders += 1
+        self._render(self.warping, self.spade)

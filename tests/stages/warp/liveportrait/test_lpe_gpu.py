@@ -16,26 +16,27 @@ from stages.warp.liveportrait.engine import ChunkEngine, EngineOptions  # noqa: 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none visible to torch)")
 
 
-def test_options_choose_fp16_and_graphs_on_cuda_only() -> None:
-    """CUDA gets fp16 autocast + graph replay; the CPU runs fp32 eagerly on the same code path."""
+def test_options_choose_fp16_compile_and_graphs_on_cuda_only() -> None:
+    """CUDA gets fp16 autocast + compiled W and G + graph replay; the CPU runs fp32 eagerly."""
     cuda = EngineOptions.for_device(torch.device("cuda"), 8)
     cpu = EngineOptions.for_device(torch.device("cpu"), 8)
-    assert cuda.half and cuda.cuda_graph
-    assert not cpu.half and not cpu.cuda_graph
+    assert cuda.half and cuda.cuda_graph and cuda.compile
+    assert not cpu.half and not cpu.cuda_graph and not cpu.compile
     assert not EngineOptions.for_device(torch.device("cuda"), 8, cuda_graph=False).cuda_graph
+    assert not EngineOptions.for_device(torch.device("cuda"), 8, compile=False).compile
     assert engine_module.GRAPH_WARMUP_STEPS >= 1
 
 
-def test_gpu_only_options_are_refused_on_the_cpu() -> None:
-    """Asking for fp16 or a CUDA graph on the CPU is a clear error, not a silent fallback."""
+def test_a_cuda_graph_is_refused_on_the_cpu() -> None:
+    """Asking for a CUDA graph on the CPU is a clear error, not a silent fallback."""
     from stages.warp.liveportrait.checkpoints import build_networks
     from tests.stages.warp.liveportrait.test_lpe_backend import TINY
 
     nets = build_networks(TINY)
-    for options in (EngineOptions(2, half=True), EngineOptions(2, cuda_graph=True)):
-        with pytest.raises(StageInputError) as err:
-            ChunkEngine(nets.warping, nets.spade, torch.device("cpu"), (8, 4, 8, 8), 21, (512, 512), options)
-        assert err.value.field == "warp.device"
+    with pytest.raises(StageInputError) as err:
+        ChunkEngine(nets.warping, nets.spade, torch.device("cpu"), (8, 4, 8, 8), 21, (512, 512),
+                    EngineOptions(2, cuda_graph=True))
+    assert err.value.field == "warp.device"
 
 
 @pytest.mark.gpu
@@ -62,3 +63,27 @@ def test_cuda_graph_fp16_matches_cpu_fp32(tmp_path: Path) -> None:
     cpu.prepare(actor).render(plan, slice(0, 5), on_cpu)
     diff = np.abs(on_gpu.astype(int) - on_cpu.astype(int))
     assert diff.mean() < 2.0 and np.percentile(diff, 99) <= 8
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_full_size_auto_chunk_fits_the_budget_and_renders_identically_twice(tmp_path: Path) -> None:
+    """Full-size random weights, chunk chosen from measured memory: the serving step's peak stays
+    within 3.5 GiB, and the same plan renders the same bytes twice (compiled, graph-replayed)."""
+    from stages.image import load_actor
+    from stages.warp.liveportrait.backend import DEFAULT_BUDGET_BYTES, LivePortraitBackend
+    from stages.warp.liveportrait.random_weights import write_random_checkpoints
+    from tests.stages.warp.liveportrait.test_lpe_backend import speaking_plan
+
+    write_random_checkpoints(tmp_path, seed=4)
+    backend = LivePortraitBackend(tmp_path, device="cuda", chunk_frames=None,
+                                  compile_cache_dir=tmp_path / "inductor")
+    assert backend.peak_model is not None and backend.engine.chunk_frames >= 1
+    assert backend.measure_peak_bytes() <= DEFAULT_BUDGET_BYTES
+    prepared = backend.prepare(load_actor())
+    plan = speaking_plan(40)
+    first, second = np.zeros((40, 512, 512, 3), np.uint8), np.zeros((40, 512, 512, 3), np.uint8)
+    prepared.render(plan, slice(0, 40), first)
+    prepared.render(plan, slice(0, 40), second)
+    assert np.array_equal(first, second)
+    assert backend.fp32_rerenders == 0

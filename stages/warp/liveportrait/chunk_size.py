@@ -1,0 +1,63 @@
+"""How many frames one W+G step may batch: from memory measured at warm-up, not from a constant.
+
+The step's peak device memory grows linearly with the chunk: weights, the bound actor and the
+framework's workspaces are fixed, activations are per frame. Two probe steps (1 and 2 frames)
+give both terms; the largest chunk whose predicted peak fits the budget is taken, and the
+engine built at that size is measured once more, so a misprediction is caught before serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from stages.errors import StageInputError
+
+PROBE_CHUNKS = (1, 2)
+"""Chunk sizes the peak model is fitted on (cheap, and far enough apart to see the slope)."""
+
+
+@dataclass(frozen=True)
+class PeakModel:
+    """peak_bytes(b) = fixed_bytes + b · per_frame_bytes."""
+
+    fixed_bytes: int
+    per_frame_bytes: int
+
+    @classmethod
+    def fit(cls, peaks_by_chunk: dict[int, int]) -> "PeakModel":
+        """The line through the smallest and largest probe (peaks never shrink with the chunk)."""
+        (b0, p0), (b1, p1) = min(peaks_by_chunk.items()), max(peaks_by_chunk.items())
+        if b1 == b0:
+            raise ValueError("need peaks at two different chunk sizes")
+        per_frame = max(0, -(-(p1 - p0) // (b1 - b0)))  # rounded up: never predict too little
+        return cls(p0 - b0 * per_frame, per_frame)
+
+    def peak_bytes(self, chunk_frames: int) -> int:
+        """Predicted peak for a chunk of `chunk_frames`."""
+        return self.fixed_bytes + chunk_frames * self.per_frame_bytes
+
+    def largest_chunk(self, budget_bytes: int, limit: int) -> int:
+        """The largest chunk ≤ `limit` predicted to fit `budget_bytes` (0 when not even one fits)."""
+        if self.per_frame_bytes == 0:
+            return limit if self.fixed_bytes <= budget_bytes else 0
+        return max(0, min(limit, (budget_bytes - self.fixed_bytes) // self.per_frame_bytes))
+
+
+def cuda_peak_bytes(step: Callable[[], None], device: torch.device) -> int:
+    """Peak bytes allocated on `device` while `step()` runs, everything already resident included."""
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device)
+
+
+def over_budget(peak_bytes: int, budget_bytes: int, chunk_frames: int) -> StageInputError:
+    """The start-up error for a warp that cannot fit its memory budget, with the figures."""
+    return StageInputError("liveportrait_budget_mib",
+                           f"LivePortrait needs {peak_bytes / 2**20:.0f} MiB at {chunk_frames} frame(s) per "
+                           f"chunk, over its budget of {budget_bytes / 2**20:.0f} MiB",
+                           peak_bytes=peak_bytes, budget_bytes=budget_bytes, chunk_frames=chunk_frames)
