@@ -37,3 +37,25 @@ def two_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def astronaut():
+    """The built-in astronaut actor. Its landmarks come from MediaPipe, or, where MediaPipe is not
+    installed (the GPU machine), from the .npy named by VORTEX_ASTRONAUT_LANDMARKS, which
+    benchmarks/gpu/prepare.sh writes where MediaPipe runs."""
+    import os
+
+    import numpy as np
+
+    from stages.types import Actor
+
+    path = os.environ.get("VORTEX_ASTRONAUT_LANDMARKS")
+    if path:
+        from skimage import data
+
+        return Actor(np.ascontiguousarray(data.astronaut()), np.load(path), np.eye(2, 3), "builtin:astronaut", "test")
+    pytest.importorskip("mediapipe", reason="face landmarks need MediaPipe (or VORTEX_ASTRONAUT_LANDMARKS)")
+    from stages.image import load_actor
+
+    return load_actor()

@@ -41,15 +41,14 @@ def test_a_cuda_graph_is_refused_on_the_cpu() -> None:
 
 @pytest.mark.gpu
 @needs_cuda
-def test_cuda_graph_fp16_matches_cpu_fp32(tmp_path: Path) -> None:
+def test_cuda_graph_fp16_matches_cpu_fp32(tmp_path: Path, astronaut) -> None:
     """Graph replay in fp16 renders what the CPU renders in fp32 (within fp16 error), graph captured once."""
-    from stages.image import load_actor
     from stages.warp.liveportrait.backend import LivePortraitBackend
     from stages.warp.liveportrait.random_weights import write_random_checkpoints
     from tests.stages.warp.liveportrait.test_lpe_backend import TINY, speaking_plan
 
     write_random_checkpoints(tmp_path, TINY, seed=4)
-    actor = load_actor()
+    actor = astronaut
     plan = speaking_plan(5)
     gpu = LivePortraitBackend(tmp_path, device="cuda", chunk_frames=2, config=TINY)
     cpu = LivePortraitBackend(tmp_path, device="cpu", chunk_frames=2, config=TINY)
@@ -67,10 +66,9 @@ def test_cuda_graph_fp16_matches_cpu_fp32(tmp_path: Path) -> None:
 
 @pytest.mark.gpu
 @needs_cuda
-def test_full_size_auto_chunk_fits_the_budget_and_renders_identically_twice(tmp_path: Path) -> None:
+def test_full_size_auto_chunk_fits_the_budget_and_renders_identically_twice(tmp_path: Path, astronaut) -> None:
     """Full-size random weights, chunk chosen from measured memory: the serving step's peak stays
     within 3.5 GiB, and the same plan renders the same bytes twice (compiled, graph-replayed)."""
-    from stages.image import load_actor
     from stages.warp.liveportrait.backend import DEFAULT_BUDGET_BYTES, LivePortraitBackend
     from stages.warp.liveportrait.random_weights import write_random_checkpoints
     from tests.stages.warp.liveportrait.test_lpe_backend import speaking_plan
@@ -80,7 +78,7 @@ def test_full_size_auto_chunk_fits_the_budget_and_renders_identically_twice(tmp_
                                   compile_cache_dir=tmp_path / "inductor")
     assert backend.peak_model is not None and backend.engine.chunk_frames >= 1
     assert backend.measure_peak_bytes() <= DEFAULT_BUDGET_BYTES
-    prepared = backend.prepare(load_actor())
+    prepared = backend.prepare(astronaut)
     plan = speaking_plan(40)
     first, second = np.zeros((40, 512, 512, 3), np.uint8), np.zeros((40, 512, 512, 3), np.uint8)
     prepared.render(plan, slice(0, 40), first)
