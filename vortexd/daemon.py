@@ -13,16 +13,19 @@ import contextlib
 import functools
 import json
 import signal
+import sys
 import time
 from typing import Any
 
 import structlog
 
+from stages.errors import StageInputError
 from stages.types import FRAME_SIZE_PX
 from vortexd import pipeline
 from vortexd.actor import Cancel, Job, StageActor, Stop
 from vortexd.clock import Clock, MonotonicClock
 from vortexd.events import EventBus
+from vortexd.instance_lock import AlreadyRunning, InstanceLock, acquire_instance_lock
 from vortexd.journal import Journal, SlotFinished
 from vortexd.metrics import Metrics, MetricsOptions
 from vortexd.recipe import Recipe
@@ -39,6 +42,10 @@ STAGE_METRICS = ("prepare", "image", "warp_prepare", "tts", "motion", "warp", "v
 WARM_UP_TEXT = "Warm up."
 _LOOP_TICK_S = 1.0
 """Longest the scheduling loop sleeps without an event: deadlines are checked at least this often."""
+
+
+EXIT_ALREADY_RUNNING = 2
+"""Exit status of a second daemon on a locked state folder (a usage error, as bad settings are)."""
 
 
 class StartupError(RuntimeError):
@@ -61,6 +68,8 @@ class Daemon:
         self.work: dict[str, SlotWork] = {}
         self.phase = "starting"
         self.metrics_port: int | None = None
+        self.spool_dir = settings.journal_path.parent / "spool"
+        """Accepted recipes' input files, by sha256 (see spool.py)."""
         self.started_monotonic_s = time.monotonic()
         self.loop_lag_s = 0.0
         self._misses_reported = 0
@@ -72,6 +81,7 @@ class Daemon:
         self.backends = pipeline.Backends(settings)
         self.actors: dict[str, StageActor] = {}
         self.control = None
+        self._instance_lock: InstanceLock | None = None
 
     # ----- lifecycle -----------------------------------------------------------------------
 
@@ -82,6 +92,13 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
+        try:
+            # First of all: a second daemon on this state folder must not touch anything.
+            self._instance_lock = acquire_instance_lock(self.settings.journal_path.parent)
+        except AlreadyRunning as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            log.error("startup_failed", error=str(exc))
+            return EXIT_ALREADY_RUNNING
         try:
             await self.start()
         except StartupError as exc:
@@ -105,7 +122,7 @@ class Daemon:
     async def start(self) -> None:
         """Open the journal, allocate the arena, load and warm up the backends, resume, listen."""
         from stages.encode.publish import clean_stale_temp
-        from vortexd.control.server import ControlServer
+        from vortexd.control.server import ControlServer, ControlServerOptions
         from vortexd.ops import ControlOps
 
         settings = self.settings
@@ -116,7 +133,11 @@ class Daemon:
         await asyncio.to_thread(clean_stale_temp, settings.output_dir)
         self.notifier.status("allocating arena")
         await asyncio.to_thread(self._allocate_arena)
-        self.metrics_port = self.metrics.serve_http(settings.metrics_host, settings.metrics_port)
+        try:
+            self.metrics_port = self.metrics.serve_http(settings.metrics_host, settings.metrics_port)
+        except OSError as exc:
+            raise StartupError(f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: "
+                               f"{exc.strerror or exc}") from exc
         self.notifier.status("loading and warming up backends")
         try:
             await asyncio.to_thread(self._warm_up)
@@ -128,7 +149,8 @@ class Daemon:
             self.actors[stage] = actor
             self.tasks.spawn(actor.run(), f"actor:{stage}")
         self.control = ControlServer(settings.socket_path, ControlOps(self).handle, mode=settings.socket_mode,
-                                     group=settings.socket_group or None)
+                                     group=settings.socket_group or None,
+                                     options=ControlServerOptions(idle_timeout_s=settings.control_idle_timeout_s))
         try:
             await self.control.start()
         except OSError as exc:
@@ -229,6 +251,8 @@ class Daemon:
         if self.arena is not None:
             self.arena.close()
         self.metrics.close()
+        if self._instance_lock is not None:
+            self._instance_lock.release()
         log.info("stopped")
 
     # ----- scheduling ----------------------------------------------------------------------
@@ -303,7 +327,10 @@ class Daemon:
         slot_id = job.slot_id
         now = self.clock.now_s()
         message = None if error is None else (f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
-        view = self.scheduler.on_stage_done(slot_id, stage, error is None, now, error=message)
+        # A bad input (no face, unspeakable text) fails its slot as rejected: the operator's
+        # deadline alerts are for the daemon's own failures, not for user errors.
+        rejected = isinstance(error, StageInputError)
+        view = self.scheduler.on_stage_done(slot_id, stage, error is None, now, error=message, input_error=rejected)
         work = self.work.get(slot_id)
         if view.stage_durations_s.get(stage) is not None:
             self.metrics.observe_stage(stage, view.stage_durations_s[stage])
@@ -312,7 +339,7 @@ class Daemon:
         elif view.state is SlotState.FAILED:
             log.error("slot_failed", slot_id=slot_id, stage=stage, error=message)
             self.record_state(slot_id, "failed", error=message)
-            self.metrics.count_slot("failed")
+            self.metrics.count_slot("rejected" if rejected else "failed")
             self.forget(slot_id)
         elif view.state in (SlotState.LATE, SlotState.CANCELLED):
             self.forget(slot_id)
@@ -324,9 +351,8 @@ class Daemon:
         slack_s = view.deadline_slack_s if view.deadline_slack_s is not None else 0.0
         result = {**result, "deadline_slack_s": round(slack_s, 3), "late": view.late}
         self.record_state(slot_id, "published", result=result)
-        self.metrics.count_slot("published_late" if view.late else "published")
-        if work is not None:
-            self.metrics.observe_published(time.monotonic() - work.accepted_monotonic_s, slack_s)
+        end_to_end_s = time.monotonic() - work.accepted_monotonic_s if work is not None else None
+        self.metrics.observe_published(end_to_end_s, slack_s, late=view.late)
         log.info("slot_published", slot_id=slot_id, slack_s=round(slack_s, 3), late=view.late)
         self.forget(slot_id)
 

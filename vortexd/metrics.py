@@ -42,7 +42,7 @@ class MetricsOptions:
     """Which label values exist up front (so dashboards and alerts see zeros, not gaps)."""
 
     stages: tuple[str, ...] = ("image", "warp_prepare", "tts", "motion", "warp", "verify", "encode", "publish")
-    outcomes: tuple[str, ...] = ("published", "published_late", "late", "failed", "cancelled")
+    outcomes: tuple[str, ...] = ("published", "published_late", "late", "failed", "rejected", "cancelled")
     process_metrics: bool = True
     """Also export CPU, resident memory and open files of this process (vortex_process_*)."""
     version: str = ""
@@ -134,15 +134,18 @@ class Metrics:
                                   stage=stage)
         self.stage_duration.labels(stage=stage).observe(_non_negative("duration_s", duration_s))
 
-    def observe_published(self, end_to_end_s: float, deadline_slack_s: float,
-                          published_unix_s: float | None = None) -> None:
-        """Record a published slot: its accept→publish time and its slack (negative: late)."""
-        end_to_end_s = _non_negative("end_to_end_s", end_to_end_s)
+    def observe_published(self, end_to_end_s: float | None, deadline_slack_s: float,
+                          published_unix_s: float | None = None, late: bool | None = None) -> None:
+        """Record a published slot — counted here and only here — with its accept→publish time
+        (None when unknown, e.g. accepted before a restart) and its slack (negative: late).
+        `late` is the scheduler's verdict; without it a negative slack means late."""
         deadline_slack_s = _finite("deadline_slack_s", deadline_slack_s)
-        self.slot_end_to_end.observe(end_to_end_s)
+        if end_to_end_s is not None:
+            self.slot_end_to_end.observe(_non_negative("end_to_end_s", end_to_end_s))
         self.deadline_slack.observe(deadline_slack_s)
         self.last_deadline_slack.set(deadline_slack_s)
-        self.count_slot("published_late" if deadline_slack_s < 0 else "published")
+        late = deadline_slack_s < 0 if late is None else late
+        self.count_slot("published_late" if late else "published")
         self.last_publish.set(time.time() if published_unix_s is None else published_unix_s)
 
     def count_slot(self, outcome: str) -> None:

@@ -14,6 +14,7 @@ from vortexd.actor import Cancel
 from vortexd.control.protocol import ControlError, Request
 from vortexd.recipe import parse_recipe
 from vortexd.scheduler import TERMINAL_STATES
+from vortexd.spool import snapshot_inputs
 
 if TYPE_CHECKING:
     from vortexd.daemon import Daemon
@@ -42,6 +43,10 @@ class ControlOps:
             raise ControlError("invalid_recipe", f"output.duration_s: {recipe.output.n_frames} frames do not fit "
                                f"a video slab of {daemon.settings.max_slot_frames} frames",
                                {"field": "output.duration_s", "max_frames": daemon.settings.max_slot_frames})
+        # Read, check and copy the input files now: a bad or swapped file is refused here, never
+        # accepted and then failed at prepare time.
+        file_roots = [*([base_dir] if base_dir is not None else []), *roots]
+        recipe, _ = await asyncio.to_thread(snapshot_inputs, recipe, file_roots, daemon.spool_dir)
         recipe_json = json.dumps(recipe.model_dump(mode="json"), sort_keys=True)
         # Committed to disk before the answer: an acknowledged recipe survives kill -9.
         seq = await asyncio.to_thread(daemon.journal.accept, recipe.slot_id, recipe_json, recipe.content_hash())

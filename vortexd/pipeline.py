@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import importlib.metadata
 import threading
@@ -239,10 +240,17 @@ def allocate_slab(n_frames: int) -> np.ndarray:
     the kernel up front takes a fraction of a second, while faulting them in one by one during the
     warp costs seconds on this class of machine.
     """
-    from vram import Arena, ArenaPlan, slab_region_bytes
+    from vram import Arena, ArenaPlan, VramError, format_bytes, slab_region_bytes
 
     region_bytes = slab_region_bytes(1, n_frames, FRAME_SIZE_PX, FRAME_SIZE_PX)
-    arena = Arena.create(ArenaPlan.from_budgets({"video_slabs": region_bytes}), "cpu", prefault=True)
+    try:
+        arena = Arena.create(ArenaPlan.from_budgets({"video_slabs": region_bytes}), "cpu", prefault=True)
+    except (VramError, MemoryError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno != errno.ENOMEM:
+            raise
+        raise StageInputError("output.duration_s", f"{n_frames} frames need {format_bytes(region_bytes)} of "
+                              f"memory for the video, more than this process can get ({exc})",
+                              frames=n_frames, bytes=region_bytes) from None
     return arena.view("video_slabs", (n_frames, FRAME_SIZE_PX, FRAME_SIZE_PX, 3), np.uint8, "slab")
 
 

@@ -155,8 +155,9 @@ def _resolve_inside(path: Path, base: Path | None, roots: list[Path], field: str
     for root in roots:
         if resolved.is_relative_to(root.resolve()):
             return resolved
+    # Name the path as given, never where a symlink leads: the refusal must not reveal the target.
     raise RecipeError(field, f"path {str(path)!r} is outside the allowed roots",
-                      path=str(resolved), allowed_roots=[str(r) for r in roots])
+                      path=str(path), allowed_roots=[str(r) for r in roots])
 
 
 def parse_recipe(data: Any, base_dir: Path | None, allowed_roots: list[Path] = ()) -> Recipe:

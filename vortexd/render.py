@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,6 +43,14 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=default))
 
 
+def input_hashes(recipe: Recipe) -> dict[str, str]:
+    """sha256 of each input file the recipe names, by field (the daemon's are its spool copies,
+    named by that same hash: the bytes accepted at submit)."""
+    files = {"actor.image": recipe.actor.image, "speech.audio": recipe.speech.audio}
+    return {field: hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            for field, path in files.items() if path is not None}
+
+
 def build_manifest(recipe: Recipe, backends: Backends, speech, plan, verdict, clock: StageClock,
                    warnings_seen: list[str], actor_source: str) -> dict[str, Any]:
     """The manifest.json content of a slot (file hashes are added by publish_slot)."""
@@ -60,6 +69,7 @@ def build_manifest(recipe: Recipe, backends: Backends, speech, plan, verdict, cl
                      "verify": "objective+clip" if verdict_fields and verdict_fields.get("clip") else "objective",
                      "motion_source": plan.meta.get("source")},
         "actor_source": actor_source,
+        "inputs": input_hashes(recipe),
         "versions": pipeline.versions(),
         "models": {"tts": backends.kokoro.model_info()} if speech.backend == "kokoro" else {},
         "stage_seconds": {k: round(v, 4) for k, v in clock.seconds.items()},
@@ -88,6 +98,8 @@ def render_slot(recipe: Recipe, settings: Settings, out_root: Path, progress: Pr
     backends.flux
     if settings.verify:
         backends.clip
+    # The video's memory first, too: a slot this process cannot hold fails before any work.
+    slab = pipeline.allocate_slab(recipe.output.n_frames)
     clock = StageClock()
 
     def speak():
@@ -108,7 +120,7 @@ def render_slot(recipe: Recipe, settings: Settings, out_root: Path, progress: Pr
     with clock.time("motion"):
         plan = pipeline.make_plan(recipe, speech)
     progress("motion", 1, 1)
-    slab = pipeline.allocate_slab(plan.n_frames)
+    slab = slab[: plan.n_frames]
     with clock.time("warp"):
         pipeline.warp_frames(backends, actor, plan, slab, progress)
     verdict = None

@@ -185,6 +185,8 @@ class SchedulerStats:
     """Slots whose deadline passed without their video published (late or failed; not cancelled
     before the deadline). Counted when the clock is seen past the deadline."""
     failed: int = 0
+    rejected: int = 0
+    """Failed slots whose input was at fault (bad image, unspeakable text): no deadline miss."""
     cancelled: int = 0
     abandoned: int = 0
     """Running slots told to stop because they were late."""
@@ -428,8 +430,12 @@ class Scheduler:
         return slot.running_stage
 
     def on_stage_done(self, slot_id: str, stage: str, ok: bool, now_s: float,
-                      error: str | None = None) -> SlotView:
-        """Record that `stage` of `slot_id` ended (successfully or not) at `now_s`."""
+                      error: str | None = None, input_error: bool = False) -> SlotView:
+        """Record that `stage` of `slot_id` ended (successfully or not) at `now_s`.
+
+        `input_error`: the stage failed on the recipe's own input; the slot fails as rejected,
+        and its deadline is no longer the daemon's to miss.
+        """
         slot = self._get(slot_id)
         if stage not in STAGES:
             raise StageInputError("stage", f"unknown stage; expected one of {STAGES}", stage=stage)
@@ -450,6 +456,9 @@ class Scheduler:
             slot.state = SlotState.FAILED
             slot.error = error or f"{stage} failed"
             self._counts["failed"] += 1
+            if input_error:
+                self._counts["rejected"] += 1
+                self._resolve(slot, missed=False)
             self._release_slab(slot)
             self._pending.remove(slot)
             self._retire(slot)

@@ -79,7 +79,11 @@ class Settings(BaseSettings):
     socket_path: Path = Path("/run/vortexd/control.sock")
     socket_mode: Annotated[int, Field(ge=0, le=0o777)] = 0o660
     socket_group: str | None = "vortex"
+    control_idle_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    """A control connection that sends no request for this long is closed (health still gets
+    through a full house on reserve connections)."""
     journal_path: Path = Path("/var/lib/vortexd/journal.sqlite3")
+    """Its folder is the daemon's state folder: one daemon per folder (vortexd.lock), the spool."""
     metrics_host: str = "127.0.0.1"
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9400
     """0 picks a free port (tests); the daemon logs and reports the one it bound."""

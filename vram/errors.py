@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from vram.units import format_bytes
+
 
 class VramError(Exception):
     """Base class for every vram error."""
@@ -43,8 +45,6 @@ class RegionBudgetExceeded(VramError):
     """Carving a view would take a region past its budget."""
 
     def __init__(self, region: str, view_name: str, requested_bytes: int, budget_bytes: int, used_bytes: int):
-        from vram.table import format_bytes
-
         super().__init__(
             f"region {region!r} cannot fit view {view_name!r}: requested {format_bytes(requested_bytes)} "
             f"({requested_bytes} B), budget {format_bytes(budget_bytes)} ({budget_bytes} B), "

@@ -8,8 +8,10 @@ writers racing for one slot id cannot overwrite each other.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -17,15 +19,18 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from stages.durable import fsync_path
 from stages.errors import StageInputError
 
 MANIFEST_NAME = "manifest.json"
 TEMP_PREFIX = ".publishing-"
-"""Temporary folders are named `.publishing-<slot_id>-<pid>-<random>`: hidden from listings,
-and the pid tells `clean_stale_temp` whether their writer is still alive."""
+"""Temporary folders are named `.publishing-<slot_id>-<random>`: hidden from listings. Beside
+each lies `<folder>.lock`, which its writer holds an flock on while it writes: the kernel drops
+the lock when the writer dies (a zombie or a reused pid cannot fake it), which is how
+`clean_stale_temp` tells a dead writer's folder from a live one."""
+LOCK_SUFFIX = ".lock"
 
 _SLOT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _RENAME_NOREPLACE = 1
@@ -113,7 +118,31 @@ def publish_slot(out_root: Path, slot_id: str, write: Callable[[Path], dict]) ->
     if target.exists():
         raise SlotExistsError(target)
     out_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{slot_id}-{os.getpid()}-", dir=out_root))
+    with _writer_lock(out_root, slot_id) as tmp:
+        _write_and_rename(tmp, target, write)
+    # Make the rename itself durable: it lives in out_root's directory entry.
+    fsync_path(out_root)
+    return target
+
+
+@contextlib.contextmanager
+def _writer_lock(out_root: Path, slot_id: str) -> Iterator[Path]:
+    """A new temporary folder, with its lock file created and locked first (so a sweeper never
+    sees the folder unlocked while its writer lives); unlocked and removed at the end."""
+    fd, lock_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{slot_id}-", suffix=LOCK_SUFFIX, dir=out_root)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        tmp = Path(lock_name[: -len(LOCK_SUFFIX)])
+        tmp.mkdir(mode=0o700)
+        yield tmp
+    finally:
+        os.unlink(lock_name)
+        os.close(fd)
+
+
+def _write_and_rename(tmp: Path, target: Path, write: Callable[[Path], dict]) -> None:
+    """Fill `tmp` (files, manifest), make it durable and rename it to `target`; on any error
+    remove it, so no partial slot is ever left behind."""
     try:
         manifest = write(tmp)
         if not isinstance(manifest, dict):
@@ -128,46 +157,49 @@ def publish_slot(out_root: Path, slot_id: str, write: Callable[[Path], dict]) ->
             handle.write(text + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-        # mkdtemp makes 0700 folders; a published slot is read by other users (players, uploaders).
+        # The temporary folder is 0700; a published slot is read by other users (players, uploaders).
         os.chmod(tmp, 0o755)
         fsync_path(tmp)
         _rename_no_replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    # Make the rename itself durable: it lives in out_root's directory entry.
-    fsync_path(out_root)
-    return target
 
 
-def _pid_alive(pid: int) -> bool:
+def _writer_alive(lock_path: Path) -> bool:
+    """Whether a writer still holds `lock_path` (a missing lock file: no writer)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
         return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def clean_stale_temp(out_root: Path) -> list[Path]:
-    """Remove temporary folders left in `out_root` by publishers that died; return what was removed.
-
-    A folder whose writer process is still running is left alone, so this is safe to call while
-    other processes publish. Folders with an unparseable name are treated as stale.
-    """
+    """Remove temporary folders (and lock files) left in `out_root` by publishers that died;
+    return what was removed. A folder whose writer still holds its lock is left alone, so this is
+    safe while other processes publish."""
     out_root = Path(out_root)
-    removed = []
     if not out_root.is_dir():
-        return removed
-    for entry in out_root.iterdir():
-        if not (entry.name.startswith(TEMP_PREFIX) and entry.is_dir()):
+        return []
+    removed = []
+    for entry in sorted(out_root.iterdir()):
+        if not entry.name.startswith(TEMP_PREFIX) or entry.name.endswith(LOCK_SUFFIX):
             continue
-        # Name: .publishing-<slot_id>-<pid>-<random>; slot ids may contain '-', the pid is second-last.
-        parts = entry.name[len(TEMP_PREFIX):].rsplit("-", 2)
-        pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
-        if pid is not None and _pid_alive(pid):
+        lock = entry.with_name(entry.name + LOCK_SUFFIX)
+        if _writer_alive(lock):
             continue
         shutil.rmtree(entry, ignore_errors=True)
+        lock.unlink(missing_ok=True)
         removed.append(entry)
+    for lock in out_root.glob(f"{TEMP_PREFIX}*{LOCK_SUFFIX}"):
+        # A writer that died between its rename and its unlock leaves only the lock file.
+        if not lock.with_name(lock.name[: -len(LOCK_SUFFIX)]).exists() and not _writer_alive(lock):
+            lock.unlink(missing_ok=True)
     return removed

@@ -52,8 +52,9 @@ def load_wav(path: Path) -> Speech:
             # scipy warns about chunks it skips (LIST metadata etc.); those files are fine.
             warnings.simplefilter("ignore", wavfile.WavFileWarning)
             rate_hz, data = wavfile.read(path)
-    except (ValueError, OSError, EOFError) as exc:
-        raise StageInputError(_FIELD, f"{path} is not a readable wav file ({exc})", path=str(path)) from exc
+    except Exception as exc:  # scipy's parser meets untrusted bytes: a truncated header once gave UnboundLocalError
+        raise StageInputError(_FIELD, f"{path} is not a readable wav file ({type(exc).__name__}: {exc})",
+                              path=str(path)) from exc
     if rate_hz <= 0:
         raise StageInputError(_FIELD, f"{path} declares a sample rate of {rate_hz} Hz", path=str(path))
     samples = _to_unit_float(np.asarray(data), path)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 OPS = ("submit", "status", "slots", "cancel", "drain", "resume", "health", "subscribe", "voices")
 ERROR_CODES = ("bad_json", "line_too_long", "bad_request", "unknown_op", "invalid_recipe", "not_found",
-               "conflict", "draining", "busy", "internal")
+               "conflict", "draining", "busy", "idle_timeout", "internal")
 MAX_LINE_BYTES = 1 << 20
 """1 MiB: a recipe is a few KiB (speech.text is capped at 20,000 characters), so this is generous."""
 MAX_SLOT_ID_CHARS = 200

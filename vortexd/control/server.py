@@ -1,6 +1,7 @@
 """The control socket server: JSON lines over a Unix socket, hostile input contained per line.
 
-Every line gets exactly one response (empty lines are ignored); nothing a client sends can make
+Every line gets exactly one response (blank lines are ignored, and a connection that sends no
+request for `idle_timeout_s` is told so and closed); nothing a client sends can make
 the server buffer more than `max_line_bytes` (plus one read chunk), raise out of a connection
 task, or block another connection. A `subscribe` request turns its connection into an event
 stream fed through a bounded queue, so a slow or stalled subscriber loses its oldest events
@@ -61,6 +62,13 @@ class ControlServerOptions:
     """A client that does not read for this long is disconnected (its socket buffer is full)."""
     close_grace_s: float = 5.0
     """How long `close()` lets requests in progress finish before cancelling them."""
+    idle_timeout_s: float = 30.0
+    """A connection that sends no request for this long is told so and closed (blank lines do
+    not count as requests), so idle clients cannot hold the connection slots."""
+    reserve_connections: int = 8
+    """Connections beyond max_connections that may still ask `health` (one line, then closed)."""
+    reserve_timeout_s: float = 2.0
+    """How long a reserve connection has to send its one line."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +220,7 @@ class ControlServer:
         self._closing = False
         self.requests_total = 0
         self.errors_by_code: Counter[str] = Counter()
+        self._reserve_in_use = 0
 
     @property
     def connection_count(self) -> int:
@@ -261,16 +270,7 @@ class ControlServer:
         task = asyncio.current_task()
         assert task is not None
         if self._closing or len(self._connections) >= self.options.max_connections:
-            self.errors_by_code["busy"] += 1
-            reason = "the daemon is shutting down" if self._closing else \
-                f"too many control connections (limit {self.options.max_connections})"
-            try:
-                writer.write(encode_line(error_response(None, "busy", reason)))
-                async with asyncio.timeout(1.0):
-                    await writer.drain()
-            except (OSError, asyncio.TimeoutError):
-                pass
-            writer.close()
+            await self._full_house(reader, writer)
             return
         self._connections[task] = "idle"
         peer = _peer_of(writer)
@@ -292,6 +292,40 @@ class ControlServer:
             except (OSError, asyncio.TimeoutError, asyncio.CancelledError):
                 pass
 
+    async def _full_house(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A connection over the limit: within the reserve it may still ask `health` (one line,
+        answered, closed), so a full house never locks an operator out; anything else is `busy`."""
+        response = None
+        if not self._closing and self._reserve_in_use < self.options.reserve_connections:
+            response = await self._health_only(reader, writer)
+        if response is None:
+            self.errors_by_code["busy"] += 1
+            reason = "the daemon is shutting down" if self._closing else \
+                f"too many control connections (limit {self.options.max_connections}); only health is answered"
+            response = encode_line(error_response(None, "busy", reason))
+        try:
+            writer.write(response)
+            async with asyncio.timeout(1.0):
+                await writer.drain()
+        except (OSError, asyncio.TimeoutError):
+            pass
+        writer.close()
+
+    async def _health_only(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes | None:
+        """The answer to one `health` line sent within the reserve timeout, else None."""
+        self._reserve_in_use += 1
+        try:
+            async with asyncio.timeout(self.options.reserve_timeout_s):
+                item = await _LineReader(reader, self.options.max_line_bytes).next()
+                if not isinstance(item, bytes):
+                    return None
+                request = parse_request(item, _peer_of(writer))
+                return await self._respond(request, log) if request.op == "health" else None
+        except (ControlError, OSError, TimeoutError):
+            return None
+        finally:
+            self._reserve_in_use -= 1
+
     async def _send(self, writer: asyncio.StreamWriter, message: Mapping[str, Any] | bytes) -> None:
         writer.write(message if isinstance(message, bytes) else encode_line(message))
         # Waiting for the client to read keeps our buffer bounded; a stalled client is dropped.
@@ -303,10 +337,23 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      peer: Peer | None, clog: Any, task: asyncio.Task) -> None:
         lines = _LineReader(reader, self.options.max_line_bytes)
+        loop = asyncio.get_running_loop()
+        idle_until = loop.time() + self.options.idle_timeout_s
         while True:
-            item = await lines.next()
+            try:
+                async with asyncio.timeout_at(idle_until):
+                    item = await lines.next()
+            except TimeoutError:
+                self.errors_by_code["idle_timeout"] += 1
+                await self._send(writer, error_response(
+                    None, "idle_timeout", f"no request for {self.options.idle_timeout_s:g} s; closing",
+                    {"idle_timeout_s": self.options.idle_timeout_s}))
+                return
             if item is None:
                 return
+            if isinstance(item, bytes) and not item.strip():
+                continue  # blank lines are ignored (typing noise); they do not keep a connection
+            idle_until = loop.time() + self.options.idle_timeout_s
             if isinstance(item, _TooLong):
                 self.errors_by_code["line_too_long"] += 1
                 await self._send(writer, error_response(
@@ -314,8 +361,6 @@ class ControlServer:
                     f"request line of {item.line_bytes} bytes exceeds the {self.options.max_line_bytes} byte limit",
                     {"limit_bytes": self.options.max_line_bytes, "line_bytes": item.line_bytes}))
                 continue
-            if not item.strip():
-                continue  # blank lines are keep-alives / typing noise, not requests
             self.requests_total += 1
             try:
                 request = parse_request(item, peer)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -95,15 +96,49 @@ def test_unsafe_slot_ids_are_refused(tmp_path: Path, slot_id: str) -> None:
     assert caught.value.field == "slot_id" and list(tmp_path.iterdir()) == []
 
 
-def test_clean_stale_temp_removes_dead_writers_dirs_only(tmp_path: Path) -> None:
-    """Temp folders of a crashed (exited) process are removed; ours and published slots are kept."""
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead_pid = int(dead.stdout)
-    stale = tmp_path / f"{TEMP_PREFIX}slot-1-{dead_pid}-abc123"
-    live = tmp_path / f"{TEMP_PREFIX}slot-2-{os.getpid()}-def456"
-    for folder in (stale, live, tmp_path / "published"):
-        folder.mkdir()
-        (folder / "video.mp4").write_bytes(b"x")
-    assert clean_stale_temp(tmp_path) == [stale]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "published"])
+_BLOCKED_WRITER = """
+import sys, time
+from pathlib import Path
+from stages.encode import publish_slot
+
+def write(folder):
+    (folder / "video.mp4").write_bytes(b"half a video")
+    print("writing", flush=True)
+    time.sleep(600)
+
+publish_slot(Path(sys.argv[1]), sys.argv[2], write)
+"""
+
+
+def _blocked_writer(out_root: Path, slot_id: str) -> subprocess.Popen:
+    """A real publisher process stopped inside write(), its temporary folder half written."""
+    writer = subprocess.Popen([sys.executable, "-c", _BLOCKED_WRITER, str(out_root), slot_id],
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[3])
+    assert writer.stdout.readline().strip() == "writing"
+    return writer
+
+
+def test_clean_stale_temp_removes_a_killed_writers_folder_even_as_a_zombie(tmp_path: Path) -> None:
+    """kill -9 mid-write, the writer not yet reaped (a zombie whose pid still answers): its folder
+    and lock go; a live writer's folder and published slots stay."""
+    import signal
+
+    (tmp_path / "published").mkdir()
+    killed, alive = _blocked_writer(tmp_path, "slot-1"), _blocked_writer(tmp_path, "slot-2")
+    try:
+        killed.send_signal(signal.SIGKILL)
+        time.sleep(0.5)  # dead, not reaped: os.kill(pid, 0) would still say it exists
+        os.kill(killed.pid, 0)
+        removed = clean_stale_temp(tmp_path)
+        assert [p.name.startswith(f"{TEMP_PREFIX}slot-1-") for p in removed] == [True]
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert "published" in left and not any("slot-1" in name for name in left)
+        assert sum(name.startswith(f"{TEMP_PREFIX}slot-2-") for name in left) == 2  # folder + its lock
+    finally:
+        for writer in (killed, alive):
+            writer.kill()
+            writer.wait()
+    assert clean_stale_temp(tmp_path) and sorted(p.name for p in tmp_path.iterdir()) == ["published"]
     assert clean_stale_temp(tmp_path / "absent") == []
+
+

@@ -91,3 +91,12 @@ def test_resampling_22050_to_24000_keeps_length_and_tone():
     out = resample_to_rate(tone, 22_050, 24_000)
     assert out.dtype == np.float32 and len(out) == 24_000
     assert abs(_peak_hz(out, 24_000) - 1000) < 2
+
+
+def test_a_wav_header_without_its_format_chunk_is_rejected(tmp_path):
+    """RIFF/WAVE with no fmt chunk (scipy's parser once crashed on it) is a speech.audio error."""
+    path = tmp_path / "fake.wav"
+    path.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio")
+    with pytest.raises(StageInputError) as err:
+        load_wav(path)
+    assert err.value.field == "speech.audio"
