@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from vortexd.control.client import ControlClient, DaemonUnavailable, ProtocolViolation
-from vortexd.journal import TERMINAL_STATES
+from vortexd.slot_state import TERMINAL_STATES
 
 DEFAULT_SOCKET = Path("/run/vortexd/control.sock")
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -90,7 +90,7 @@ def print_slots(slots: list[Mapping[str, Any]], out: TextIO) -> None:
     if not slots:
         print("no slots", file=out)
         return
-    header = ("SEQ", "SLOT", "STATE", "TRIES", "CHANGED", "ERROR")
+    header = ("SEQ", "SLOT", "STATE", "RESTARTS", "CHANGED", "ERROR")
     rows = [(_scalar(s.get("seq")), str(s.get("slot_id", "?")), str(s.get("state", "?")),
              _scalar(s.get("attempts")), _clock(s.get("state_at")), (s.get("error") or "")[:60])
             for s in slots]

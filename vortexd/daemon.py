@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
@@ -29,10 +29,10 @@ from vortexd.instance_lock import AlreadyRunning, InstanceLock, acquire_instance
 from vortexd.journal import Journal, SlotFinished
 from vortexd.metrics import Metrics, MetricsOptions
 from vortexd.recipe import Recipe
-from vortexd.render import publish_video
-from vortexd.scheduler import Action, Scheduler, SchedulerOptions, SlotState
+from vortexd.scheduler import Action, Scheduler, SchedulerOptions
 from vortexd.sdnotify import Notifier, watchdog_interval_s
 from vortexd.settings import Settings
+from vortexd.slot_state import SlotState
 from vortexd.slot_work import SlotWork
 from vortexd.tasks import TaskManager
 
@@ -82,6 +82,7 @@ class Daemon:
         self.actors: dict[str, StageActor] = {}
         self.control = None
         self._instance_lock: InstanceLock | None = None
+        self._journal_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
 
     # ----- lifecycle -----------------------------------------------------------------------
 
@@ -207,6 +208,7 @@ class Daemon:
                 self.journal.set_state(record.slot_id, "published", result={"recovered": True})
                 continue
             recipe = Recipe.model_validate(record.recipe)
+            self.journal.begin_attempt(record.slot_id)  # `vortexctl slots` shows it as RESTARTS
             self.work[record.slot_id] = SlotWork(recipe=recipe, seq=record.seq)
             restored += 1
             self.scheduler.restore(record.slot_id, record.seq, "queued",
@@ -246,6 +248,7 @@ class Daemon:
         for work in self.work.values():
             work.release_slab()
         await asyncio.to_thread(self.backends.close)
+        self._journal_thread.shutdown(wait=True)
         if self.journal is not None:
             self.journal.close()
         if self.arena is not None:
@@ -269,7 +272,7 @@ class Daemon:
             wake_at = None
             try:
                 for action in self.scheduler.next_actions(now):
-                    self._dispatch(action)
+                    await self._dispatch(action)
                 self._refresh_gauges()
                 wake_at = self.scheduler.next_wakeup_s(now)
             except Exception:  # supervision: a bad decision must not stop every future slot
@@ -278,10 +281,11 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout_s)
 
-    def _dispatch(self, action: Action) -> None:
+    async def _dispatch(self, action: Action) -> None:
         slot_id = action.slot_id
         if action.kind in ("prepare", "warp", "finish"):
-            self.record_state(slot_id, {"prepare": "preparing", "warp": "warping", "finish": "finishing"}[action.kind])
+            await self.record_state(slot_id, {"prepare": SlotState.PREPARING, "warp": SlotState.WARPING,
+                                              "finish": SlotState.FINISHING}[action.kind])
             self.actors[action.kind].send(Job(slot_id))
             return
         # mark_late / abandon: the slot will not air on time.
@@ -290,17 +294,22 @@ class Daemon:
                 actor.control(Cancel(slot_id))
         view = self.scheduler.slot(slot_id)
         if view.state is SlotState.LATE:
-            self.record_state(slot_id, "late", error=action.reason)
+            await self.record_state(slot_id, SlotState.LATE, error=action.reason)
             self.metrics.count_slot("late")
             if action.kind == "mark_late":
                 self.forget(slot_id)
         log.warning("slot_late", slot_id=slot_id, action=action.kind, reason=action.reason)
 
-    def record_state(self, slot_id: str, state: str, error: str | None = None,
-                     result: dict[str, Any] | None = None) -> None:
-        """Journal a slot's new state, then tell subscribers (never the other way round)."""
+    async def record_state(self, slot_id: str, state: SlotState, error: str | None = None,
+                           result: dict[str, Any] | None = None) -> None:
+        """Journal a slot's new state, then tell subscribers (never the other way round).
+
+        The write (an fsync) runs on the journal's own thread, never on the event loop; one
+        thread, so the journal sees the transitions in the order they were decided.
+        """
+        write = functools.partial(self.journal.set_state, slot_id, state, error=error, result=result)
         try:
-            self.journal.set_state(slot_id, state, error=error, result=result)
+            await asyncio.get_running_loop().run_in_executor(self._journal_thread, write)
         except SlotFinished:
             return  # e.g. a cancelled slot's stage reporting back: the final state stands
         self.events.publish(slot_id, "state", state=state, error=error)
@@ -335,22 +344,22 @@ class Daemon:
         if view.stage_durations_s.get(stage) is not None:
             self.metrics.observe_stage(stage, view.stage_durations_s[stage])
         if view.state is SlotState.PUBLISHED or (view.published_s is not None and stage == "finish"):
-            self._on_published(slot_id, view, result or {}, work)
+            await self._on_published(slot_id, view, result or {}, work)
         elif view.state is SlotState.FAILED:
             log.error("slot_failed", slot_id=slot_id, stage=stage, error=message)
-            self.record_state(slot_id, "failed", error=message)
+            await self.record_state(slot_id, SlotState.FAILED, error=message)
             self.metrics.count_slot("rejected" if rejected else "failed")
             self.forget(slot_id)
         elif view.state in (SlotState.LATE, SlotState.CANCELLED):
             self.forget(slot_id)
         else:
-            self.record_state(slot_id, str(view.state))
+            await self.record_state(slot_id, view.state)
         self.wake()
 
-    def _on_published(self, slot_id: str, view, result: dict[str, Any], work: SlotWork | None) -> None:
+    async def _on_published(self, slot_id: str, view, result: dict[str, Any], work: SlotWork | None) -> None:
         slack_s = view.deadline_slack_s if view.deadline_slack_s is not None else 0.0
         result = {**result, "deadline_slack_s": round(slack_s, 3), "late": view.late}
-        self.record_state(slot_id, "published", result=result)
+        await self.record_state(slot_id, SlotState.PUBLISHED, result=result)
         end_to_end_s = time.monotonic() - work.accepted_monotonic_s if work is not None else None
         self.metrics.observe_published(end_to_end_s, slack_s, late=view.late)
         log.info("slot_published", slot_id=slot_id, slack_s=round(slack_s, 3), late=view.late)
@@ -366,38 +375,15 @@ class Daemon:
                                                         stage=stage, done=done, total=total))
         return report
 
-    def _check_cancelled(self, stage: str, slot_id: str) -> None:
-        if self.actors[stage].is_cancelled(slot_id):
-            raise InterruptedError(f"{stage} of {slot_id} cancelled")
-
     async def _prepare(self, job: Job) -> dict[str, Any]:
         work = self.work[job.slot_id]
-        recipe, clock = work.recipe, work.clock
-
-        def image():
-            with clock.time("image"):
-                actor = pipeline.make_actor(recipe, self.settings, self.backends)
-            # Here, not in the warp stage: this overlaps the previous slot's warp.
-            with clock.time("warp_prepare"):
-                pipeline.prepare_warp(self.backends, actor)
-            return actor
-
-        def speech():
-            with clock.time("tts"):
-                return pipeline.make_speech(recipe, self.backends)
-
-        # Image and speech do not depend on each other: run them side by side.
-        work.actor, (work.speech, work.warnings) = await asyncio.gather(
-            asyncio.to_thread(image), asyncio.to_thread(speech))
-        self._check_cancelled("prepare", job.slot_id)
-
-        def plan():
-            with clock.time("motion"):
-                return pipeline.make_plan(recipe, work.speech)
-
-        work.plan = await asyncio.to_thread(plan)
+        prepared = await asyncio.to_thread(
+            pipeline.prepare, work.recipe, self.settings, self.backends, work.clock,
+            should_stop=lambda: self.actors["prepare"].is_cancelled(job.slot_id))
+        work.actor, work.speech, work.plan, work.warnings = (prepared.actor, prepared.speech, prepared.plan,
+                                                             prepared.warnings)
         for stage in ("image", "warp_prepare", "tts", "motion"):
-            self.metrics.observe_stage(stage, clock.seconds[stage])
+            self.metrics.observe_stage(stage, work.clock.seconds[stage])
         return {}
 
     async def _warp(self, job: Job) -> dict[str, Any]:
@@ -419,26 +405,20 @@ class Daemon:
 
     async def _finish(self, job: Job) -> dict[str, Any]:
         work = self.work[job.slot_id]
-        out_root = self.settings.output_dir
-        if self.settings.verify:
-            def verify():
-                with work.clock.time("verify"):
-                    return pipeline.verify_frames(self.backends, work.frames, work.speech, work.plan.fps,
-                                                  work.actor, work.recipe.actor.prompt)
-
-            work.verdict = await asyncio.to_thread(verify)
-            self.metrics.observe_stage("verify", work.clock.seconds["verify"])
-            offset = getattr(work.verdict, "av_offset_frames", None)
-            if offset is not None:
-                self.metrics.observe_lipsync_offset(offset)
-        self._check_cancelled("finish", job.slot_id)
-        slot_dir = await asyncio.to_thread(
-            publish_video, out_root, work.recipe, self.backends, work.speech, work.plan, work.frames,
-            work.verdict, work.clock, work.warnings, work.actor.source)
-        self.metrics.observe_stage("encode", work.clock.seconds["encode"])
+        rendered = pipeline.Rendered(work.recipe, work.actor, work.speech, work.plan, work.frames, work.clock,
+                                     work.warnings)
+        published = await asyncio.to_thread(
+            pipeline.finish, self.settings.output_dir, rendered, self.backends, self.settings.verify,
+            should_stop=lambda: self.actors["finish"].is_cancelled(job.slot_id))
         work.release_slab()
-        manifest = json.loads((slot_dir / "manifest.json").read_text())
-        return {"slot_dir": str(slot_dir), "video": str(slot_dir / "video.mp4"),
+        manifest = published.manifest
+        for stage in ("verify", "encode"):
+            if stage in work.clock.seconds:
+                self.metrics.observe_stage(stage, work.clock.seconds[stage])
+        offset = (manifest.get("verdict") or {}).get("av_offset_frames")
+        if offset is not None:
+            self.metrics.observe_lipsync_offset(offset)
+        return {"slot_dir": str(published.path), "video": str(published.path / "video.mp4"),
                 "stage_seconds": manifest["stage_seconds"],
                 "verdict_passed": (manifest.get("verdict") or {}).get("passed")}
 

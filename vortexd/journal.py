@@ -23,15 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
-"""Stored in `PRAGMA user_version`; a journal with a higher number was written by a newer vortexd."""
+from vortexd.slot_state import LEGACY_NAMES, TERMINAL_STATES, SlotState
 
-ACCEPTED = "accepted"
-TERMINAL_STATES = frozenset({"published", "failed", "late", "cancelled"})
-"""States a slot never leaves: the slot is done, successfully or not."""
+SCHEMA_VERSION = 2
+"""Stored in `PRAGMA user_version`; a journal with a higher number was written by a newer vortexd.
+2: an accepted slot's state is `queued`, as in the scheduler and the events (1 wrote `accepted`)."""
 
 MAX_LIST_LIMIT = 10_000
 _STATE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_STATE_NAMES = tuple(str(state) for state in SlotState)
 _SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 _SCHEMA = """
@@ -211,8 +211,11 @@ class Journal:
             if db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
                 db.execute("COMMIT")  # another process created the schema while we waited
                 return
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                db.execute(statement)
+            if db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    db.execute(statement)
+            for legacy, state in LEGACY_NAMES.items():
+                db.execute("UPDATE slots SET state = ? WHERE state = ?", (str(state), legacy))
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("COMMIT")
         except BaseException:
@@ -283,9 +286,9 @@ class Journal:
                 cursor = db.execute(
                     "INSERT INTO slots (slot_id, recipe_json, recipe_sha256, accepted_at, state, state_at)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
-                    (slot_id, recipe_json, recipe_sha256, now, ACCEPTED, now))
+                    (slot_id, recipe_json, recipe_sha256, now, SlotState.QUEUED, now))
                 seq = int(cursor.lastrowid)
-                self._event(db, slot_id, now, "state", {"state": ACCEPTED, "seq": seq})
+                self._event(db, slot_id, now, "state", {"state": SlotState.QUEUED, "seq": seq})
         # Returned only here, after COMMIT: the caller may acknowledge the submit now.
         return seq
 
@@ -296,8 +299,8 @@ class Journal:
         A slot in a terminal state never changes again (`SlotFinished`): that is what keeps a slot
         from being published twice after a restart.
         """
-        if not isinstance(state, str) or not _STATE_PATTERN.match(state):
-            raise JournalError(f"state must be a lowercase identifier, got {state!r}")
+        if state not in _STATE_NAMES:
+            raise JournalError(f"state must be one of {', '.join(_STATE_NAMES)}, got {state!r}")
         if error is not None and not isinstance(error, str):
             raise JournalError("error must be a string")
         result_json = _dumps(result, "result")

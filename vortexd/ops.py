@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vortexd.actor import Cancel
-from vortexd.control.protocol import ControlError, Request
+from vortexd.control.protocol import OPS, ControlError, Request
 from vortexd.recipe import parse_recipe
-from vortexd.scheduler import TERMINAL_STATES
+from vortexd.slot_state import TERMINAL_STATES, SlotState
 from vortexd.spool import snapshot_inputs
 
 if TYPE_CHECKING:
@@ -25,10 +26,16 @@ class ControlOps:
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
+        self._table: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
+            "submit": self._op_submit, "status": self._op_status, "slots": self._op_slots,
+            "cancel": self._op_cancel, "drain": self._op_drain, "resume": self._op_resume,
+            "health": self._op_health, "voices": self._op_voices, "subscribe": self._op_subscribe,
+        }
+        assert set(self._table) == set(OPS), "every protocol op needs exactly one handler"
 
     async def handle(self, request: Request) -> Any:
         """The answer to one request (an async iterator of events for `subscribe`)."""
-        return await getattr(self, f"_op_{request.op}")(request.args)
+        return await self._table[request.op](request.args)
 
     async def _op_submit(self, args: dict[str, Any]) -> dict[str, Any]:
         daemon = self.daemon
@@ -50,7 +57,7 @@ class ControlOps:
         recipe_json = json.dumps(recipe.model_dump(mode="json"), sort_keys=True)
         # Committed to disk before the answer: an acknowledged recipe survives kill -9.
         seq = await asyncio.to_thread(daemon.journal.accept, recipe.slot_id, recipe_json, recipe.content_hash())
-        if recipe.slot_id in daemon.work or daemon.journal.get(recipe.slot_id).state != "accepted":
+        if recipe.slot_id in daemon.work or daemon.journal.get(recipe.slot_id).state != SlotState.QUEUED:
             record = daemon.journal.get(recipe.slot_id)
             return {"slot_id": recipe.slot_id, "seq": seq, "state": record.state, "duplicate": True}
         from vortexd.slot_work import SlotWork
@@ -107,7 +114,7 @@ class ControlOps:
             daemon.actors[running].control(Cancel(slot_id))
         else:
             daemon.forget(slot_id)
-        daemon.record_state(slot_id, "cancelled", error=args.get("reason"))
+        await daemon.record_state(slot_id, SlotState.CANCELLED, error=args.get("reason"))
         daemon.metrics.count_slot("cancelled")
         daemon.wake()
         return {"slot_id": slot_id, "state": "cancelled", "interrupted_stage": running}

@@ -16,7 +16,9 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
@@ -25,8 +27,12 @@ from stages.errors import StageInputError
 from stages.fit import fit_speech
 from stages.registry import load_backend_class
 from stages.types import FRAME_SIZE_PX, Actor, MotionPlan, Speech
+from vortexd.manifest import build_manifest
 from vortexd.recipe import ExpressionSegment, Recipe
 from vortexd.settings import Settings
+
+if TYPE_CHECKING:  # the encoder (PyAV) loads only when a slot is published
+    from stages.encode import PublishedSlot
 
 log = structlog.get_logger("vortexd.pipeline")
 
@@ -320,3 +326,84 @@ class StageClock:
             yield
         finally:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+@dataclasses.dataclass(frozen=True)
+class Rendered:
+    """A slot after its warp: what the finish stage verifies, encodes and publishes."""
+
+    recipe: Recipe
+    actor: Actor
+    speech: Speech
+    plan: MotionPlan
+    frames: np.ndarray
+    clock: StageClock
+    warnings: list[str]
+
+
+def finish(out_root: Path, slot: Rendered, backends: Backends, verify: bool, progress: Progress = _no_progress,
+           should_stop: Callable[[], bool] = lambda: False) -> PublishedSlot:
+    """The finish stage: verify (when enabled), encode and publish atomically; returns the
+    folder and its manifest. `should_stop()` true after verifying: nothing is published."""
+    verdict = None
+    if verify:
+        with slot.clock.time("verify"):
+            verdict = verify_frames(backends, slot.frames, slot.speech, slot.plan.fps, slot.actor,
+                                    slot.recipe.actor.prompt)
+        progress("verify", 1, 1)
+    if should_stop():
+        raise InterruptedError("finish cancelled")
+    return _encode_and_publish(out_root, slot, backends, verdict, progress)
+
+
+def _encode_and_publish(out_root: Path, slot: Rendered, backends: Backends, verdict,
+                        progress: Progress) -> PublishedSlot:
+    from stages.encode import encode_mp4, publish_slot
+
+    def write(folder: Path) -> dict[str, Any]:
+        with slot.clock.time("encode"):
+            encode_mp4(slot.frames, slot.speech.audio, folder / "video.mp4", fps=slot.plan.fps,
+                       sample_rate_hz=slot.speech.sample_rate_hz)
+        progress("encode", 1, 1)
+        return build_manifest(slot.recipe, backends, slot.speech, slot.plan, verdict, slot.clock, slot.warnings,
+                              slot.actor.source, versions())
+
+    out_root.mkdir(parents=True, exist_ok=True)
+    return publish_slot(out_root, slot.recipe.slot_id, write)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A slot after its prepare stage: the actor (warp prepared for it), the speech, the plan."""
+
+    actor: Actor
+    speech: Speech
+    plan: MotionPlan
+    warnings: list[str]
+
+
+def prepare(recipe: Recipe, settings: Settings, backends: Backends, clock: StageClock,
+            progress: Progress = _no_progress, should_stop: Callable[[], bool] = lambda: False) -> Prepared:
+    """The prepare stage: image (and the warp's one-off preparation for it) beside speech, then
+    the motion plan. `should_stop()` true once both are done: no plan is made."""
+    def speak() -> tuple[Speech, list[str]]:
+        with clock.time("tts"):
+            return make_speech(recipe, backends)
+
+    # Speech does not depend on the picture: it runs in a second thread.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-tts") as pool:
+        speech_job = pool.submit(speak)
+        with clock.time("image"):
+            actor = make_actor(recipe, settings, backends)
+        progress("image", 1, 1)
+        # Here, not in the warp stage: in the daemon this overlaps the previous slot's warp.
+        with clock.time("warp_prepare"):
+            prepare_warp(backends, actor)
+        speech, warnings_seen = speech_job.result()
+    progress("tts", 1, 1)
+    if should_stop():
+        raise InterruptedError("prepare cancelled")
+    with clock.time("motion"):
+        plan = make_plan(recipe, speech)
+    progress("motion", 1, 1)
+    return Prepared(actor, speech, plan, warnings_seen)

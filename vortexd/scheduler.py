@@ -18,13 +18,13 @@ import heapq
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from enum import StrEnum
 from types import MappingProxyType
 from collections.abc import Mapping
 from typing import Literal
 
 from stages.errors import StageInputError
 from vortexd.clock import Clock, MonotonicClock
+from vortexd.slot_state import TERMINAL_STATES, SlotState
 
 STAGES: tuple[str, ...] = ("prepare", "warp", "finish")
 """Stage actions the daemon runs and reports back: image+TTS, warp, verify+encode+publish."""
@@ -33,23 +33,6 @@ LatePolicy = Literal["skip", "publish_late"]
 ActionKind = Literal["prepare", "warp", "finish", "mark_late", "abandon"]
 
 
-class SlotState(StrEnum):
-    """Where a slot is in its life cycle."""
-
-    QUEUED = "queued"
-    PREPARING = "preparing"
-    PREPARED = "prepared"
-    WARPING = "warping"
-    WARPED = "warped"
-    FINISHING = "finishing"
-    PUBLISHED = "published"
-    LATE = "late"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-TERMINAL_STATES = frozenset(
-    {SlotState.PUBLISHED, SlotState.LATE, SlotState.FAILED, SlotState.CANCELLED})
 _NOT_WARPED_YET = (SlotState.QUEUED, SlotState.PREPARING, SlotState.PREPARED)
 _RUNNING_STATE = {"prepare": SlotState.PREPARING, "warp": SlotState.WARPING,
                   "finish": SlotState.FINISHING}

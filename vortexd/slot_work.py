@@ -23,7 +23,6 @@ class SlotWork:
     speech: Speech | None = None
     plan: MotionPlan | None = None
     lease: Any = None  # vram.SlabLease while the slot holds a video slab
-    verdict: Any = None
     warnings: list[str] = field(default_factory=list)
     clock: StageClock = field(default_factory=StageClock)
 

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -103,8 +104,16 @@ def _rename_no_replace(source: Path, target: Path) -> None:
     os.rename(source, target)
 
 
-def publish_slot(out_root: Path, slot_id: str, write: Callable[[Path], dict]) -> Path:
-    """Publish `out_root/slot_id` atomically and return its path.
+@dataclass(frozen=True)
+class PublishedSlot:
+    """A published slot folder and the manifest written into it (with its files table)."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+
+def publish_slot(out_root: Path, slot_id: str, write: Callable[[Path], dict]) -> PublishedSlot:
+    """Publish `out_root/slot_id` atomically; return its path and manifest.
 
     `write(tmp)` writes the slot's files into the temporary folder `tmp` and returns the manifest
     dict; this adds `"files": {name: {"sha256", "bytes"}}`, writes manifest.json, fsyncs, and
@@ -119,10 +128,10 @@ def publish_slot(out_root: Path, slot_id: str, write: Callable[[Path], dict]) ->
         raise SlotExistsError(target)
     out_root.mkdir(parents=True, exist_ok=True)
     with _writer_lock(out_root, slot_id) as tmp:
-        _write_and_rename(tmp, target, write)
+        manifest = _write_and_rename(tmp, target, write)
     # Make the rename itself durable: it lives in out_root's directory entry.
     fsync_path(out_root)
-    return target
+    return PublishedSlot(target, manifest)
 
 
 @contextlib.contextmanager
@@ -140,9 +149,9 @@ def _writer_lock(out_root: Path, slot_id: str) -> Iterator[Path]:
         os.close(fd)
 
 
-def _write_and_rename(tmp: Path, target: Path, write: Callable[[Path], dict]) -> None:
-    """Fill `tmp` (files, manifest), make it durable and rename it to `target`; on any error
-    remove it, so no partial slot is ever left behind."""
+def _write_and_rename(tmp: Path, target: Path, write: Callable[[Path], dict]) -> dict[str, Any]:
+    """Fill `tmp` (files, manifest), make it durable and rename it to `target`; return the
+    manifest. On any error remove it, so no partial slot is ever left behind."""
     try:
         manifest = write(tmp)
         if not isinstance(manifest, dict):
@@ -164,6 +173,7 @@ def _write_and_rename(tmp: Path, target: Path, write: Callable[[Path], dict]) ->
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return full
 
 
 def _writer_alive(lock_path: Path) -> bool:

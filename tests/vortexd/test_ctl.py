@@ -25,6 +25,8 @@ from vortexd.journal import Journal, SlotFinished
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = (("image", 1), ("tts", 1), ("warp", 1080), ("encode", 1))
+STATE_OF_STAGE = {"image": "preparing", "tts": "prepared", "warp": "warping", "encode": "finishing"}
+"""The SlotState each stage's progress belongs to (the journal takes SlotState names only)."""
 
 
 class _SmallDaemon:
@@ -54,7 +56,7 @@ class _SmallDaemon:
         await asyncio.sleep(0.05)
         self.journal.begin_attempt(slot_id)
         for stage, total in STAGES:
-            self._state(slot_id, stage)
+            self._state(slot_id, STATE_OF_STAGE[stage])
             for done in (total // 2, total):
                 await asyncio.sleep(0.005)
                 self.publish({"slot_id": slot_id, "kind": "progress",
@@ -185,7 +187,7 @@ def test_submit_wait_follows_progress_until_published(served: _ServerThread, tmp
     assert status == 0, err
     assert "accepted slot news-2" in out and out.strip().endswith("published news-2: /srv/out/news-2/video.mp4")
     for stage, _ in STAGES:
-        assert f"news-2  state  {stage}" in err and f"{stage:<7} done" in err
+        assert f"news-2  state  {STATE_OF_STAGE[stage]}" in err and f"{stage:<7} done" in err
 
 
 def test_submit_wait_exits_1_when_the_slot_fails(served: _ServerThread, tmp_path: Path) -> None:
@@ -211,7 +213,7 @@ def test_slots_and_status_show_the_journal(served: _ServerThread, tmp_path: Path
         _ctl(served, "submit", "--wait", str(_recipe_file(tmp_path, name)))
     status, out, _ = _ctl(served, "slots", "--limit", "2")
     rows = out.splitlines()
-    assert status == 0 and rows[0].split() == ["SEQ", "SLOT", "STATE", "TRIES", "CHANGED", "ERROR"]
+    assert status == 0 and rows[0].split() == ["SEQ", "SLOT", "STATE", "RESTARTS", "CHANGED", "ERROR"]
     assert [row.split()[:4] for row in rows[1:]] == [["3", "a-3", "published", "1"], ["2", "a-2", "published", "1"]]
     status, out, _ = _ctl(served, "status")
     assert status == 0 and "state: serving" in out and "published: 3" in out

@@ -48,12 +48,12 @@ def journal(tmp_path: Path) -> Journal:
 
 
 def test_accept_assigns_increasing_seq_and_records_the_recipe(journal: Journal) -> None:
-    """Each accepted recipe gets the next seq and is readable back as submitted, state "accepted"."""
+    """Each accepted recipe gets the next seq and is readable back as submitted, state "queued"."""
     seqs = [journal.accept(f"slot-{i}", *_recipe(f"slot-{i}")) for i in range(3)]
     assert seqs == sorted(seqs) and len(set(seqs)) == 3
     record = journal.get("slot-1")
     assert record is not None
-    assert record.seq == seqs[1] and record.state == "accepted" and record.attempts == 0
+    assert record.seq == seqs[1] and record.state == "queued" and record.attempts == 0
     assert record.recipe == {"slot_id": "slot-1", "speech": {"text": "Hello there."}}
     assert record.recipe_sha256 == _recipe("slot-1")[1]
     assert journal.get("never-submitted") is None
@@ -110,7 +110,7 @@ def test_list_is_newest_first_with_limit_and_state_filter(journal: Journal) -> N
     assert [r.slot_id for r in journal.list(limit=3)] == ["s4", "s3", "s2"]
     assert [r.slot_id for r in journal.list(states=["failed"])] == ["s3", "s1"]
     assert journal.list(states=[]) == []
-    assert journal.counts() == {"accepted": 3, "failed": 2}
+    assert journal.counts() == {"queued": 3, "failed": 2}
     with pytest.raises(JournalError):
         journal.list(limit=0)
 
@@ -124,7 +124,7 @@ def test_state_changes_and_attempts_are_recorded_as_events_in_order(journal: Jou
     journal.set_state("s1", "late", error="missed its deadline")
     events = journal.events("s1")
     assert [(e.kind, (e.data or {}).get("state")) for e in events] == [
-        ("state", "accepted"), ("attempt", None), ("state", "warping"), ("late", None), ("state", "late")]
+        ("state", "queued"), ("attempt", None), ("state", "warping"), ("late", None), ("state", "late")]
     assert [e.at for e in events] == sorted(e.at for e in events)
     assert journal.events("s1", after_id=events[2].id)[0].kind == "late"
     with pytest.raises(SlotNotFound):
@@ -149,7 +149,7 @@ def test_unknown_slots_and_malformed_values_are_refused(journal: Journal) -> Non
         journal.set_state("s1", "DROP TABLE slots")
     with pytest.raises(JournalError, match="JSON"):
         journal.set_state("s1", "failed", result={"bad": float("nan")})
-    assert journal.get("s1").state == "accepted"  # the refused updates changed nothing
+    assert journal.get("s1").state == "queued"  # the refused updates changed nothing
 
 
 def test_the_journal_is_wal_with_a_schema_version_and_refuses_a_newer_schema(tmp_path: Path) -> None:
@@ -235,3 +235,20 @@ def test_every_acknowledged_recipe_survives_kill_9(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     db.close()
+
+
+def test_a_version_1_journal_is_migrated_to_queued(tmp_path: Path) -> None:
+    """Journals written before the shared SlotState said "accepted": reopened, those slots are
+    "queued" (and resume as such); the schema version moves to 2."""
+    path = tmp_path / "journal.sqlite3"
+    with Journal.open(path) as journal:
+        journal.accept("old", *_recipe("old"))
+    db = sqlite3.connect(path)
+    db.execute("UPDATE slots SET state = 'accepted'")
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    with Journal.open(path) as journal:
+        assert journal.get("old").state == "queued"
+        assert [r.slot_id for r in journal.unfinished()] == ["old"]
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2

@@ -33,9 +33,11 @@ def _writer(payload: bytes = b"fake-but-real-bytes" * 100):
 def test_published_slot_has_files_and_hashed_manifest_and_no_temp(tmp_path: Path) -> None:
     """The slot folder holds the written files and a manifest with each file's sha256 and size; no temp dir remains."""
     write, calls = _writer()
-    slot = publish_slot(tmp_path, "a", write)
+    published = publish_slot(tmp_path, "a", write)
+    slot = published.path
     assert slot == tmp_path / "a" and calls[0].parent == tmp_path and calls[0].name.startswith(".")
     manifest = json.loads((slot / "manifest.json").read_text())
+    assert published.manifest == manifest  # what the caller gets is what readers will read
     video = (slot / "video.mp4").read_bytes()
     assert manifest["seed"] == 7
     assert manifest["files"]["video.mp4"] == {"sha256": hashlib.sha256(video).hexdigest(), "bytes": len(video)}

@@ -1,0 +1,68 @@
+"""manifest.json: what a published slot says about itself (file hashes are added by publish_slot)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vortexd.recipe import Recipe
+
+if TYPE_CHECKING:  # types only: the pipeline imports this module
+    from vortexd.pipeline import Backends, StageClock
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy of `value` (dataclasses, numpy scalars/arrays, paths)."""
+    def default(obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj):
+            return dataclasses.asdict(obj)
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+        if isinstance(obj, Path):
+            return str(obj)
+        raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+    return json.loads(json.dumps(value, default=default))
+
+
+def input_hashes(recipe: Recipe) -> dict[str, str]:
+    """sha256 of each input file the recipe names, by field (the daemon's are its spool copies,
+    named by that same hash: the bytes accepted at submit)."""
+    files = {"actor.image": recipe.actor.image, "speech.audio": recipe.speech.audio}
+    return {field: hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            for field, path in files.items() if path is not None}
+
+
+def build_manifest(recipe: Recipe, backends: Backends, speech, plan, verdict, clock: StageClock,
+                   warnings_seen: list[str], actor_source: str, versions: dict[str, str]) -> dict[str, Any]:
+    """The manifest.json content of a slot (file hashes are added by publish_slot)."""
+    verdict_fields = dataclasses.asdict(verdict) if verdict is not None else None
+    return _plain({
+        "slot_id": recipe.slot_id,
+        "recipe_sha256": recipe.content_hash(),
+        "recipe": recipe.model_dump(mode="json"),
+        "seed": recipe.motion.seed,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "video": {"fps": plan.fps, "frames": plan.n_frames, "duration_s": plan.n_frames / plan.fps,
+                  "width": 512, "height": 512, "codec": "h264", "audio_codec": "aac",
+                  "audio_sample_rate_hz": speech.sample_rate_hz},
+        "backends": {"image": "flux" if actor_source.startswith("flux:") else "library",
+                     "tts": speech.backend, "voice": speech.voice, "warp": backends.warp.name,
+                     "verify": "objective+clip" if verdict_fields and verdict_fields.get("clip") else "objective",
+                     "motion_source": plan.meta.get("source")},
+        "actor_source": actor_source,
+        "inputs": input_hashes(recipe),
+        "versions": versions,
+        "models": {"tts": backends.kokoro.model_info()} if speech.backend == "kokoro" else {},
+        "stage_seconds": {k: round(v, 4) for k, v in clock.seconds.items()},
+        "verdict": verdict_fields,
+        "warnings": warnings_seen,
+    })
