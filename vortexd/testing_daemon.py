@@ -106,3 +106,13 @@ class DaemonProcess:
         """The end of the daemon's log (for assertion messages)."""
         path = self.folder / "daemon.log"
         return path.read_text(errors="replace")[-n_chars:] if path.exists() else ""
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> None:
+    """Poll `predicate()` every 0.1 s until it is true; AssertionError naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from vortexd.testing_daemon import DaemonProcess, write_config
+from vortexd.testing_daemon import DaemonProcess, wait_for, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -35,15 +35,6 @@ def _collect_events(daemon: DaemonProcess, sink: list, stop: threading.Event) ->
             sink.append(message)
             if stop.is_set():
                 return
-
-
-def _wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _states(daemon: DaemonProcess) -> dict[str, str]:
@@ -70,7 +61,7 @@ def test_five_slots_publish_before_deadline_with_prepare_overlapping_warp(daemon
     for i in range(5):
         answer = daemon.request("submit", {"recipe": _recipe(i)})
         assert answer["ok"], answer
-    _wait_for(lambda: all(_states(daemon).get(f"slot-{i}") == "published" for i in range(5)), 120, "5 published")
+    wait_for(lambda: all(_states(daemon).get(f"slot-{i}") == "published" for i in range(5)), 120, "5 published")
     stop.set()
     daemon.request("health")  # one more event-free round trip lets the listener see stop
     for i in range(5):
@@ -96,7 +87,7 @@ def test_a_failing_stage_fails_only_its_slot_as_rejected(daemon: DaemonProcess) 
     bad = daemon.request("submit", {"recipe": _recipe(5, speech={"text": "Hello.", "voice": "xx-nowhere"})})
     good = daemon.request("submit", {"recipe": _recipe(6)})
     assert bad["ok"] and good["ok"]
-    _wait_for(lambda: _states(daemon).get("slot-6") == "published", 60, "slot-6 published")
+    wait_for(lambda: _states(daemon).get("slot-6") == "published", 60, "slot-6 published")
     failed = daemon.request("status", {"slot_id": "slot-5"})["result"]
     assert failed["state"] == "failed" and "speech.voice" in failed["error"]
     assert daemon.request("health")["result"]["healthy"]
@@ -149,7 +140,7 @@ def test_metrics_endpoint_exposes_slot_timing_series(daemon: DaemonProcess) -> N
     mute = {"text": "Hello.", "voice": "xx-nowhere"}
     for recipe in (_recipe(7, slot_id="metrics-ok"), _recipe(8, slot_id="metrics-mute", speech=mute)):
         assert daemon.request("submit", {"recipe": recipe})["ok"]
-    _wait_for(lambda: _states(daemon).get("metrics-ok") == "published"
+    wait_for(lambda: _states(daemon).get("metrics-ok") == "published"
               and _states(daemon).get("metrics-mute") == "failed", 60, "one slot published, one rejected")
     port = daemon.request("status")["result"]["metrics_port"]
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
@@ -177,12 +168,12 @@ def test_kill_9_mid_slot_then_restart_publishes_every_recipe_exactly_once(tmp_pa
     daemon.start()
     for i in range(3):
         assert daemon.request("submit", {"recipe": _recipe(i, output={"duration_s": 10})})["ok"]
-    _wait_for(lambda: "warping" in _states(daemon).values(), 60, "a slot warping")
+    wait_for(lambda: "warping" in _states(daemon).values(), 60, "a slot warping")
     daemon.stop(signal.SIGKILL)
     restarted = DaemonProcess(tmp_path, daemon.config)
     restarted.start()
     try:
-        _wait_for(lambda: all(v == "published" for v in _states(restarted).values())
+        wait_for(lambda: all(v == "published" for v in _states(restarted).values())
                   and len(_states(restarted)) == 3, 120, "all published after restart")
         restarts = {s["slot_id"]: s["attempts"] for s in restarted.request("slots")["result"]["slots"]}
     finally:
@@ -203,14 +194,14 @@ def test_sigterm_mid_slot_drains_within_the_bound_and_loses_nothing(tmp_path: Pa
     daemon.start()
     for i in range(2):
         assert daemon.request("submit", {"recipe": _recipe(i, output={"duration_s": 10})})["ok"]
-    _wait_for(lambda: "warping" in _states(daemon).values(), 60, "a slot warping")
+    wait_for(lambda: "warping" in _states(daemon).values(), 60, "a slot warping")
     started = time.monotonic()
     assert daemon.stop(signal.SIGTERM, timeout_s=40) == 0, daemon.log_tail()
     assert time.monotonic() - started < 15.0 + 10.0
     restarted = DaemonProcess(tmp_path, daemon.config)
     restarted.start()
     try:
-        _wait_for(lambda: sorted(_states(restarted).values()) == ["published", "published"], 120,
+        wait_for(lambda: sorted(_states(restarted).values()) == ["published", "published"], 120,
                   "both published after restart")
     finally:
         assert restarted.stop() == 0, restarted.log_tail()
@@ -223,7 +214,7 @@ def test_a_slot_that_cannot_make_its_deadline_is_late_and_counted(tmp_path: Path
     daemon.start()
     try:
         assert daemon.request("submit", {"recipe": _recipe(0)})["ok"]
-        _wait_for(lambda: _states(daemon).get("slot-0") == "late", 30, "slot-0 late")
+        wait_for(lambda: _states(daemon).get("slot-0") == "late", 30, "slot-0 late")
         time.sleep(1.5)  # one scheduling tick to mirror the miss into the metrics
         port = daemon.request("status")["result"]["metrics_port"]
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()

@@ -19,20 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vortexd.testing_daemon import DaemonProcess, write_config
+from vortexd.testing_daemon import DaemonProcess, wait_for, write_config
 
 pytestmark = pytest.mark.slow
 
 IDLE_TIMEOUT_S = 2.0
-
-
-def _wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _state(daemon: DaemonProcess, slot_id: str) -> str | None:
@@ -94,7 +85,7 @@ def test_a_file_swapped_for_a_symlink_after_the_ack_is_not_what_renders(daemon: 
     assert answer["ok"], answer
     (inbox / "actor.jpg").unlink()
     (inbox / "actor.jpg").symlink_to(secret)
-    _wait_for(lambda: _state(daemon, "swap") in ("published", "failed"), 60, "the slot to finish")
+    wait_for(lambda: _state(daemon, "swap") in ("published", "failed"), 60, "the slot to finish")
     manifest = json.loads((daemon.folder / "out" / "swap" / "manifest.json").read_text())
     assert manifest["inputs"]["actor.image"] == hashlib.sha256(accepted).hexdigest()
 
@@ -147,7 +138,7 @@ def test_a_real_wav_is_accepted_and_hashed(daemon: DaemonProcess) -> None:
         out.setnchannels(1), out.setsampwidth(2), out.setframerate(24_000), out.writeframes(samples.tobytes())
     answer = daemon.request("submit", {"recipe": _recipe("wav", speech={"audio": str(path)})})
     assert answer["ok"], answer
-    _wait_for(lambda: _state(daemon, "wav") == "published", 60, "the wav slot published")
+    wait_for(lambda: _state(daemon, "wav") == "published", 60, "the wav slot published")
     manifest = json.loads((daemon.folder / "out" / "wav" / "manifest.json").read_text())
     assert manifest["inputs"]["speech.audio"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
