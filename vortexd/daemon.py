@@ -14,26 +14,22 @@ import functools
 import signal
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
 
-from stages.errors import StageInputError
 from stages.types import FRAME_SIZE_PX
 from vortexd import pipeline
 from vortexd.actor import Cancel, Job, StageActor, Stop
 from vortexd.clock import Clock, MonotonicClock
+from vortexd.engine import SlotEngine, StageWorkers
 from vortexd.events import EventBus
 from vortexd.instance_lock import AlreadyRunning, InstanceLock, acquire_instance_lock
-from vortexd.journal import Journal, SlotFinished
+from vortexd.journal import Journal
 from vortexd.metrics import Metrics, MetricsOptions
-from vortexd.recipe import Recipe
-from vortexd.scheduler import Action, Scheduler, SchedulerOptions
+from vortexd.scheduler import Scheduler, SchedulerOptions
 from vortexd.sdnotify import Notifier, watchdog_interval_s
 from vortexd.settings import Settings
-from vortexd.slot_state import SlotState
-from vortexd.slot_work import SlotWork
 from vortexd.tasks import TaskManager
 
 log = structlog.get_logger("vortexd")
@@ -65,14 +61,13 @@ class Daemon:
         self.scheduler = Scheduler(SchedulerOptions(
             cadence_s=settings.cadence_s, margin_s=settings.margin_s, late_policy=settings.late_policy,
             slab_count=settings.slab_count), self.clock)
-        self.work: dict[str, SlotWork] = {}
+        self.engine: SlotEngine | None = None
         self.phase = "starting"
         self.metrics_port: int | None = None
         self.spool_dir = settings.journal_path.parent / "spool"
         """Accepted recipes' input files, by sha256 (see spool.py)."""
         self.started_monotonic_s = time.monotonic()
         self.loop_lag_s = 0.0
-        self._misses_reported = 0
         self._wake: asyncio.Event | None = None
         self._stop_requested: asyncio.Event | None = None
         self.journal: Journal | None = None
@@ -82,7 +77,6 @@ class Daemon:
         self.actors: dict[str, StageActor] = {}
         self.control = None
         self._instance_lock: InstanceLock | None = None
-        self._journal_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
 
     # ----- lifecycle -----------------------------------------------------------------------
 
@@ -110,6 +104,7 @@ class Daemon:
         log.info("ready", socket=str(self.settings.socket_path), metrics_port=self.metrics_port,
                  startup_s=round(time.monotonic() - self.started_monotonic_s, 3))
         self.phase = "serving"
+        self.engine.accepting = True
         await self._stop_requested.wait()
         await self.drain_and_stop()
         return 0
@@ -131,6 +126,8 @@ class Daemon:
         settings.journal_path.parent.mkdir(parents=True, exist_ok=True)
         self.notifier.status("opening journal")
         self.journal = await asyncio.to_thread(Journal.open, settings.journal_path)
+        self.engine = SlotEngine(settings, self.clock, self.journal, self.scheduler, self.events, self.metrics,
+                                 self.spool_dir, StageWorkers(send=self._send_job, cancel=self._cancel_job), self.wake)
         await asyncio.to_thread(clean_stale_temp, settings.output_dir)
         self.notifier.status("allocating arena")
         await asyncio.to_thread(self._allocate_arena)
@@ -144,7 +141,9 @@ class Daemon:
             await asyncio.to_thread(self._warm_up)
         except pipeline.BackendUnavailable as exc:
             raise StartupError(str(exc)) from exc
-        self._resume_from_journal()
+        restored = self.engine.resume_from_journal()
+        if restored:
+            log.info("resumed_from_journal", slots=restored)
         for stage, handler in (("prepare", self._prepare), ("warp", self._warp), ("finish", self._finish)):
             actor = StageActor(stage, handler, functools.partial(self._stage_done, stage))
             self.actors[stage] = actor
@@ -198,28 +197,11 @@ class Daemon:
             lease.release()
         log.info("warmed_up", seconds=round(time.perf_counter() - started, 3))
 
-    def _resume_from_journal(self) -> None:
-        """Put every accepted-but-unfinished slot back on the timeline; skip what was published."""
-        now = self.clock.now_s()
-        restored = 0
-        for record in self.journal.unfinished():
-            if (self.settings.output_dir / record.slot_id / "manifest.json").is_file():
-                # Published, but the process died before journaling it: never publish twice.
-                self.journal.set_state(record.slot_id, "published", result={"recovered": True})
-                continue
-            recipe = Recipe.model_validate(record.recipe)
-            self.journal.begin_attempt(record.slot_id)  # `vortexctl slots` shows it as RESTARTS
-            self.work[record.slot_id] = SlotWork(recipe=recipe, seq=record.seq)
-            restored += 1
-            self.scheduler.restore(record.slot_id, record.seq, "queued",
-                                   air_s=now + self.settings.cadence_s * restored)
-        if restored:
-            self.scheduler.reanchor(now)
-            log.info("resumed_from_journal", slots=restored)
-
     async def drain_and_stop(self) -> None:
         """Stop taking work, let the slot in flight finish within the bound, then shut down."""
         self.phase = "draining"
+        if self.engine is not None:
+            self.engine.accepting = False
         self.notifier.stopping()
         self.scheduler.drain()
         deadline = time.monotonic() + self.settings.drain_timeout_s
@@ -228,9 +210,8 @@ class Daemon:
         if self._stage_running():
             # Out of time: interrupt; the journal keeps the slot unfinished, a restart resumes it.
             log.warning("drain_timeout", running=self._stage_running())
-            for slot_id in list(self.work):
-                for actor in self.actors.values():
-                    actor.control(Cancel(slot_id))
+            for slot_id in self.engine.in_flight():
+                self._cancel_job(slot_id, None)
         await self._close()
 
     def _stage_running(self) -> list[str]:
@@ -245,10 +226,9 @@ class Daemon:
         leftovers = await self.tasks.shutdown(timeout_s=5.0)
         if leftovers:
             log.warning("shutdown_leftovers", tasks=leftovers)
-        for work in self.work.values():
-            work.release_slab()
+        if self.engine is not None:
+            self.engine.close()
         await asyncio.to_thread(self.backends.close)
-        self._journal_thread.shutdown(wait=True)
         if self.journal is not None:
             self.journal.close()
         if self.arena is not None:
@@ -271,99 +251,25 @@ class Daemon:
             now = self.clock.now_s()
             wake_at = None
             try:
-                for action in self.scheduler.next_actions(now):
-                    await self._dispatch(action)
-                self._refresh_gauges()
-                wake_at = self.scheduler.next_wakeup_s(now)
+                wake_at = await self.engine.tick()
+                for region, usage in self.arena.usage().items():
+                    self.metrics.set_arena_region(region, usage.budget_bytes, usage.used_bytes)
             except Exception:  # supervision: a bad decision must not stop every future slot
                 log.exception("scheduling_failed")
             timeout_s = _LOOP_TICK_S if wake_at is None else min(_LOOP_TICK_S, max(0.0, wake_at - now))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout_s)
 
-    async def _dispatch(self, action: Action) -> None:
-        slot_id = action.slot_id
-        if action.kind in ("prepare", "warp", "finish"):
-            await self.record_state(slot_id, {"prepare": SlotState.PREPARING, "warp": SlotState.WARPING,
-                                              "finish": SlotState.FINISHING}[action.kind])
-            self.actors[action.kind].send(Job(slot_id))
-            return
-        # mark_late / abandon: the slot will not air on time.
-        if action.kind == "abandon":
-            for actor in self.actors.values():
+    def _send_job(self, stage: str, slot_id: str) -> None:
+        self.actors[stage].send(Job(slot_id))
+
+    def _cancel_job(self, slot_id: str, stage: str | None) -> None:
+        for name, actor in self.actors.items():
+            if stage is None or name == stage:
                 actor.control(Cancel(slot_id))
-        view = self.scheduler.slot(slot_id)
-        if view.state is SlotState.LATE:
-            await self.record_state(slot_id, SlotState.LATE, error=action.reason)
-            self.metrics.count_slot("late")
-            if action.kind == "mark_late":
-                self.forget(slot_id)
-        log.warning("slot_late", slot_id=slot_id, action=action.kind, reason=action.reason)
-
-    async def record_state(self, slot_id: str, state: SlotState, error: str | None = None,
-                           result: dict[str, Any] | None = None) -> None:
-        """Journal a slot's new state, then tell subscribers (never the other way round).
-
-        The write (an fsync) runs on the journal's own thread, never on the event loop; one
-        thread, so the journal sees the transitions in the order they were decided.
-        """
-        write = functools.partial(self.journal.set_state, slot_id, state, error=error, result=result)
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._journal_thread, write)
-        except SlotFinished:
-            return  # e.g. a cancelled slot's stage reporting back: the final state stands
-        self.events.publish(slot_id, "state", state=state, error=error)
-
-    def forget(self, slot_id: str) -> None:
-        """Drop a finished slot's in-memory artefacts and give its slab back."""
-        work = self.work.pop(slot_id, None)
-        if work is not None:
-            work.release_slab()
-
-    def _refresh_gauges(self) -> None:
-        snapshot = self.scheduler.snapshot()
-        self.metrics.set_queue_depth(snapshot.queue_depth)
-        # The scheduler counts a miss when it sees the clock pass a deadline; mirror new ones.
-        new_misses = snapshot.stats.missed_deadlines - self._misses_reported
-        if new_misses > 0:
-            self.metrics.count_deadline_misses(new_misses)
-            self._misses_reported = snapshot.stats.missed_deadlines
-        for region, usage in self.arena.usage().items():
-            self.metrics.set_arena_region(region, usage.budget_bytes, usage.used_bytes)
 
     async def _stage_done(self, stage: str, job: Job, result: Any, error: BaseException | None) -> None:
-        """Every stage outcome lands here: scheduler, journal, metrics, events, in that order."""
-        slot_id = job.slot_id
-        now = self.clock.now_s()
-        message = None if error is None else (f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
-        # A bad input (no face, unspeakable text) fails its slot as rejected: the operator's
-        # deadline alerts are for the daemon's own failures, not for user errors.
-        rejected = isinstance(error, StageInputError)
-        view = self.scheduler.on_stage_done(slot_id, stage, error is None, now, error=message, input_error=rejected)
-        work = self.work.get(slot_id)
-        if view.stage_durations_s.get(stage) is not None:
-            self.metrics.observe_stage(stage, view.stage_durations_s[stage])
-        if view.state is SlotState.PUBLISHED or (view.published_s is not None and stage == "finish"):
-            await self._on_published(slot_id, view, result or {}, work)
-        elif view.state is SlotState.FAILED:
-            log.error("slot_failed", slot_id=slot_id, stage=stage, error=message)
-            await self.record_state(slot_id, SlotState.FAILED, error=message)
-            self.metrics.count_slot("rejected" if rejected else "failed")
-            self.forget(slot_id)
-        elif view.state in (SlotState.LATE, SlotState.CANCELLED):
-            self.forget(slot_id)
-        else:
-            await self.record_state(slot_id, view.state)
-        self.wake()
-
-    async def _on_published(self, slot_id: str, view, result: dict[str, Any], work: SlotWork | None) -> None:
-        slack_s = view.deadline_slack_s if view.deadline_slack_s is not None else 0.0
-        result = {**result, "deadline_slack_s": round(slack_s, 3), "late": view.late}
-        await self.record_state(slot_id, SlotState.PUBLISHED, result=result)
-        end_to_end_s = time.monotonic() - work.accepted_monotonic_s if work is not None else None
-        self.metrics.observe_published(end_to_end_s, slack_s, late=view.late)
-        log.info("slot_published", slot_id=slot_id, slack_s=round(slack_s, 3), late=view.late)
-        self.forget(slot_id)
+        await self.engine.stage_done(stage, job.slot_id, result, error)
 
     # ----- stage handlers (blocking work in threads) ---------------------------------------
 
@@ -376,7 +282,7 @@ class Daemon:
         return report
 
     async def _prepare(self, job: Job) -> dict[str, Any]:
-        work = self.work[job.slot_id]
+        work = self.engine.work(job.slot_id)
         prepared = await asyncio.to_thread(
             pipeline.prepare, work.recipe, self.settings, self.backends, work.clock,
             should_stop=lambda: self.actors["prepare"].is_cancelled(job.slot_id))
@@ -387,7 +293,7 @@ class Daemon:
         return {}
 
     async def _warp(self, job: Job) -> dict[str, Any]:
-        work = self.work[job.slot_id]
+        work = self.engine.work(job.slot_id)
         work.lease = await self.slabs.acquire(job.slot_id)
         progress = self._progress(job.slot_id)
         started = time.perf_counter()
@@ -404,7 +310,7 @@ class Daemon:
         return {}
 
     async def _finish(self, job: Job) -> dict[str, Any]:
-        work = self.work[job.slot_id]
+        work = self.engine.work(job.slot_id)
         rendered = pipeline.Rendered(work.recipe, work.actor, work.speech, work.plan, work.frames, work.clock,
                                      work.warnings)
         published = await asyncio.to_thread(

@@ -246,17 +246,20 @@ def _jsonable(details: Mapping[str, Any]) -> dict[str, Any]:
     return safe
 
 
-def parse_submit(args: Mapping[str, Any], allowed_roots: Sequence[Path], default_base_dir: Path) -> "Recipe":
+def parse_submit(args: Mapping[str, Any], allowed_roots: Sequence[Path],
+                 default_base_dir: Path | None = None) -> "Recipe":
     """The `Recipe` of a submit request, or `ControlError("invalid_recipe")` naming the field.
 
     `base_dir` comes from the client, and `parse_recipe` always trusts its base_dir, so it must lie
-    inside the allowed roots: otherwise any client could make the daemon read any file.
+    inside the allowed roots: otherwise any client could make the daemon read any file. Without
+    one, relative paths are refused and absolute ones must lie inside the roots.
     """
     from vortexd.recipe import RecipeError, parse_recipe
 
-    base_dir = Path(args.get("base_dir") or default_base_dir).resolve()
+    given = args.get("base_dir") or default_base_dir
+    base_dir = Path(given).resolve() if given else None
     roots = [Path(root).resolve() for root in allowed_roots]
-    if not any(base_dir.is_relative_to(root) for root in roots):
+    if base_dir is not None and not any(base_dir.is_relative_to(root) for root in roots):
         raise ControlError("invalid_recipe", "base_dir: the recipe's folder is outside the allowed roots",
                            {"field": "base_dir", "message": "outside the allowed roots",
                             "base_dir": str(base_dir), "allowed_roots": [str(r) for r in roots]})
