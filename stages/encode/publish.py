@@ -29,7 +29,7 @@ MANIFEST_NAME = "manifest.json"
 TEMP_PREFIX = ".publishing-"
 """Temporary folders are named `.publishing-<slot_id>-<random>`: hidden from listings. Beside
 each lies `<folder>.lock`, which its writer holds an flock on while it writes: the kernel drops
-the lock when the writer dies (a zombie or a reused pid cannot fake it), which is how
+the lock when the writer dies (a zombie or a reused pid cannot hold it), which is how
 `clean_stale_temp` tells a dead writer's folder from a live one."""
 LOCK_SUFFIX = ".lock"
 
