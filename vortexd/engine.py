@@ -32,7 +32,7 @@ from vortexd.scheduler import Action, Scheduler
 from vortexd.settings import Settings
 from vortexd.slot_state import TERMINAL_STATES, SlotState
 from vortexd.slot_work import SlotWork
-from vortexd.spool import snapshot_inputs
+from vortexd.spool import input_files, snapshot_inputs, sweep_spool
 
 log = structlog.get_logger("vortexd.engine")
 
@@ -175,7 +175,11 @@ class SlotEngine:
         Returns how many were restored."""
         now = self.clock.now_s()
         restored = 0
-        for record in self.journal.unfinished():
+        unfinished = self.journal.unfinished()
+        # Inputs of finished slots are no longer needed (their hashes are in the manifests).
+        sweep_spool(self.spool_dir, {path for record in unfinished
+                                     for path in input_files(Recipe.model_validate(record.recipe))})
+        for record in unfinished:
             if (self.settings.output_dir / record.slot_id / "manifest.json").is_file():
                 # Published, but the process died before journaling it: never publish twice.
                 self.journal.set_state(record.slot_id, SlotState.PUBLISHED, result={"recovered": True})

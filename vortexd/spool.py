@@ -91,3 +91,21 @@ def snapshot_inputs(recipe: Recipe, roots: list[Path], spool_dir: Path) -> tuple
         _check_audio(stored)
         speech = speech.model_copy(update={"audio": stored})
     return recipe.model_copy(update={"actor": actor, "speech": speech}), hashes
+
+
+def input_files(recipe: Recipe) -> set[Path]:
+    """The input files a recipe names (for a journaled recipe: its spool copies)."""
+    return {Path(p) for p in (recipe.actor.image, recipe.speech.audio) if p is not None}
+
+
+def sweep_spool(spool_dir: Path, keep: set[Path]) -> int:
+    """Remove spool files no unfinished slot names (run at start-up, before any submit can
+    store a file); returns how many were removed."""
+    if not spool_dir.is_dir():
+        return 0
+    removed = 0
+    for path in spool_dir.iterdir():
+        if path.is_file() and path not in keep:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -1,0 +1,76 @@
+"""Inputs snapshotted at submit: copied by content, checked where they really are, swept when done."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from stages.errors import StageInputError
+from vortexd.recipe import parse_recipe
+from vortexd.spool import input_files, snapshot_inputs, sweep_spool
+
+
+def _recipe(image: Path, root: Path):
+    return parse_recipe({"slot_id": "s", "actor": {"image": str(image)}, "speech": {"text": "Hi."}}, None, [root])
+
+
+def test_the_image_is_copied_by_content_and_the_recipe_names_the_copy(tmp_path: Path, shared_dir: Path) -> None:
+    """The spool copy is named by the sha256 of the bytes read; later changes to the original do not matter."""
+    inbox, spool = tmp_path / "inbox", tmp_path / "spool"
+    inbox.mkdir()
+    shutil.copy(shared_dir / "faces" / "s9.jpg", inbox / "a.jpg")
+    digest = hashlib.sha256((inbox / "a.jpg").read_bytes()).hexdigest()
+    recipe, hashes = snapshot_inputs(_recipe(inbox / "a.jpg", inbox), [inbox], spool)
+    assert hashes == {"actor.image": digest}
+    assert recipe.actor.image == spool / f"{digest}.jpg" and recipe.actor.image.read_bytes() == (inbox / "a.jpg").read_bytes()
+    (inbox / "a.jpg").write_bytes(b"changed")
+    assert hashlib.sha256(recipe.actor.image.read_bytes()).hexdigest() == digest
+
+
+def test_a_symlink_is_refused_even_when_it_points_inside_the_roots(tmp_path: Path, shared_dir: Path) -> None:
+    """The file is opened without following a final symlink: what was checked is what is read."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(shared_dir / "faces" / "s9.jpg", inbox / "a.jpg")
+    recipe = _recipe(inbox / "a.jpg", inbox)
+    (inbox / "a.jpg").rename(inbox / "b.jpg")
+    (inbox / "a.jpg").symlink_to(inbox / "b.jpg")
+    with pytest.raises(StageInputError, match="symbolic link") as err:
+        snapshot_inputs(recipe, [inbox], tmp_path / "spool")
+    assert err.value.field == "actor.image"
+
+
+def test_a_file_whose_folder_was_swapped_out_of_the_roots_is_refused(tmp_path: Path, shared_dir: Path) -> None:
+    """A parent folder replaced by a link to elsewhere: the opened file's real place is checked."""
+    inbox, elsewhere = tmp_path / "inbox", tmp_path / "elsewhere"
+    (inbox / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    shutil.copy(shared_dir / "faces" / "s9.jpg", inbox / "sub" / "a.jpg")
+    recipe = _recipe(inbox / "sub" / "a.jpg", inbox)
+    shutil.copy(shared_dir / "faces" / "s10.jpg", elsewhere / "a.jpg")
+    shutil.rmtree(inbox / "sub")
+    (inbox / "sub").symlink_to(elsewhere)
+    with pytest.raises(StageInputError, match="outside the allowed roots") as err:
+        snapshot_inputs(recipe, [inbox], tmp_path / "spool")
+    assert "elsewhere" not in str(err.value)
+
+
+def test_sweep_keeps_what_unfinished_slots_name(tmp_path: Path) -> None:
+    """At start-up only the spool files of unfinished slots stay."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    kept, dropped = spool / "a.jpg", spool / "b.wav"
+    kept.write_bytes(b"a"), dropped.write_bytes(b"b")
+    assert sweep_spool(spool, {kept}) == 1
+    assert sorted(p.name for p in spool.iterdir()) == ["a.jpg"]
+    assert sweep_spool(tmp_path / "absent", set()) == 0
+
+
+def test_input_files_lists_image_and_audio(tmp_path: Path) -> None:
+    """Both kinds of input a recipe can name."""
+    recipe = parse_recipe({"slot_id": "s", "actor": {"image": str(tmp_path / "x.jpg")},
+                           "speech": {"audio": str(tmp_path / "y.wav")}}, None, [tmp_path])
+    assert input_files(recipe) == {tmp_path / "x.jpg", tmp_path / "y.wav"}
