@@ -148,7 +148,9 @@ def _hostile_lines(root: Path) -> list[tuple[bytes, str]]:
     ]
     for recipe in bad_recipes:
         fixed.append(({"op": "submit", "args": {"recipe": recipe, "base_dir": str(root)}}, "invalid_recipe"))
-    fixed.append(({"op": "submit", "args": {"recipe": {"slot_id": "x", "speech": {"text": "hi"}}, "base_dir": "/"}},
+    # A base_dir outside the roots is never resolved against: "etc/passwd" stays unreadable.
+    fixed.append(({"op": "submit", "args": {"recipe": {"slot_id": "x", "speech": {"text": "hi"},
+                                                       "actor": {"image": "etc/passwd"}}, "base_dir": "/"}},
                   "invalid_recipe"))
 
     lines: list[tuple[bytes, str]] = []
@@ -229,15 +231,18 @@ def test_errors_echo_the_request_id_and_name_the_field() -> None:
 
 
 def test_invalid_recipe_errors_name_the_recipe_field(short_dir: Path) -> None:
-    """parse_submit turns a RecipeError into invalid_recipe with the dotted field, and refuses a
-    base_dir outside the allowed roots (which would otherwise open the whole filesystem)."""
+    """parse_submit turns a RecipeError into invalid_recipe with the dotted field, and never
+    resolves paths against a base_dir outside the allowed roots (which would open the whole
+    filesystem); a text-only recipe from such a folder is still fine."""
     with pytest.raises(ControlError) as info:
         parse_submit({"recipe": {"slot_id": "s", "speech": {"text": "hi", "volume": 3}}}, [short_dir], short_dir)
     assert info.value.code == "invalid_recipe" and info.value.details["field"] == "speech.volume"
-    with pytest.raises(ControlError) as info:
-        parse_submit({"recipe": {"slot_id": "s", "speech": {"text": "hi"}}, "base_dir": "/etc"},
-                     [short_dir], short_dir)
-    assert info.value.details["field"] == "base_dir"
+    with pytest.raises(ControlError) as info:  # /etc is not trusted: "shadow" cannot resolve against it
+        parse_submit({"recipe": {"slot_id": "s", "speech": {"text": "hi"}, "actor": {"image": "shadow"}},
+                      "base_dir": "/etc"}, [short_dir], short_dir)
+    assert info.value.details["field"] == "actor.image" and "/etc" not in info.value.message
+    text_only = parse_submit({"recipe": {"slot_id": "t", "speech": {"text": "hi"}}, "base_dir": "/etc"}, [short_dir])
+    assert text_only.slot_id == "t"
     recipe = parse_submit({"recipe": {"slot_id": "s", "speech": {"text": "hi"}}}, [short_dir], short_dir)
     assert recipe.slot_id == "s"
 

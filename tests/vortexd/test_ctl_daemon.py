@@ -79,3 +79,15 @@ def test_cancel_drain_resume_and_slots(daemon: DaemonProcess) -> None:
     assert rows["held-1"][2] == "cancelled" and rows["held-2"][2] == "published"
     assert rows["held-2"][3] == "0"
     assert json.loads(ctl(daemon, "status", "held-1", "--json").stdout)["result"]["error"] == "not needed"
+
+
+def test_a_text_only_recipe_from_outside_the_roots_is_accepted_but_its_files_are_not(daemon: DaemonProcess,
+                                                                                      tmp_path: Path) -> None:
+    """A recipe kept in a folder outside allowed_roots may still speak text; a relative image
+    next to it is refused by field, and the answer does not show the folder's contents."""
+    (tmp_path / "talk.toml").write_text('slot_id = "outside"\n[speech]\ntext = "Hello."\n[output]\nduration_s = 1\n')
+    assert ctl(daemon, "submit", str(tmp_path / "talk.toml")).returncode == 0
+    (tmp_path / "face.toml").write_text('slot_id = "outside-face"\n[actor]\nimage = "me.jpg"\n'
+                                        '[speech]\ntext = "Hello."\n')
+    refused = ctl(daemon, "submit", str(tmp_path / "face.toml"))
+    assert refused.returncode != 0 and "actor.image" in refused.stderr

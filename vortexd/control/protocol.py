@@ -250,9 +250,10 @@ def parse_submit(args: Mapping[str, Any], allowed_roots: Sequence[Path],
                  default_base_dir: Path | None = None) -> "Recipe":
     """The `Recipe` of a submit request, or `ControlError("invalid_recipe")` naming the field.
 
-    `base_dir` comes from the client, and `parse_recipe` always trusts its base_dir, so it must lie
-    inside the allowed roots: otherwise any client could make the daemon read any file. Without
-    one, relative paths are refused and absolute ones must lie inside the roots.
+    `base_dir` (the recipe's folder) comes from the client, and `parse_recipe` trusts its
+    base_dir, so it is used only when it lies inside the allowed roots: otherwise any client could
+    make the daemon read any file. An untrusted or missing base_dir still lets a text-only recipe,
+    or one with absolute paths inside the roots, through; a relative path is then refused by name.
     """
     from vortexd.recipe import RecipeError, parse_recipe
 
@@ -260,9 +261,7 @@ def parse_submit(args: Mapping[str, Any], allowed_roots: Sequence[Path],
     base_dir = Path(given).resolve() if given else None
     roots = [Path(root).resolve() for root in allowed_roots]
     if base_dir is not None and not any(base_dir.is_relative_to(root) for root in roots):
-        raise ControlError("invalid_recipe", "base_dir: the recipe's folder is outside the allowed roots",
-                           {"field": "base_dir", "message": "outside the allowed roots",
-                            "base_dir": str(base_dir), "allowed_roots": [str(r) for r in roots]})
+        base_dir = None
     try:
         return parse_recipe(args["recipe"], base_dir, list(roots))
     except RecipeError as exc:
