@@ -27,6 +27,7 @@ from vortexd.events import EventBus
 from vortexd.instance_lock import AlreadyRunning, InstanceLock, acquire_instance_lock
 from vortexd.journal import Journal
 from vortexd.metrics import Metrics, MetricsOptions
+from vortexd.regions import model_region_budgets
 from vortexd.scheduler import Scheduler, SchedulerOptions
 from vortexd.sdnotify import Notifier, watchdog_interval_s
 from vortexd.settings import Settings
@@ -159,10 +160,12 @@ class Daemon:
         self.tasks.spawn(self._watchdog_loop(), "watchdog")
 
     def _allocate_arena(self) -> None:
-        from vram import Arena, ArenaDoesNotFit, ArenaPlan, MIB, SlabPool, slab_region_bytes
+        from vram import Arena, ArenaDoesNotFit, ArenaPlan, SlabPool, slab_region_bytes
 
         settings = self.settings
-        budgets = {name: mib * MIB for name, mib in settings.arena_budgets_mib.items()}
+        budgets, unused = model_region_budgets(settings)
+        if unused:
+            log.info("arena_regions_not_reserved", regions=unused, reason="no configured stage uses them")
         budgets["video_slabs"] = slab_region_bytes(settings.slab_count, settings.max_slot_frames,
                                                    FRAME_SIZE_PX, FRAME_SIZE_PX)
         plan = ArenaPlan.from_budgets(budgets)
