@@ -29,7 +29,8 @@ def _read_inside(path: Path, roots: list[Path], field: str) -> bytes:
     """The bytes of `path`, opened without following a final symlink and checked to really lie
     inside `roots` (the open file's own path is checked, so a swap after the check cannot win)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # O_NONBLOCK: a FIFO planted in the roots must not hang the open (regular files ignore it).
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         reason = "is a symbolic link" if exc.errno == errno.ELOOP else f"cannot be read: {exc.strerror}"
         raise StageInputError(field, f"the file {reason}", path=str(path)) from None

@@ -74,3 +74,16 @@ def test_input_files_lists_image_and_audio(tmp_path: Path) -> None:
     recipe = parse_recipe({"slot_id": "s", "actor": {"image": str(tmp_path / "x.jpg")},
                            "speech": {"audio": str(tmp_path / "y.wav")}}, None, [tmp_path])
     assert input_files(recipe) == {tmp_path / "x.jpg", tmp_path / "y.wav"}
+
+
+def test_a_fifo_in_the_roots_is_refused_without_hanging(tmp_path: Path) -> None:
+    """A named pipe where an image should be: refused at once as not a regular file."""
+    import os
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    os.mkfifo(inbox / "a.jpg")
+    recipe = _recipe(inbox / "a.jpg", inbox)
+    with pytest.raises(StageInputError, match="not a regular file") as err:
+        snapshot_inputs(recipe, [inbox], tmp_path / "spool")
+    assert err.value.field == "actor.image"
