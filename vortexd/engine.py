@@ -30,13 +30,11 @@ from vortexd.metrics import Metrics
 from vortexd.recipe import Recipe
 from vortexd.scheduler import Action, Scheduler
 from vortexd.settings import Settings
-from vortexd.slot_state import TERMINAL_STATES, SlotState
+from vortexd.slot_state import RUNNING_STATE, TERMINAL_STATES, SlotState
 from vortexd.slot_work import SlotWork
 from vortexd.spool import input_files, snapshot_inputs, sweep_spool
 
 log = structlog.get_logger("vortexd.engine")
-
-_RUNNING_STATE = {"prepare": SlotState.PREPARING, "warp": SlotState.WARPING, "finish": SlotState.FINISHING}
 
 
 @dataclass(frozen=True)
@@ -203,8 +201,8 @@ class SlotEngine:
 
     async def _dispatch(self, action: Action) -> None:
         slot_id = action.slot_id
-        if action.kind in _RUNNING_STATE:
-            await self.record_state(slot_id, _RUNNING_STATE[action.kind])
+        if action.kind in RUNNING_STATE:
+            await self.record_state(slot_id, RUNNING_STATE[action.kind])
             self.workers.send(action.kind, slot_id)
             return
         # mark_late / abandon: the slot will not air on time.

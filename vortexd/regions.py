@@ -9,8 +9,7 @@ region is never reserved on this build.
 from __future__ import annotations
 
 from vortexd.settings import Settings
-
-MIB = 2**20
+from vram import MIB
 
 
 def _region_in_use(name: str, settings: Settings) -> bool:

@@ -24,7 +24,7 @@ from typing import Literal
 
 from stages.errors import StageInputError
 from vortexd.clock import Clock, MonotonicClock
-from vortexd.slot_state import TERMINAL_STATES, SlotState
+from vortexd.slot_state import RUNNING_STATE, TERMINAL_STATES, SlotState
 
 STAGES: tuple[str, ...] = ("prepare", "warp", "finish")
 """Stage actions the daemon runs and reports back: image+TTS, warp, verify+encode+publish."""
@@ -34,8 +34,6 @@ ActionKind = Literal["prepare", "warp", "finish", "mark_late", "abandon"]
 
 
 _NOT_WARPED_YET = (SlotState.QUEUED, SlotState.PREPARING, SlotState.PREPARED)
-_RUNNING_STATE = {"prepare": SlotState.PREPARING, "warp": SlotState.WARPING,
-                  "finish": SlotState.FINISHING}
 _DONE_STATE = {"prepare": SlotState.PREPARED, "warp": SlotState.WARPED,
                "finish": SlotState.PUBLISHED}
 # A restart loses whatever a stage was doing: resume from the last state that completed.
@@ -621,7 +619,7 @@ class Scheduler:
         self._last_seq = max(self._last_seq, slot.seq)
 
     def _start(self, slot: _Slot, stage: str, now_s: float) -> None:
-        slot.state = _RUNNING_STATE[stage]
+        slot.state = RUNNING_STATE[stage]
         slot.running_stage = stage
         slot.stage_started_s = now_s
 

@@ -32,5 +32,8 @@ class SlotState(StrEnum):
 TERMINAL_STATES = frozenset({SlotState.PUBLISHED, SlotState.LATE, SlotState.FAILED, SlotState.CANCELLED})
 """States a slot never leaves: the journal refuses to change them (no slot is published twice)."""
 
+RUNNING_STATE = {"prepare": SlotState.PREPARING, "warp": SlotState.WARPING, "finish": SlotState.FINISHING}
+"""The state a slot is in while each stage runs (what the engine journals when it dispatches)."""
+
 LEGACY_NAMES = {"accepted": SlotState.QUEUED}
 """State names older journals wrote, and what they mean now."""
