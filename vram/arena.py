@@ -2,10 +2,14 @@
 
 Lifecycle: `Arena.create(plan, device)` checks the plan against the device's free memory *before*
 allocating anything and raises `ArenaDoesNotFit` with the whole budget table; otherwise it makes
-exactly one allocation. Stages then carve named views from their region by bump allocation; a view
-requested again under the same name comes back at the same address (CUDA graphs and TensorRT
-bindings rely on that). `release(region)` forgets a region's views so a reloaded backend can carve
-afresh; the memory itself is never returned to the device until the arena is dropped.
+exactly one allocation, which holds the view regions (the video slabs). Stages carve named views
+from a view region by bump allocation; a view requested again under the same name comes back at
+the same address (CUDA graphs and TensorRT bindings rely on that). `release(region)` forgets a
+region's views so a reloaded backend can carve afresh; the memory itself is never returned to the
+device until the arena is dropped.
+
+A model stage's region is a pool region: the stage allocates through `stage_pool(region)` (see
+vram.stage_pool), capped at the region's budget, and `usage()` reports what it really holds.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from vram.backing import CudaBacking, HostBacking
 from vram.device import Device, available_bytes, parse_device
 from vram.errors import (ArenaClosed, ArenaDoesNotFit, InvalidView, RegionBudgetExceeded, UnknownRegion,
                          ViewConflict)
-from vram.plan import ALIGNMENT_BYTES, ArenaPlan, align_up
-from vram.stage_pool import CudaStagePool, StagePool
-from vram.table import format_budget_table, format_bytes
+from vram.plan import ALIGNMENT_BYTES, POOL, ArenaPlan, align_up
+from vram.stage_pool import StagePool, make_stage_pool
+from vram.table import format_budget_table, format_bytes, format_stage_table
 
 
 class RegionUsage(NamedTuple):
@@ -133,6 +137,13 @@ class Arena:
         if region not in self._used_bytes:
             raise UnknownRegion(region, self.plan.names)
 
+    def _kind_or_raise(self, region: str, pool: bool) -> None:
+        self._region_or_raise(region)
+        if (self.plan.region(region).kind == POOL) != pool:
+            how = ("its stage allocates through arena.stage_pool()" if not pool
+                   else "it is carved with arena.view()")
+            raise InvalidView(f"region {region!r} is a {self.plan.region(region).kind} region: {how}")
+
     def view(self, region: str, shape: tuple[int, ...] | int, dtype: Any, name: str):
         """A `shape`/`dtype` view carved from `region`, at a 256-byte-aligned offset.
 
@@ -142,7 +153,7 @@ class Arena:
         """
         if not isinstance(name, str) or not name:
             raise InvalidView(f"a view needs a non-empty name, got {name!r}")
-        self._region_or_raise(region)
+        self._kind_or_raise(region, pool=False)
         dims = _normalise_shape(shape, name)
         resolved, itemsize = self._backing.resolve_dtype(dtype)
         n_bytes = math.prod(dims) * itemsize
@@ -187,29 +198,43 @@ class Arena:
 
     # -- accounting -------------------------------------------------------------------------------
 
-    def stage_pool(self, region: str) -> StagePool:
-        """The stage pool of `region` (one per region, reused): a context manager that, on CUDA, routes
-        the entering thread's PyTorch allocations into the region's MemPool; on the host it carves views."""
-        self._region_or_raise(region)
+    def stage_pool(self, region: str, *, high_priority: bool = False) -> StagePool:
+        """The stage pool of pool region `region` (made on first use, then reused): a context manager
+        that routes and accounts the entering thread's PyTorch allocations, capped at the budget.
+        `high_priority` (first call decides) gives the stage the high-priority CUDA stream."""
+        self._kind_or_raise(region, pool=True)
         with self._lock:
+            if self._closed:
+                raise ArenaClosed("the arena is closed")
             pool = self._stage_pools.get(region)
             if pool is None:
-                pool = CudaStagePool(self, region, self.device) if self.device.is_cuda else StagePool(self, region)
+                pool = make_stage_pool(region, self.plan.region(region).budget_bytes, self.device,
+                                       high_priority=high_priority)
                 self._stage_pools[region] = pool
             return pool
 
     def usage(self) -> dict[str, RegionUsage]:
-        """`{region: (budget_bytes, used_bytes)}`; used = carved views (with alignment gaps) plus the
-        bytes the region's stage pool holds outside the arena (CUDA only)."""
+        """`{region: (budget_bytes, used_bytes)}`; used = carved views (with alignment gaps) in a view
+        region, what the stage holds through its pool in a pool region."""
         with self._lock:
             used = dict(self._used_bytes)
             pools = dict(self._stage_pools)
-        return {r.name: RegionUsage(r.budget_bytes, used[r.name] + (pools[r.name].outside_bytes()
-                                                                    if r.name in pools else 0))
+        return {r.name: RegionUsage(r.budget_bytes, pools[r.name].used_bytes() if r.name in pools else used[r.name])
                 for r in self.plan.regions}
 
+    def peaks(self) -> dict[str, int]:
+        """`{pool region: its stage's peak bytes}` for the pools in use (measured at warm-up, then
+        the high-water mark since)."""
+        with self._lock:
+            pools = dict(self._stage_pools)
+        return {name: pool.peak_bytes() for name, pool in pools.items()}
+
+    def stage_table(self) -> str:
+        """The stage-pool regions' budgets against what each stage holds and peaked at."""
+        return format_stage_table(self.plan, {name: u.used_bytes for name, u in self.usage().items()}, self.peaks())
+
     def over_budget(self) -> dict[str, RegionUsage]:
-        """Regions whose use (views plus stage-pool bytes) is above their budget."""
+        """Regions whose use (views, or a stage's pool) is above their budget."""
         return {name: u for name, u in self.usage().items() if u.used_bytes > u.budget_bytes}
 
     def close(self) -> None:

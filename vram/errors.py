@@ -58,6 +58,23 @@ class RegionBudgetExceeded(VramError):
         self.used_bytes = used_bytes
 
 
+class StageMemoryExceeded(VramError):
+    """A model stage took its pool region past the budget (or the device ran out while it allocated).
+
+    Raised in the stage's own thread, at the allocation on the host and at the step's check on
+    CUDA, so only that stage's call fails; what it allocated is freed as the error unwinds.
+    """
+
+    def __init__(self, region: str, used_bytes: int, budget_bytes: int, *, during: str = "", detail: str = ""):
+        where = f" during {during}" if during else ""
+        super().__init__(
+            f"stage region {region!r} is over its budget{where}: {format_bytes(used_bytes)} ({used_bytes} B) "
+            f"in use, budget {format_bytes(budget_bytes)} ({budget_bytes} B)" + (f"; {detail}" if detail else ""))
+        self.region = region
+        self.used_bytes = used_bytes
+        self.budget_bytes = budget_bytes
+
+
 class ViewConflict(VramError):
     """A view name is already carved in a region with a different shape or dtype."""
 

@@ -9,7 +9,7 @@ of a CPU cache line, so the same layout is right for host memory.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -45,13 +45,23 @@ def slab_region_bytes(count: int, frames: int, height_px: int, width_px: int) ->
     return count * align_up(slab_bytes(frames, height_px, width_px))
 
 
+VIEWS = "views"
+"""A region carved from the arena's one allocation by named views (the video slabs)."""
+POOL = "pool"
+"""A model stage's region: its stage allocates weights and working memory through its stage pool
+(a `torch.cuda.MemPool` on CUDA, an accounted tracker on the host), capped at the budget. Its bytes
+are checked against the device with the plan but drawn on demand, not carved from the allocation:
+reserving them in the allocation as well would make a GPU node pay for the stage twice."""
+
+
 @dataclass(frozen=True)
 class Region:
-    """One named region of the arena: what it is for and how many bytes it may use."""
+    """One named region of the arena: what it is for, how many bytes it may use, and its kind."""
 
     name: str
     budget_bytes: int
     description: str = ""
+    kind: str = VIEWS
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _REGION_NAME.match(self.name):
@@ -61,11 +71,13 @@ class Region:
             raise InvalidPlan(f"region {self.name!r}: budget_bytes must be an int, got {self.budget_bytes!r}")
         if self.budget_bytes < 0:
             raise InvalidPlan(f"region {self.name!r}: budget_bytes must be >= 0, got {self.budget_bytes}")
+        if self.kind not in (VIEWS, POOL):
+            raise InvalidPlan(f"region {self.name!r}: kind must be {VIEWS!r} or {POOL!r}, got {self.kind!r}")
 
     @property
     def span_bytes(self) -> int:
-        """Bytes the region occupies in the arena (its budget rounded up to the alignment)."""
-        return align_up(self.budget_bytes)
+        """Bytes the region occupies in the one allocation: its aligned budget (views), 0 (pool)."""
+        return align_up(self.budget_bytes) if self.kind == VIEWS else 0
 
 
 @dataclass(frozen=True)
@@ -73,8 +85,7 @@ class ArenaPlan:
     """Regions in arena order plus the headroom the device must keep free beside the arena.
 
     `headroom_bytes` is memory the plan does not own but needs free after the arena is allocated:
-    on CUDA the context, cuDNN/cuBLAS workspaces and per-stage pools; on CPU the interpreter and
-    whatever the stages allocate outside their views.
+    on CUDA the context and cuDNN/cuBLAS workspaces; on CPU the interpreter and the non-model stages.
     """
 
     regions: tuple[Region, ...]
@@ -102,9 +113,12 @@ class ArenaPlan:
         object.__setattr__(self, "_offsets", MappingProxyType(offsets))
 
     @classmethod
-    def from_budgets(cls, budgets_bytes: Mapping[str, int], headroom_bytes: int = 0) -> ArenaPlan:
-        """A plan from `{region name: budget bytes}`, regions in the mapping's order."""
-        return cls(tuple(Region(name, budget) for name, budget in budgets_bytes.items()), headroom_bytes)
+    def from_budgets(cls, budgets_bytes: Mapping[str, int], headroom_bytes: int = 0,
+                     pools: Collection[str] = ()) -> ArenaPlan:
+        """A plan from `{region name: budget bytes}`, regions in the mapping's order; the names in
+        `pools` are stage-pool regions, the others view regions."""
+        return cls(tuple(Region(name, budget, kind=POOL if name in pools else VIEWS)
+                         for name, budget in budgets_bytes.items()), headroom_bytes)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -113,13 +127,18 @@ class ArenaPlan:
 
     @property
     def total_bytes(self) -> int:
-        """Size of the single arena allocation (all regions, each aligned)."""
+        """Size of the single arena allocation (the view regions, each aligned)."""
         return sum(r.span_bytes for r in self.regions)
 
     @property
+    def pool_bytes(self) -> int:
+        """What the stage-pool regions may draw beside the allocation (the sum of their budgets)."""
+        return sum(r.budget_bytes for r in self.regions if r.kind == POOL)
+
+    @property
     def required_bytes(self) -> int:
-        """Free device memory the plan needs: the arena plus the headroom."""
-        return self.total_bytes + self.headroom_bytes
+        """Free device memory the plan needs: the allocation, the stage pools' budgets, the headroom."""
+        return self.total_bytes + self.pool_bytes + self.headroom_bytes
 
     def region(self, name: str) -> Region:
         """The region called `name` (KeyError when absent)."""
@@ -129,7 +148,8 @@ class ArenaPlan:
         raise KeyError(name)
 
     def offset_bytes(self, name: str) -> int:
-        """Byte offset of region `name` from the start of the arena."""
+        """Byte offset of region `name` from the start of the arena (a pool region: where it would
+        start, and it spans 0 bytes)."""
         return self._offsets[name]
 
 
@@ -137,17 +157,17 @@ def reference_plan(*, slab_count: int = 2, frames: int = 1080, height_px: int = 
                    width_px: int = 512) -> ArenaPlan:
     """The reference GPU plan for one 24 GiB card running the real backends.
 
-    Budgets (weights at the precision the design names, plus activations at batch size):
+    The model regions are stage pools; the slabs are the one allocation. Budgets (weights at the precision the design names, plus activations at batch size):
     LivePortrait fp16 with TensorRT engines and CUDA-graph buffers 3.5 GiB; Flux-schnell nf4
     transformer + T5 + VAE 10 GiB; Kokoro-82M 0.5 GiB; CLIP ViT-B-32 + ViT-L-14 fp16 1.25 GiB;
     two 45 s video slabs; 1.5 GiB headroom for the CUDA context and library workspaces.
     """
     return ArenaPlan(
         regions=(
-            Region("liveportrait", int(3.5 * GIB), "LivePortrait warp: weights, engines, graph buffers"),
-            Region("flux", 10 * GIB, "Flux-schnell image generation"),
-            Region("kokoro", 512 * MIB, "Kokoro-82M TTS"),
-            Region("clip", 1280 * MIB, "open_clip ViT-B-32 + ViT-L-14 verification"),
+            Region("liveportrait", int(3.5 * GIB), "LivePortrait warp: weights, engines, graph buffers", POOL),
+            Region("flux", 10 * GIB, "Flux-schnell image generation", POOL),
+            Region("kokoro", 512 * MIB, "Kokoro-82M TTS", POOL),
+            Region("clip", 1280 * MIB, "open_clip ViT-B-32 + ViT-L-14 verification", POOL),
             Region("video_slabs", slab_region_bytes(slab_count, frames, height_px, width_px),
                    f"{slab_count} x ({frames}, {height_px}, {width_px}, 3) uint8 video slabs"),
         ),

@@ -166,17 +166,6 @@ def test_concurrent_carving_from_threads_never_overlaps(arena):
     assert len(set(starts)) == 600 and all(b - a >= 256 for a, b in zip(starts, starts[1:]))
 
 
-def test_stage_pool_on_host_carves_views_and_is_one_per_region(arena):
-    """On CPU the stage pool is a reusable context whose memory is accounted through its region's views."""
-    pool = arena.stage_pool("scratch")
-    assert arena.stage_pool("scratch") is pool
-    with pool as entered:
-        view = entered.view((1000,), np.float32, "activations")
-    assert np.shares_memory(view, arena.buffer)
-    assert arena.usage()["scratch"].used_bytes == 4000
-    assert pool.outside_bytes() == 0 and arena.over_budget() == {}
-
-
 def _rss_bytes() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * mmap.PAGESIZE
 

@@ -48,8 +48,8 @@ def test_host_capacity_is_mem_available(tmp_path):
 
 def test_importing_vram_does_not_import_torch():
     """`import vram` and a CPU arena leave torch unimported (the daemon must stay light)."""
-    code = ("import sys, vram, numpy as np; a = vram.Arena.create(vram.ArenaPlan.from_budgets({'a': 4096}));"
-            "a.view('a', 8, np.float32, 'x'); a.stage_pool('a'); print('torch' in sys.modules)")
+    code = ("import sys, vram, numpy as np; a = vram.Arena.create(vram.ArenaPlan.from_budgets("
+            "{'a': 4096, 'p': 4096}, pools={'p'})); a.view('a', 8, np.float32, 'x'); a.stage_pool('p').used_bytes(); print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
@@ -83,7 +83,7 @@ def test_cuda_stage_pool_accounts_allocations_outside_views():
     """Tensors made inside `with arena.stage_pool(region)` are counted in that region's usage."""
     import torch
 
-    with Arena.create(ArenaPlan((Region("flux", 64 * MIB), Region("kokoro", MIB))), "cuda:0") as arena:
+    with Arena.create(ArenaPlan.from_budgets({"flux": 64 * MIB, "kokoro": MIB}, pools={"flux", "kokoro"}), "cuda:0") as arena:
         with arena.stage_pool("flux"):
             held = torch.empty(8 * MIB, dtype=torch.uint8, device="cuda:0")
         usage = arena.usage()
