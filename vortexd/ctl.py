@@ -244,10 +244,30 @@ def _finish(session: _Session, slot_id: str, state: str) -> int:
     return EXIT_OK if state == "published" else EXIT_ERROR
 
 
+def print_arena(arena: Mapping[str, Mapping[str, Any]], out: TextIO) -> None:
+    """Print the arena's regions as a table: kind, budget, use now and (model stages) peak."""
+    from vram import format_bytes
+
+    def size(region: Mapping[str, Any], key: str) -> str:
+        return format_bytes(region[key]) if isinstance(region.get(key), int) else "-"
+
+    header = ("REGION", "KIND", "BUDGET", "USED", "PEAK")
+    rows = [(name, str(r.get("kind", "?")), size(r, "budget_bytes"), size(r, "used_bytes"), size(r, "peak_bytes"))
+            for name, r in arena.items()]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        print("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))),
+              file=out)
+
+
 def _cmd_status(session: _Session, args: argparse.Namespace) -> int:
     result = session.call("status", {"slot_id": args.slot} if args.slot else None)
     if not session.json:
-        print_mapping(result, session.out)
+        arena = result.get("arena")
+        print_mapping({k: v for k, v in result.items() if k != "arena"}, session.out)
+        if isinstance(arena, Mapping) and arena:
+            print("arena:", file=session.out)
+            print_arena(arena, session.out)
     return EXIT_OK
 
 

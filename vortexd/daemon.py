@@ -27,7 +27,7 @@ from vortexd.events import EventBus
 from vortexd.instance_lock import AlreadyRunning, InstanceLock, acquire_instance_lock
 from vortexd.journal import Journal
 from vortexd.metrics import Metrics, MetricsOptions
-from vortexd.regions import model_region_budgets
+from vortexd.regions import create_arena, model_region_budgets
 from vortexd.scheduler import Scheduler, SchedulerOptions
 from vortexd.sdnotify import Notifier, watchdog_interval_s
 from vortexd.settings import Settings
@@ -37,6 +37,7 @@ log = structlog.get_logger("vortexd")
 
 STAGE_METRICS = ("prepare", "image", "warp_prepare", "tts", "motion", "warp", "verify", "encode", "finish")
 WARM_UP_TEXT = "Warm up."
+WARM_UP_PROMPT = "a person looking at the camera"
 _LOOP_TICK_S = 1.0
 """Longest the scheduling loop sleeps without an event: deadlines are checked at least this often."""
 
@@ -160,30 +161,45 @@ class Daemon:
         self.tasks.spawn(self._watchdog_loop(), "watchdog")
 
     def _allocate_arena(self) -> None:
-        from vram import Arena, ArenaDoesNotFit, ArenaPlan, SlabPool, slab_region_bytes
+        from vram import ArenaDoesNotFit, SlabPool
 
         settings = self.settings
-        budgets, unused = model_region_budgets(settings)
+        unused = model_region_budgets(settings)[1]
         if unused:
             log.info("arena_regions_not_reserved", regions=unused, reason="no configured stage uses them")
-        budgets["video_slabs"] = slab_region_bytes(settings.slab_count, settings.max_slot_frames,
-                                                   FRAME_SIZE_PX, FRAME_SIZE_PX)
-        plan = ArenaPlan.from_budgets(budgets)
         try:
-            self.arena = Arena.create(plan, settings.device, prefault=settings.arena_prefault)
+            self.arena = create_arena(settings)
         except ArenaDoesNotFit as exc:
             raise StartupError(f"the arena plan does not fit on {settings.device}:\n{exc}") from exc
         self.slabs = SlabPool(self.arena, count=settings.slab_count, frames=settings.max_slot_frames,
                               height=FRAME_SIZE_PX, width=FRAME_SIZE_PX)
+        self.backends.arena = self.arena
         log.info("arena_allocated", device=settings.device, table=self.arena.budget_table())
 
     def _warm_up(self) -> None:
-        """Load every backend and run each once, so the first slot pays no first-call costs."""
+        """Load every backend and run each once, each model stage inside its region, so the first
+        slot pays no first-call costs and every region's peak is measured before READY."""
+        from vram import StageMemoryExceeded
+
+        started = time.perf_counter()
+        try:
+            self._warm_up_stages()
+        except StageMemoryExceeded as exc:
+            raise StartupError(f"a model stage does not fit its arena region (arena_budgets_mib.{exc.region}): "
+                               f"{exc}\n{self._memory_tables()}") from exc
+        over = self.arena.over_budget()
+        if over:
+            raise StartupError(f"model stage(s) over their region after warm-up: {', '.join(over)}\n"
+                               f"{self._memory_tables()}")
+        log.info("warmed_up", seconds=round(time.perf_counter() - started, 3), stages=self.arena.stage_table())
+
+    def _warm_up_stages(self) -> None:
         from stages.image import load_actor
         from stages.motion import plan_motion
 
-        started = time.perf_counter()
-        self.backends.flux  # loads Flux if configured: missing weights stop the start-up here
+        flux = self.backends.flux  # loads Flux if configured: missing weights stop the start-up here
+        if flux is not None:
+            flux.generate(WARM_UP_PROMPT, seed=0)
         actor = load_actor()
         speech = self.backends.tts_for(self.settings.default_voice).synthesize(
             WARM_UP_TEXT, voice=self.settings.default_voice)
@@ -198,7 +214,10 @@ class Daemon:
                 judge.score(lease.slab[: plan.n_frames], actor.image)
         finally:
             lease.release()
-        log.info("warmed_up", seconds=round(time.perf_counter() - started, 3))
+
+    def _memory_tables(self) -> str:
+        """What each stage measured in its region, then the arena against the device."""
+        return f"{self.arena.stage_table()}\n{self.arena.budget_table()}"
 
     async def drain_and_stop(self) -> None:
         """Stop taking work, let the slot in flight finish within the bound, then shut down."""
@@ -255,8 +274,9 @@ class Daemon:
             wake_at = None
             try:
                 wake_at = await self.engine.tick()
+                peaks = self.arena.peaks()
                 for region, usage in self.arena.usage().items():
-                    self.metrics.set_arena_region(region, usage.budget_bytes, usage.used_bytes)
+                    self.metrics.set_arena_region(region, usage.budget_bytes, usage.used_bytes, peaks.get(region))
             except Exception:  # supervision: a bad decision must not stop every future slot
                 log.exception("scheduling_failed")
             timeout_s = _LOOP_TICK_S if wake_at is None else min(_LOOP_TICK_S, max(0.0, wake_at - now))

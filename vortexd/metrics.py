@@ -91,7 +91,7 @@ class Metrics:
             registry=reg)
         self.queue_depth = Gauge("vortex_queue_depth",
                                  "Accepted slots not yet in a final state.", registry=reg)
-        self.arena_bytes = Gauge("vortex_arena_bytes", "Device arena bytes by region.",
+        self.arena_bytes = Gauge("vortex_arena_bytes", "Device arena bytes by region: budget, used (views, or a model stage's pool), a stage's peak.",
                                  ["region", "kind"], registry=reg)
         self.warp_frames_per_second = Gauge(
             "vortex_warp_frames_per_second", "Frames per second of the most recent warp.",
@@ -166,14 +166,17 @@ class Metrics:
         """Set how many accepted slots are not final yet."""
         self.queue_depth.set(_non_negative("slot_count", slot_count))
 
-    def set_arena_region(self, region: str, budget_bytes: int, used_bytes: int) -> None:
-        """Set the budget and current use of one arena region."""
+    def set_arena_region(self, region: str, budget_bytes: int, used_bytes: int,
+                         peak_bytes: int | None = None) -> None:
+        """Set the budget and current use of one arena region, and a model stage's peak."""
         if not region:
             raise StageInputError("region", "must be a non-empty name")
         self.arena_bytes.labels(region=region, kind="budget").set(
             _non_negative("budget_bytes", budget_bytes))
         self.arena_bytes.labels(region=region, kind="used").set(
             _non_negative("used_bytes", used_bytes))
+        if peak_bytes is not None:
+            self.arena_bytes.labels(region=region, kind="peak").set(_non_negative("peak_bytes", peak_bytes))
 
     def record_warp_throughput(self, frame_count: int, duration_s: float) -> float:
         """Set the warp frames/s gauge from one warp run; returns the rate."""

@@ -16,6 +16,14 @@ if TYPE_CHECKING:
     from vortexd.daemon import Daemon
 
 
+def arena_status(arena) -> dict[str, dict[str, Any]]:
+    """Each region's kind, budget and use; a model stage's region also its measured peak."""
+    peaks = arena.peaks()
+    return {region: {"kind": arena.plan.region(region).kind, "budget_bytes": u.budget_bytes,
+                     "used_bytes": u.used_bytes, **({"peak_bytes": peaks[region]} if region in peaks else {})}
+            for region, u in arena.usage().items()}
+
+
 class ControlOps:
     """Dispatches each request through an explicit table, one entry per protocol op."""
 
@@ -39,8 +47,7 @@ class ControlOps:
             return status
         daemon = self.daemon
         return {"phase": daemon.phase, **status,
-                "arena": {region: {"budget_bytes": u.budget_bytes, "used_bytes": u.used_bytes}
-                          for region, u in daemon.arena.usage().items()},
+                "arena": arena_status(daemon.arena),
                 "metrics_port": daemon.metrics_port,
                 "uptime_s": round(time.monotonic() - daemon.started_monotonic_s, 1)}
 

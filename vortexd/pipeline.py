@@ -29,6 +29,7 @@ from stages.registry import load_backend_class
 from stages.types import FRAME_SIZE_PX, Actor, MotionPlan, Speech
 from vortexd.manifest import build_manifest
 from vortexd.recipe import ExpressionSegment, Recipe
+from vortexd.regions import WARP_REGION, model_region_budgets
 from vortexd.settings import Settings
 
 if TYPE_CHECKING:  # the encoder (PyAV) loads only when a slot is published
@@ -54,8 +55,17 @@ class Backends:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.arena = None
+        """The daemon's arena (vram.Arena) once allocated: model stages then load into its regions."""
         self._prepared: dict[str, object] = {}
         self._prepared_lock = threading.Lock()
+
+    def region(self, name: str):
+        """The stage pool of arena region `name` (vram.StagePool), or None without an arena or
+        such a region (a one-shot render, a stage the plan has no region for)."""
+        if self.arena is None or name not in self.arena.plan.names:
+            return None
+        return self.arena.stage_pool(name, high_priority=name == WARP_REGION)
 
     @functools.cached_property
     def espeak(self):
@@ -139,12 +149,18 @@ class Backends:
         settings = self.settings
         backend = load_backend_class("warp", settings.warp_backend)
         if settings.warp_backend == "liveportrait":
+            from stages.warp.liveportrait.config import config_from_model_params
+
             weights_dir = _required_dir(settings, "liveportrait_weights_dir",
                                         "the folder that holds pretrained_weights/liveportrait/")
             chunk = settings.liveportrait_chunk_frames
+            budget_bytes = model_region_budgets(settings)[0][WARP_REGION]
+            extra = {"config": config_from_model_params(settings.liveportrait_model_params)} \
+                if settings.liveportrait_model_params else {}
             return backend(weights_dir, device=settings.device, chunk_frames=None if chunk == "auto" else chunk,
-                           compile=settings.liveportrait_compile, budget_bytes=settings.liveportrait_budget_mib * 2**20,
-                           compile_cache_dir=settings.liveportrait_compile_cache_dir)
+                           compile=settings.liveportrait_compile, budget_bytes=budget_bytes,
+                           compile_cache_dir=settings.liveportrait_compile_cache_dir, memory=self.region(WARP_REGION),
+                           **extra)
         return backend()
 
     def _load_flux(self):
@@ -154,7 +170,8 @@ class Backends:
         weights_dir = _required_dir(settings, "flux_weights_dir", "a local FLUX.1-schnell folder in the "
                                     "diffusers layout (model_index.json, transformer/, vae/, …)")
         return FluxImageBackend(FluxOptions(weights_dir=weights_dir, device=settings.device,
-                                            steps=settings.flux_steps, quantization=settings.flux_quantization))
+                                            steps=settings.flux_steps, quantization=settings.flux_quantization),
+                                memory=self.region("flux"))
 
     def _load_clip(self):
         from stages.verify.clip.judge import ClipJudge
@@ -162,7 +179,8 @@ class Backends:
         settings = self.settings
         weights_dir = _required_dir(settings, "clip_weights_dir",
                                     "the folder that holds one folder per CLIP model and bpe_simple_vocab_16e6.txt.gz")
-        return ClipJudge.from_folder(weights_dir, tuple(settings.clip_models), device=settings.device)
+        return ClipJudge.from_folder(weights_dir, tuple(settings.clip_models), device=settings.device,
+                                     memory=self.region("clip"))
 
     def prepared_warp(self, actor: Actor):
         """The warp backend prepared for `actor`, cached by the actor's content hash.

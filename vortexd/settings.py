@@ -38,10 +38,11 @@ class Settings(BaseSettings):
     liveportrait_weights_dir: Path | None = None
     """Root of the official LivePortrait release (pretrained_weights/liveportrait/... below it)."""
     liveportrait_chunk_frames: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
-    """Frames per W+G batch; "auto": the largest whose step, measured at start-up, fits
-    liveportrait_budget_mib (CUDA; 8 on the CPU)."""
-    liveportrait_budget_mib: Annotated[int, Field(ge=1)] = 3584
-    """LivePortrait's device memory, weights included; a warp that cannot fit it refuses to start."""
+    """Frames per W+G batch; "auto": the largest whose step, measured at start-up, fits its
+    arena region (arena_budgets_mib.liveportrait; at most 8 on the CPU)."""
+    liveportrait_model_params: dict[str, Any] = {}
+    """The networks' sizes as models.yaml's `model_params` gives them, for weights of another size
+    than the released ones (e.g. the tiny random weights tests run the daemon with); {}: released."""
     liveportrait_compile: bool = True
     """CUDA: torch.compile W and G at warm-up (inside the CUDA graph)."""
     liveportrait_compile_cache_dir: Path | None = None
@@ -89,8 +90,9 @@ class Settings(BaseSettings):
     """0 picks a free port (tests); the daemon logs and reports the one it bound."""
     device: str = "cpu"
     arena_budgets_mib: dict[str, Annotated[int, Field(ge=0)]] = {}
-    """Model regions of the arena in MiB (e.g. liveportrait = 3584); the two video slabs are
-    added from `slab_count` and `max_slot_frames`."""
+    """Model stages' regions in MiB (liveportrait, flux, clip; default 3584, 10240, 1280): each
+    stage's weights and working memory, capped; a stage that cannot fit refuses to start. The two
+    video slabs are added from `slab_count` and `max_slot_frames`."""
     arena_prefault: bool = True
     """Touch every arena page at start-up so an out-of-memory shows then, not mid-slot."""
     slab_count: Annotated[int, Field(ge=1, le=8)] = 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -15,6 +16,19 @@ from typing import Any
 from vortexd.control.client import ControlClient
 
 
+def _toml_value(value: Any) -> str:
+    """`value` as a TOML value: tables inline (nested as needed), paths and other objects as strings."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return f"[{', '.join(_toml_value(v) for v in value)}]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key} = {_toml_value(v)}" for key, v in value.items()) + "}"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
 def write_config(folder: Path, **overrides: Any) -> Path:
     """A settings TOML for a daemon living entirely inside `folder` (socket, journal, outputs)."""
     values: dict[str, Any] = {
@@ -24,16 +38,7 @@ def write_config(folder: Path, **overrides: Any) -> Path:
         "max_slot_frames": 144, "drain_timeout_s": 20.0, "kokoro_warm_up": False,
     }
     values.update(overrides)
-    lines = []
-    for key, value in values.items():
-        if isinstance(value, bool):
-            lines.append(f"{key} = {'true' if value else 'false'}")
-        elif isinstance(value, (int, float)):
-            lines.append(f"{key} = {value}")
-        elif isinstance(value, list):
-            lines.append(f"{key} = [{', '.join(repr(str(v)) for v in value)}]")
-        else:
-            lines.append(f"{key} = {str(value)!r}")
+    lines = [f"{key} = {_toml_value(value)}" for key, value in values.items()]
     path = folder / "vortexd.toml"
     path.write_text("\n".join(lines) + "\n")
     return path

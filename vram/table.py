@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from vram.plan import POOL, ArenaPlan
+from vram.plan import POOL, ArenaPlan, Region
 from vram.units import format_bytes
 
 
@@ -12,11 +12,17 @@ def _share(n_bytes: int, capacity_bytes: int) -> str:
     return f"{100.0 * n_bytes / capacity_bytes:5.1f}%" if capacity_bytes > 0 else "    -"
 
 
+def _note(region: Region) -> str:
+    if region.kind != POOL:
+        return region.description
+    return "stage pool" + (f": {region.description}" if region.description else "")
+
+
 def format_budget_table(plan: ArenaPlan, capacity_bytes: int, *, device: str = "") -> str:
     """The whole plan as a fixed-width table: every region's budget and share of `capacity_bytes`,
     then the arena total, the headroom, the capacity and what stays free (negative when it does not fit).
     """
-    rows = [(r.name, r.budget_bytes, ("stage pool: " if r.kind == POOL else "") + r.description) for r in plan.regions]
+    rows = [(r.name, r.budget_bytes, _note(r)) for r in plan.regions]
     name_w = max(12, *(len(r.name) for r in plan.regions))
     padding_bytes = plan.total_bytes - sum(r.budget_bytes for r in plan.regions if r.kind != POOL)
     free_bytes = capacity_bytes - plan.required_bytes

@@ -23,7 +23,9 @@ import torch
 from stages.errors import NoFaceError, StageInputError
 from stages.image.flux_weights import check_weights_dir
 from stages.image.library import actor_from_pixels
+from stages.memory import in_region, load_in_region
 from stages.types import Actor
+from vram import StagePool
 
 PORTRAIT_TEMPLATE = ("a head-and-shoulders photo portrait of {prompt}, looking at the camera, "
                      "plain background, soft light")
@@ -158,6 +160,10 @@ def _load_pipeline(options: FluxOptions):
     return pipeline
 
 
+def _pipeline_modules(pipeline) -> list[torch.nn.Module]:
+    return [part for part in pipeline.components.values() if isinstance(part, torch.nn.Module)]
+
+
 class FluxImageBackend:
     """Generates actor portraits with Flux-schnell from a local weights folder (loaded once).
 
@@ -165,9 +171,11 @@ class FluxImageBackend:
     "flux_weights_dir" (incomplete folder) or "flux_quantization" (nf4 without CUDA/bitsandbytes).
     """
 
-    def __init__(self, options: FluxOptions) -> None:
+    def __init__(self, options: FluxOptions, memory: StagePool | None = None) -> None:
+        """Load the pipeline; with `memory` (the daemon's flux region) it loads and runs inside it."""
         self.options = options
-        self.pipeline = _load_pipeline(options)
+        self.memory = memory
+        self.pipeline = load_in_region(memory, lambda: _load_pipeline(options), _pipeline_modules)
 
     def generate(self, prompt: str, seed: int) -> np.ndarray:
         """A size_px × size_px × 3 uint8 RGB portrait of `prompt`; the same seed gives the same pixels."""
@@ -176,7 +184,7 @@ class FluxImageBackend:
         options = self.options
         # A local generator: the picture depends on the seed alone, never on global RNG state.
         generator = torch.Generator(options.device).manual_seed(seed)
-        with torch.inference_mode():
+        with in_region(self.memory), torch.inference_mode():
             result = self.pipeline(PORTRAIT_TEMPLATE.format(prompt=prompt.strip()),
                                    height=options.size_px, width=options.size_px,
                                    num_inference_steps=options.steps, guidance_scale=0.0,

@@ -28,6 +28,12 @@ def test_only_the_regions_of_configured_stages_are_reserved(overrides: dict, res
     assert all(budgets[name] == BUDGETS[name] * MIB for name in reserved)
 
 
+def test_a_configured_stage_without_a_budget_gets_the_reference_one() -> None:
+    """LivePortrait configured, no budget named for it: its region gets the reference plan's 3.5 GiB."""
+    budgets, unused = model_region_budgets(load_settings(None, warp_backend="liveportrait"))
+    assert budgets == {"liveportrait": 3584 * MIB} and unused == []
+
+
 @pytest.mark.slow
 def test_a_mesh_node_reserves_only_its_video_slabs(tmp_path, monkeypatch) -> None:
     """A real daemon with every model budget configured but the embedded backends: its arena

@@ -17,11 +17,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from stages.errors import StageInputError
+from stages.memory import in_region, load_in_region
 from stages.verify.clip.tokenizer import MERGES_FILE_NAME
+
+if TYPE_CHECKING:
+    from vram import StagePool
 
 DEFAULT_CAPTION = "a photo of a person talking"
 SAMPLE_EVERY_N_FRAMES = 48
@@ -64,30 +69,36 @@ def sample_frame_indices(n_frames: int, every_n_frames: int = SAMPLE_EVERY_N_FRA
 class ClipJudge:
     """An ensemble of loaded CLIP models and their tokenizer; `score` measures one slot."""
 
-    def __init__(self, models: dict, tokenizer, device: str = "cpu", batch_frames: int = 8) -> None:
+    def __init__(self, models: dict, tokenizer, device: str = "cpu", batch_frames: int = 8,
+                 memory: StagePool | None = None) -> None:
+        """`memory`: the daemon's clip region, which scoring runs inside (None: no region)."""
         if not models:
             raise StageInputError("clip_models", "at least one CLIP model is needed")
         self.models = models
         self.tokenizer = tokenizer
         self.device = device
         self.batch_frames = batch_frames
+        self.memory = memory
 
     @classmethod
-    def from_folder(cls, folder: Path, names: tuple[str, ...], device: str = "cpu") -> "ClipJudge":
-        """Load `names` (open_clip model names, each in `folder/<name>/`) and the merges file in `folder`."""
+    def from_folder(cls, folder: Path, names: tuple[str, ...], device: str = "cpu",
+                    memory: StagePool | None = None) -> "ClipJudge":
+        """Load `names` (open_clip model names, each in `folder/<name>/`) and the merges file in
+        `folder`; with `memory`, into that region."""
         from stages.verify.clip.checkpoints import load_clip
         from stages.verify.clip.tokenizer import ClipTokenizer
 
         folder = Path(folder)
         merges = folder / MERGES_FILE_NAME
         tokenizer = ClipTokenizer.from_merges_file(merges)
-        models = {name: load_clip(folder, name, device=device) for name in names}
+        models = load_in_region(memory, lambda: {name: load_clip(folder, name, device=device) for name in names},
+                                lambda loaded: loaded.values())
         for name, model in models.items():
             # A merges file from another tokenizer would index past (or under-use) the embedding.
             if model.config.vocab_size != tokenizer.vocab_size:
                 raise StageInputError("clip_weights_dir", f"{merges} gives {tokenizer.vocab_size} tokens but "
                                       f"{name} embeds {model.config.vocab_size}", file=str(merges), model=name)
-        return cls(models, tokenizer, device)
+        return cls(models, tokenizer, device, memory=memory)
 
     def score(self, frames: np.ndarray, source_image: np.ndarray, actor_prompt: str | None = None,
               every_n_frames: int = SAMPLE_EVERY_N_FRAMES) -> ClipScores:
@@ -100,7 +111,7 @@ class ClipJudge:
         caption = caption_for(actor_prompt)
         identity = np.zeros(len(picks), np.float64)
         prompt = np.zeros(len(picks), np.float64)
-        with torch.inference_mode():
+        with in_region(self.memory), torch.inference_mode():
             for model in self.models.values():
                 tokens = self.tokenizer([caption], context_length=model.config.context_length)
                 text = model.encode_text(torch.from_numpy(tokens).to(self.device), normalize=True)[0]

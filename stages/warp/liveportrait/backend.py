@@ -23,11 +23,12 @@ import numpy as np
 import torch
 
 from stages.errors import StageInputError
+from stages.memory import load_in_region
 from stages.types import FRAME_SIZE_PX, Actor, MotionPlan
 from stages.warp.liveportrait import keypoints as kpm
 from stages.warp.liveportrait.calibration import CALIBRATION, Calibration
 from stages.warp.liveportrait.checkpoints import LivePortraitNetworks, load_networks
-from stages.warp.liveportrait.chunk_size import PROBE_CHUNKS, PeakModel, cuda_peak_bytes, over_budget
+from stages.warp.liveportrait.chunk_size import PROBE_CHUNKS, PeakModel, over_budget
 from stages.warp.liveportrait.config import FULL, LivePortraitConfig
 from stages.warp.liveportrait.driving import (SourceMotion, face_ratios, plan_keypoints, source_motion,
                                               template_keypoints)
@@ -36,6 +37,7 @@ from stages.warp.liveportrait.inference import prepare_for_inference
 from stages.warp.base import check_slab, validate_plan
 from stages.warp.liveportrait.pasteback import CROP_SIZE_PX, FaceCrop, check_frame, face_crop, paste_maps
 from stages.warp.liveportrait.templates import MotionTemplate
+from vram import CudaStagePool, StageMemoryExceeded, StagePool, make_stage_pool
 
 
 @dataclass(frozen=True)
@@ -81,23 +83,38 @@ class PreparedLivePortrait:
         and rows outside the request repeating its nearest frame, a frame renders the same bytes
         however the caller splits the slot.
         """
-        engine = self.backend.engine
+        engine, memory = self.backend.engine, self.backend.memory
+        with engine.lock, memory:
+            # The chunks run one call deeper: should the region refuse an allocation, the pool
+            # frees every tensor of that finished frame, and this one holds none.
+            self._run_chunks(engine, start, stop, out, keypoints_for)
+        # Once per call, not per chunk: on CUDA the check reads the pool's segments (the host
+        # ledger has already refused any allocation over the budget as it happened).
+        memory.check("render")
+
+    def _run_chunks(self, engine: ChunkEngine, start: int, stop: int, out: np.ndarray,
+                    keypoints_for: Callable[[np.ndarray], torch.Tensor]) -> None:
         b = engine.chunk_frames
-        with engine.lock:
-            engine.bind(self.bound)
-            for chunk_start in range(start - start % b, stop, b):
-                rows = np.clip(np.arange(chunk_start, chunk_start + b), start, stop - 1)
-                lo, hi = max(start, chunk_start), min(stop, chunk_start + b)
-                with torch.inference_mode():
-                    x_d = keypoints_for(rows)
-                engine.run_chunk(x_d, slice(lo - chunk_start, hi - chunk_start), out[lo:hi])
+        engine.bind(self.bound)
+        for chunk_start in range(start - start % b, stop, b):
+            rows = np.clip(np.arange(chunk_start, chunk_start + b), start, stop - 1)
+            lo, hi = max(start, chunk_start), min(stop, chunk_start + b)
+            with torch.inference_mode():
+                x_d = keypoints_for(rows)
+            engine.run_chunk(x_d, slice(lo - chunk_start, hi - chunk_start), out[lo:hi])
 
 
 DEFAULT_BUDGET_BYTES = 3584 * 2**20
 """LivePortrait's share of the seed's arena, 3.5 GiB: weights, the bound actor, one chunk's step."""
 MAX_CHUNK_FRAMES = 64
 CPU_CHUNK_FRAMES = 8
-"""Chunk on the CPU when none is given: memory is not what limits it there, and 8 amortises."""
+"""The largest chunk on the CPU: memory is not what limits it there, and 8 amortises."""
+
+
+def _load_for_inference(weights_dir: Path, config: LivePortraitConfig, device: torch.device) -> LivePortraitNetworks:
+    networks = load_networks(weights_dir, config, device)
+    prepare_for_inference(networks.warping, networks.spade)
+    return networks
 
 
 class LivePortraitBackend:
@@ -108,8 +125,10 @@ class LivePortraitBackend:
     def __init__(self, weights_dir: Path, device: str = "cpu", chunk_frames: int | None = 8,
                  config: LivePortraitConfig = FULL, calibration: Calibration = CALIBRATION,
                  cuda_graph: bool = True, compile: bool = True, budget_bytes: int = DEFAULT_BUDGET_BYTES,
-                 compile_cache_dir: Path | None = None) -> None:
-        """`chunk_frames=None` picks the largest chunk whose measured peak fits `budget_bytes` (CUDA).
+                 compile_cache_dir: Path | None = None, memory: StagePool | None = None) -> None:
+        """`memory` is the stage's region (the daemon's arena gives one); without it the backend makes
+        its own of `budget_bytes`. Weights, actors and every step's working memory come from it, and
+        `chunk_frames=None` picks the largest chunk whose measured peak fits it.
 
         On CUDA the engine runs fp16, with W and G compiled (`compile`; the compiler's cache in
         `compile_cache_dir`, so a restart reuses it) and the step captured as a CUDA graph.
@@ -125,9 +144,12 @@ class LivePortraitBackend:
         self.device = dev
         self.config = config
         self.calibration = calibration
-        self.budget_bytes = budget_bytes
-        self.networks: LivePortraitNetworks = load_networks(weights_dir, config, dev)
-        prepare_for_inference(self.networks.warping, self.networks.spade)
+        self.memory = memory if memory is not None else make_stage_pool("liveportrait", budget_bytes, dev,
+                                                                        high_priority=True)
+        self.budget_bytes = self.memory.budget_bytes
+        self.networks: LivePortraitNetworks = load_in_region(
+            self.memory, lambda: _load_for_inference(weights_dir, config, dev),
+            lambda networks: networks.modules_by_role().values())
         f_cfg = config.appearance_feature_extractor_params
         side = CROP_SIZE_PX // 2 ** f_cfg.num_down_blocks
         self._feature_shape = (f_cfg.reshape_channel, f_cfg.reshape_depth, side, side)
@@ -139,21 +161,29 @@ class LivePortraitBackend:
     def _engine(self, chunk_frames: int, plain: bool = False) -> ChunkEngine:
         """A chunk engine of `chunk_frames` (`plain`: eager and uncaptured, for memory probes)."""
         graph, compile = (False, False) if plain else self._graph_and_compile
-        return ChunkEngine(self.networks.warping, self.networks.spade, self.device, self._feature_shape,
-                           self.config.warping_module_params.num_kp, (FRAME_SIZE_PX, FRAME_SIZE_PX),
-                           EngineOptions.for_device(self.device, chunk_frames, graph, compile))
+        graph_pool = self.memory.pool.id if isinstance(self.memory, CudaStagePool) else None
+        with self.memory:
+            return ChunkEngine(self.networks.warping, self.networks.spade, self.device, self._feature_shape,
+                               self.config.warping_module_params.num_kp, (FRAME_SIZE_PX, FRAME_SIZE_PX),
+                               EngineOptions.for_device(self.device, chunk_frames, graph, compile), graph_pool)
 
     def _chunk_for_budget(self) -> int:
-        """The largest chunk whose step fits the budget, from two probe steps (CUDA); 8 on the CPU."""
-        if self.device.type != "cuda":
-            return CPU_CHUNK_FRAMES
+        """The largest chunk whose step fits the region, from two probe steps measured in it (at most
+        8 on the CPU, where memory is not what limits the chunk and 8 amortises)."""
         peaks = {}
         for b in PROBE_CHUNKS:
-            probe = self._engine(b, plain=True)
-            peaks[b] = cuda_peak_bytes(probe.step, self.device)
-            del probe
+            try:
+                probe = self._engine(b, plain=True)
+                peaks[b] = self.memory.measure_peak(probe.step)
+            except StageMemoryExceeded as exc:  # the region refused the probe outright
+                if not peaks:
+                    raise over_budget(exc.used_bytes, self.budget_bytes, b) from None
+                return min(peaks)
+            finally:
+                probe = None
         self.peak_model = PeakModel.fit(peaks)
-        chunk = self.peak_model.largest_chunk(self.budget_bytes, MAX_CHUNK_FRAMES)
+        limit = MAX_CHUNK_FRAMES if self.device.type == "cuda" else CPU_CHUNK_FRAMES
+        chunk = self.peak_model.largest_chunk(self.budget_bytes, limit)
         if chunk == 0:
             raise over_budget(self.peak_model.peak_bytes(1), self.budget_bytes, 1)
         return chunk
@@ -164,15 +194,21 @@ class LivePortraitBackend:
         return self.engine.fp32_rerenders
 
     def measure_peak_bytes(self) -> int:
-        """Peak device memory of one chunk step as it will serve (CUDA; compiles and captures it
-        if not done yet); raises StageInputError naming liveportrait_budget_mib when over budget."""
-        peak = cuda_peak_bytes(self.engine.step, self.device)
+        """The region's peak over one chunk step as it will serve (compiles and captures it if not
+        done yet); raises StageMemoryExceeded (the liveportrait region) when over budget."""
+        peak = self.memory.measure_peak(self.engine.step)
         if peak > self.budget_bytes:
             raise over_budget(peak, self.budget_bytes, self.engine.chunk_frames)
         return peak
 
     def prepare(self, actor: Actor) -> PreparedLivePortrait:
         """Crop the face, run F and M on it once, and precompute the paste-back maps."""
+        with self.memory:
+            prepared = self._prepare(actor)
+        self.memory.check("prepare")
+        return prepared
+
+    def _prepare(self, actor: Actor) -> PreparedLivePortrait:
         image = check_frame(actor.image)
         crop = face_crop(actor.landmarks_px)
         pixels = torch.from_numpy(crop.crop(image)).to(self.device)

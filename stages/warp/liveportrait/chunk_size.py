@@ -1,19 +1,17 @@
 """How many frames one W+G step may batch: from memory measured at warm-up, not from a constant.
 
-The step's peak device memory grows linearly with the chunk: weights, the bound actor and the
-framework's workspaces are fixed, activations are per frame. Two probe steps (1 and 2 frames)
-give both terms; the largest chunk whose predicted peak fits the budget is taken, and the
-engine built at that size is measured once more, so a misprediction is caught before serving.
+The step's peak memory in the stage's region grows linearly with the chunk: weights, the bound
+actor and the framework's workspaces are fixed, activations are per frame. Two probe steps (1 and
+2 frames), measured by the region's pool, give both terms; the largest chunk whose predicted peak
+fits the budget is taken, and the engine built at that size is measured once more, so a
+misprediction is caught before serving.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-
-from stages.errors import StageInputError
+from vram import StageMemoryExceeded
 
 PROBE_CHUNKS = (1, 2)
 """Chunk sizes the peak model is fitted on (cheap, and far enough apart to see the slope)."""
@@ -46,18 +44,7 @@ class PeakModel:
         return max(0, min(limit, (budget_bytes - self.fixed_bytes) // self.per_frame_bytes))
 
 
-def cuda_peak_bytes(step: Callable[[], None], device: torch.device) -> int:
-    """Peak bytes allocated on `device` while `step()` runs, everything already resident included."""
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    step()
-    torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device)
-
-
-def over_budget(peak_bytes: int, budget_bytes: int, chunk_frames: int) -> StageInputError:
-    """The start-up error for a warp that cannot fit its memory budget, with the figures."""
-    return StageInputError("liveportrait_budget_mib",
-                           f"LivePortrait needs {peak_bytes / 2**20:.0f} MiB at {chunk_frames} frame(s) per "
-                           f"chunk, over its budget of {budget_bytes / 2**20:.0f} MiB",
-                           peak_bytes=peak_bytes, budget_bytes=budget_bytes, chunk_frames=chunk_frames)
+def over_budget(peak_bytes: int, budget_bytes: int, chunk_frames: int) -> StageMemoryExceeded:
+    """The start-up error for a warp whose chunk step cannot fit its region, with the figures."""
+    return StageMemoryExceeded("liveportrait", peak_bytes, budget_bytes,
+                               during=f"a {chunk_frames}-frame chunk step")

@@ -65,7 +65,9 @@ class ChunkEngine:
 
     def __init__(self, warping: WarpingNetwork, spade: SPADEDecoder, device: torch.device,
                  feature_shape: tuple[int, ...], num_kp: int, frame_shape: tuple[int, int],
-                 options: EngineOptions) -> None:
+                 options: EngineOptions, graph_pool: object = None) -> None:
+        """`graph_pool`: the id of the MemPool the CUDA graph's memory comes from (the stage's
+        region), or None for a private pool of its own."""
         if options.chunk_frames < 1:
             raise StageInputError("warp.chunk_frames", "must be at least 1", chunk_frames=options.chunk_frames)
         if options.cuda_graph and device.type != "cuda":
@@ -75,7 +77,7 @@ class ChunkEngine:
         # modules themselves. The fp32 re-render of a non-finite chunk always runs the modules.
         self._nets = ((torch.compile(warping, dynamic=False), torch.compile(spade, dynamic=False))
                       if options.compile else (warping, spade))
-        self.device, self.options = device, options
+        self.device, self.options, self._graph_pool = device, options, graph_pool
         b, (h, w) = options.chunk_frames, frame_shape
         with torch.inference_mode():
             self.f_s = torch.zeros((1, *feature_shape), device=device)
@@ -140,7 +142,7 @@ class ChunkEngine:
                 self._step()
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=self._graph_pool):
             self._step()
         self._graph = graph
 

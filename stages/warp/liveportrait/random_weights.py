@@ -13,7 +13,21 @@ import torch
 from torch import nn
 
 from stages.warp.liveportrait.checkpoints import DDP_MARKER, build_networks
-from stages.warp.liveportrait.config import CHECKPOINT_PATHS, FULL, RETARGETING_SUBDICTS, LivePortraitConfig
+from stages.warp.liveportrait.config import (CHECKPOINT_PATHS, FULL, RETARGETING_SUBDICTS, AppearanceConfig,
+                                             DenseMotionConfig, LivePortraitConfig, MotionConfig, SpadeConfig,
+                                             WarpingConfig)
+
+TINY = LivePortraitConfig(
+    appearance_feature_extractor_params=AppearanceConfig(block_expansion=8, num_down_blocks=5, max_features=32,
+                                                         reshape_channel=8, reshape_depth=4, num_resblocks=1),
+    motion_extractor_params=MotionConfig(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64)),
+    warping_module_params=WarpingConfig(block_expansion=4, max_features=32, num_down_blocks=2, reshape_channel=8,
+                                        dense_motion_params=DenseMotionConfig(block_expansion=4, max_features=16,
+                                                                              num_blocks=2, reshape_depth=4,
+                                                                              compress=2)),
+    spade_generator_params=SpadeConfig(block_expansion=4, max_features=16, num_down_blocks=2, out_channels=8))
+"""Every network's structure at a few channels: its random weights (about a megabyte) run a whole
+slot on a CPU in seconds, so daemon and backend tests exercise the real code end to end."""
 
 
 def random_state_dict(module: nn.Module, generator: torch.Generator) -> dict[str, torch.Tensor]:

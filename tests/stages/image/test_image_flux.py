@@ -204,3 +204,22 @@ def test_on_cuda_the_default_dtype_is_bfloat16_and_seeds_repeat(weights_dir):
         np.testing.assert_array_equal(backend.generate(PROMPT, 5), backend.generate(PROMPT, 5))
     finally:
         backend.close()
+
+
+def test_weights_and_generation_live_in_the_flux_region(weights_dir):
+    """Given its region, Flux loads its weights into it and generates inside it: the region holds the
+    weights, peaks above them while generating, and is back to them afterwards."""
+    from vram import make_stage_pool
+
+    region = make_stage_pool("flux", 1 << 30)
+    backend = FluxImageBackend(FluxOptions(weights_dir=weights_dir, steps=1, size_px=64, max_sequence_length=32),
+                               memory=region)
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()  # tied weights count once
+                for part in backend.pipeline.components.values() if isinstance(part, torch.nn.Module)
+                for t in part.state_dict().values()}
+    weights_bytes = sum(storages.values())
+    assert region.used_bytes() >= weights_bytes > 0  # and what loading made beside them (rotary tables)
+    resident = region.used_bytes()
+    assert region.measure_peak(lambda: backend.generate(PROMPT, seed=0)) > resident
+    assert region.used_bytes() == resident
+    backend.close()

@@ -113,3 +113,17 @@ def test_merges_file_that_does_not_fit_the_model_is_refused(clip_folder: Path, t
     save_clip(random_clip_model(small_config(600), seed=3), tmp_path, "other")
     with pytest.raises(StageInputError, match=MERGES_FILE_NAME):
         ClipJudge.from_folder(tmp_path, ("other",))
+
+
+def test_the_ensemble_loads_and_scores_inside_its_region(clip_folder: Path, portrait: np.ndarray) -> None:
+    """Given the clip region, both models' weights are charged to it and scoring runs inside it, leaving
+    the region as it found it."""
+    from vram import make_stage_pool
+
+    region = make_stage_pool("clip", 1 << 30)
+    judge = ClipJudge.from_folder(clip_folder, ("one", "two"), memory=region)
+    weights_bytes = sum(t.nbytes for model in judge.models.values() for t in model.state_dict().values())
+    assert region.used_bytes() == weights_bytes
+    frames = np.repeat(portrait[None], 16, axis=0)
+    assert region.measure_peak(lambda: judge.score(frames, portrait, every_n_frames=8)) > weights_bytes
+    assert region.used_bytes() == weights_bytes

@@ -20,24 +20,11 @@ from stages.types import Actor, MotionPlan  # noqa: E402
 from stages.warp.liveportrait.backend import LivePortraitBackend  # noqa: E402
 from stages.warp.liveportrait.calibration import CALIBRATION  # noqa: E402
 from stages.warp.liveportrait.checkpoints import CheckpointError  # noqa: E402
-from stages.warp.liveportrait.random_weights import write_random_checkpoints  # noqa: E402
-from stages.warp.liveportrait.config import (AppearanceConfig, DenseMotionConfig, LivePortraitConfig,  # noqa: E402
-                                             MotionConfig, SpadeConfig, WarpingConfig)
+from stages.warp.liveportrait.random_weights import TINY, write_random_checkpoints  # noqa: E402
 from stages.warp.liveportrait.templates import MotionTemplate, fit_to_slot, load_template  # noqa: E402
 
 CURVES = ("jaw_open", "lip_width", "lip_round", "lips_closed", "blink", "eye_wide", "brow", "smile",
           "head_yaw_deg", "head_pitch_deg", "head_roll_deg", "shift_x_px", "shift_y_px")
-
-TINY = LivePortraitConfig(
-    appearance_feature_extractor_params=AppearanceConfig(block_expansion=8, num_down_blocks=5, max_features=32,
-                                                         reshape_channel=8, reshape_depth=4, num_resblocks=1),
-    motion_extractor_params=MotionConfig(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64)),
-    warping_module_params=WarpingConfig(block_expansion=4, max_features=32, num_down_blocks=2, reshape_channel=8,
-                                        dense_motion_params=DenseMotionConfig(block_expansion=4, max_features=16,
-                                                                              num_blocks=2, reshape_depth=4,
-                                                                              compress=2)),
-    spade_generator_params=SpadeConfig(block_expansion=4, max_features=16, num_down_blocks=2, out_channels=8))
-
 
 def make_plan(n: int, **curves: object) -> MotionPlan:
     """A plan of n frames, every curve 0 unless given."""

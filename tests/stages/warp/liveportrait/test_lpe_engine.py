@@ -11,13 +11,14 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="LivePortrait needs torch")
 
-from stages.errors import StageInputError  # noqa: E402
+from vram import StageMemoryExceeded  # noqa: E402
 from stages.warp.liveportrait.backend import LivePortraitBackend  # noqa: E402
 from stages.warp.liveportrait.chunk_size import PeakModel, over_budget  # noqa: E402
 from stages.warp.liveportrait.driving import plan_keypoints  # noqa: E402
 from stages.warp.liveportrait.engine import ChunkEngine, EngineOptions  # noqa: E402
 from stages.warp.liveportrait.random_weights import write_random_checkpoints  # noqa: E402
-from tests.stages.warp.liveportrait.test_lpe_backend import TINY, speaking_plan  # noqa: E402
+from stages.warp.liveportrait.random_weights import TINY  # noqa: E402
+from tests.stages.warp.liveportrait.test_lpe_backend import speaking_plan  # noqa: E402
 
 CHUNK = 2
 
@@ -106,7 +107,7 @@ def test_peak_model_picks_the_largest_chunk_that_fits() -> None:
 
 
 def test_over_budget_error_names_the_setting_and_the_figures() -> None:
-    """The start-up refusal says which setting, how much is needed and how much there is."""
+    """The start-up refusal says which region, how much is needed and how much there is."""
     error = over_budget(5 * 2**30, 3584 * 2**20, 16)
-    assert isinstance(error, StageInputError) and error.field == "liveportrait_budget_mib"
-    assert "5120 MiB" in str(error) and "3584 MiB" in str(error) and "16 frame" in str(error)
+    assert isinstance(error, StageMemoryExceeded) and error.region == "liveportrait"
+    assert "5.00 GiB" in str(error) and "3.50 GiB" in str(error) and "16-frame" in str(error)

@@ -30,7 +30,7 @@ def test_options_choose_fp16_compile_and_graphs_on_cuda_only() -> None:
 def test_a_cuda_graph_is_refused_on_the_cpu() -> None:
     """Asking for a CUDA graph on the CPU is a clear error, not a silent fallback."""
     from stages.warp.liveportrait.checkpoints import build_networks
-    from tests.stages.warp.liveportrait.test_lpe_backend import TINY
+    from stages.warp.liveportrait.random_weights import TINY
 
     nets = build_networks(TINY)
     with pytest.raises(StageInputError) as err:
@@ -45,7 +45,8 @@ def test_cuda_graph_fp16_matches_cpu_fp32(tmp_path: Path, astronaut) -> None:
     """Graph replay in fp16 renders what the CPU renders in fp32 (within fp16 error), graph captured once."""
     from stages.warp.liveportrait.backend import LivePortraitBackend
     from stages.warp.liveportrait.random_weights import write_random_checkpoints
-    from tests.stages.warp.liveportrait.test_lpe_backend import TINY, speaking_plan
+    from stages.warp.liveportrait.random_weights import TINY
+    from tests.stages.warp.liveportrait.test_lpe_backend import speaking_plan
 
     write_random_checkpoints(tmp_path, TINY, seed=4)
     actor = astronaut

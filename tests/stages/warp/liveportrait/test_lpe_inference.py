@@ -16,7 +16,7 @@ from stages.warp.liveportrait.inference import (TENSOR_CORE_CHANNELS, fold_batch
                                                 freeze_spectral_norm, pad_hourglass_channels,
                                                 prepare_for_inference)
 from stages.warp.liveportrait.random_weights import random_state_dict  # noqa: E402
-from tests.stages.warp.liveportrait.test_lpe_backend import TINY  # noqa: E402
+from stages.warp.liveportrait.random_weights import TINY  # noqa: E402
 
 
 @pytest.fixture(scope="module")
