@@ -208,7 +208,7 @@ def test_on_cuda_the_default_dtype_is_bfloat16_and_seeds_repeat(weights_dir):
 
 def test_weights_and_generation_live_in_the_flux_region(weights_dir):
     """Given its region, Flux loads its weights into it and generates inside it: the region holds the
-    weights, peaks above them while generating, and is back to them afterwards."""
+    weights, peaks above them while generating, and a generation leaves nothing behind."""
     from vram import make_stage_pool
 
     region = make_stage_pool("flux", 1 << 30)
@@ -221,5 +221,7 @@ def test_weights_and_generation_live_in_the_flux_region(weights_dir):
     assert region.used_bytes() >= weights_bytes > 0  # and what loading made beside them (rotary tables)
     resident = region.used_bytes()
     assert region.measure_peak(lambda: backend.generate(PROMPT, seed=0)) > resident
-    assert region.used_bytes() == resident
+    after_one = region.used_bytes()  # the scheduler swaps its load-time tables for the run's
+    backend.generate(PROMPT, seed=1)
+    assert region.used_bytes() == after_one <= resident
     backend.close()
