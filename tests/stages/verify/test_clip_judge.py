@@ -123,7 +123,8 @@ def test_the_ensemble_loads_and_scores_inside_its_region(clip_folder: Path, port
     region = make_stage_pool("clip", 1 << 30)
     judge = ClipJudge.from_folder(clip_folder, ("one", "two"), memory=region)
     weights_bytes = sum(t.nbytes for model in judge.models.values() for t in model.state_dict().values())
-    assert region.used_bytes() == weights_bytes
+    resident = region.used_bytes()
+    assert resident >= weights_bytes  # and the buffers that are not weights (the causal mask)
     frames = np.repeat(portrait[None], 16, axis=0)
-    assert region.measure_peak(lambda: judge.score(frames, portrait, every_n_frames=8)) > weights_bytes
-    assert region.used_bytes() == weights_bytes
+    assert region.measure_peak(lambda: judge.score(frames, portrait, every_n_frames=8)) > resident
+    assert region.used_bytes() == resident
