@@ -58,6 +58,12 @@ class Speech:
         return len(self.audio) / self.sample_rate_hz
 
 
+PLAN_TO_LP_SIGN = {"pitch": -1.0, "yaw": 1.0, "roll": 1.0}
+"""Multiply a planner angle by this to get LivePortrait's (and the face mesh's; it is its own
+inverse). Both use x right, y down, z into the image and R = Rz(roll)·Ry(yaw)·Rx(pitch); the
+planner's +pitch lifts the chin where theirs drops it (derived in stages/warp/liveportrait/driving.py)."""
+
+
 @dataclass(frozen=True)
 class MotionPlan:
     """Per-frame animation curves, every array float32 of shape (n_frames,).

@@ -19,10 +19,15 @@ from stages.errors import StageInputError
 from stages.motion.audio_features import audio_mouth_tracks
 from stages.motion.curves import (SmoothNoise, blink_curve, cumulative_phase, raised_cosine_bumps,
                                   soft_limit)
-from stages.motion.presets import (TRANSITION_S, PresetCurves, PresetSegment, normalize_expression,
+from stages.motion.driving.fit import FittedDriving, fit_to_slot
+from stages.motion.driving.motion import DrivingMotion
+from stages.motion.presets import (PRESETS, TRANSITION_S, PresetCurves, PresetSegment, normalize_expression,
                                    preset_curves)
 from stages.motion.visemes import MouthTracks, viseme_tracks
 from stages.types import MotionPlan, Speech
+
+DRIVING_MODES = ("pose", "full")
+"""pose: head, lids and brows from the driving clip, the mouth from the speech; full: all from the clip."""
 
 LEAD_FRAMES = 0.5
 """Mouth curves are sampled this many frames ahead of each frame's start time."""
@@ -70,13 +75,16 @@ def _check_request(speech: Speech, seed: int, n_frames: int, fps: int) -> None:
 
 
 def plan_motion(speech: Speech, expression: tuple[PresetSegment, ...] | str, seed: int,
-                n_frames: int, fps: int = 24) -> MotionPlan:
+                n_frames: int, fps: int = 24, driving: DrivingMotion | None = None,
+                driving_mode: str = "pose") -> MotionPlan:
     """Plan every per-frame curve of a slot from its speech, expression and seed.
 
     `expression` is anything `normalize_expression` accepts. The same inputs give the same plan;
     another seed gives different head motion and blink times (the mouth follows the speech).
+    With `driving` (a video's or template's motion), head, lids and brows come from it fitted to
+    the slot ("pose"), or the mouth too ("full"); the presets still scale head and mouth.
     meta: seed, segments, source ("phonemes" | "audio"), lead_s, transition_s, blink_peaks_s,
-    emphasis_s.
+    emphasis_s; with driving, also driving (mode, kind, reference_frame, joins).
     """
     _check_request(speech, seed, n_frames, fps)
     duration_s = n_frames / fps
@@ -111,6 +119,9 @@ def plan_motion(speech: Speech, expression: tuple[PresetSegment, ...] | str, see
         **face,
         **head,
     }
+    if driving is not None:
+        fitted = fit_to_slot(driving, n_frames, fps)
+        curves.update(_driven_curves(fitted, params, driving_mode))
     curves = {name: values.astype(np.float32) for name, values in curves.items()}
     bad = [name for name, values in curves.items() if not np.all(np.isfinite(values))]
     if bad:  # cannot happen for valid inputs; fail loudly rather than render garbage
@@ -124,7 +135,36 @@ def plan_motion(speech: Speech, expression: tuple[PresetSegment, ...] | str, see
         "blink_peaks_s": [round(float(t), 4) for t in blink_peaks_s],
         "emphasis_s": [round(float(t), 4) for t in tracks.emphasis_s],
     }
+    if driving is not None:
+        meta["driving"] = {"mode": driving_mode, **driving.meta, "reference_frame": driving.reference_frame,
+                           "joins": fitted.joins.tolist()}
     return MotionPlan(fps=fps, meta=meta, **curves)
+
+
+def _driven_curves(fitted: FittedDriving, params: PresetCurves, mode: str) -> dict[str, np.ndarray]:
+    """The curves a driving clip sets: head (scaled by the preset against neutral), lids and brows
+    on the preset's resting values; in "full" mode the mouth (scaled like the speech's) and smile."""
+    if mode not in DRIVING_MODES:
+        raise StageInputError("motion.driving_mode", f"must be one of {', '.join(DRIVING_MODES)}", got=mode)
+    neutral = PRESETS["neutral"]
+    head = params.head_amplitude_deg / neutral.head_amplitude_deg
+    shift = params.shift_amplitude_px / neutral.shift_amplitude_px
+    c = fitted.curves
+    driven = {
+        "head_yaw_deg": c["head_yaw_deg"] * head, "head_pitch_deg": c["head_pitch_deg"] * head,
+        "head_roll_deg": c["head_roll_deg"] * head,
+        "shift_x_px": c["shift_x_px"] * shift, "shift_y_px": c["shift_y_px"] * shift,
+        "blink": c["blink"],
+        "eye_wide": np.clip(params.eye_wide + c["eye_wide"], 0.0, 1.0),
+        "brow": np.clip(params.brow + c["brow"], -1.0, 1.0),
+    }
+    if mode == "full":
+        mouth = params.mouth_gain / neutral.mouth_gain
+        driven.update({
+            "jaw_open": np.clip(c["jaw_open"] * mouth, 0.0, 1.0), "lip_width": c["lip_width"],
+            "lip_round": c["lip_round"], "lips_closed": c["lips_closed"], "smile": c["smile"],
+        })
+    return driven
 
 
 @dataclass(frozen=True)

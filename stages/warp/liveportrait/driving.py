@@ -38,14 +38,12 @@ import numpy as np
 import torch
 
 from stages.errors import StageInputError
-from stages.types import FRAME_SIZE_PX, MotionPlan
+from stages.types import FRAME_SIZE_PX, PLAN_TO_LP_SIGN, MotionPlan
 from stages.warp.liveportrait import keypoints as kpm
 from stages.warp.liveportrait.calibration import CALIBRATION, Calibration
 from stages.warp.liveportrait.checkpoints import LivePortraitNetworks
 from stages.warp.liveportrait.templates import MotionTemplate
 
-PLAN_TO_LP_SIGN = {"pitch": -1.0, "yaw": 1.0, "roll": 1.0}
-"""Multiply a planner angle by this to get LivePortrait's (see the module docstring)."""
 MAX_ANGLE_DEG = 30.0
 """Plan angles are clipped here: a single-image warp tears beyond it (the planner's presets stay well inside)."""
 MAX_SHIFT_FRACTION = 0.15

@@ -1,0 +1,135 @@
+"""Driving motion: the plan's curves as a driving video (or a LivePortrait template) performs them.
+
+From a video (LivePortrait's relative mode, on the face mesh): everything is relative to the
+video's first neutral-looking frame — eyes open, mouth closed, head near its usual pose — so a
+clip that starts mid-blink or mid-turn does not bias the whole slot. Per frame:
+- head yaw, pitch, roll: the rigid fit of the skull's points to the reference (face_geometry),
+  in the planner's signs;
+- translation: how far the face centre moves beyond what the rotation explains (a turning head
+  moves its centre too, and the warp already moves it for the rotation), in actor pixels;
+- blink and eye_wide: the lid aperture against the clip's open-eye level; brow: brow height
+  against its median; mouth (used by "full" mode): lip gap, width and corner lift.
+Each curve is then smoothed with a zero-phase Gaussian, so tracker jitter goes without the curve
+lagging the real motion; the lids get the lightest touch, so a blink keeps its frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stages.image.crop import INTEROCULAR_PX
+from stages.motion.curves import gaussian_smooth
+from stages.motion.driving import face_geometry as geo
+from stages.motion.driving.video import TrackedVideo
+from stages.types import PLAN_TO_LP_SIGN
+
+POSE_CURVES = ("head_yaw_deg", "head_pitch_deg", "head_roll_deg", "shift_x_px", "shift_y_px",
+               "blink", "eye_wide", "brow")
+"""What "pose" mode takes from the driving motion (the mouth and smile stay with the speech)."""
+MOUTH_CURVES = ("jaw_open", "lip_width", "lip_round", "lips_closed", "smile")
+"""What "full" mode takes as well."""
+
+SMOOTH_S = {"pose": 0.04, "lids": 0.012, "face": 0.04, "mouth": 0.02}
+"""Zero-phase Gaussian σ per curve group, in seconds: σ = 40 ms halves a 4.7 Hz wobble (tracker
+jitter) and leaves head motion (≲ 2 Hz) whole; a blink (≈ 150 ms) only loses its sharpest frame edge."""
+
+_SHUT_FRACTION = 0.4
+"""A lid aperture this fraction of the open level reads as fully shut (the mesh never reaches 0)."""
+_WIDE_FRACTION = 0.35
+_BROW_RANGE = 0.06  # brow height change (inter-ocular units) that reads as a full raise or frown
+_JAW_RANGE = 0.45  # lip gap (inter-ocular units) that reads as a wide-open jaw
+_CLOSED_GAP = 0.03
+_WIDTH_RANGE = 0.2
+_SMILE_RANGE = 0.08
+
+
+@dataclass(frozen=True)
+class DrivingMotion:
+    """Plan curves (float64, one value per source frame at `fps`) performed by a driving clip."""
+
+    fps: float
+    curves: dict[str, np.ndarray]
+    reference_frame: int = 0
+    meta: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def n_frames(self) -> int:
+        """Number of source frames."""
+        return int(next(iter(self.curves.values())).shape[0])
+
+
+def neutral_frame(landmarks: np.ndarray) -> int:
+    """The first frame that looks neutral: eyes open, mouth closed, head within 6° of its median pose
+    (relaxed step by step when no frame qualifies)."""
+    aperture, gap = geo.eye_aperture(landmarks), geo.mouth_gap(landmarks)
+    pose = geo.head_rotation_deg(landmarks, landmarks[0])[:, :2]
+    open_eyes = aperture >= 0.85 * np.percentile(aperture, 90)
+    closed_mouth = gap <= max(np.percentile(gap, 25), 0.05)
+    usual_pose = np.all(np.abs(pose - np.median(pose, axis=0)) <= 6.0, axis=1)
+    for wanted in (open_eyes & closed_mouth & usual_pose, open_eyes & usual_pose, open_eyes):
+        if wanted.any():
+            return int(np.argmax(wanted))
+    return 0
+
+
+def _translation_px(landmarks: np.ndarray, reference: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """(T, 2) face-centre displacement not explained by the rotation, in actor pixels."""
+    iod = geo.interocular(reference[None])[0]
+    centre = landmarks[:, list(geo.RIGID_POINTS), :2].mean(axis=1)
+    moved = (centre - reference[list(geo.RIGID_POINTS), :2].mean(axis=0)) / iod * INTEROCULAR_PX
+    design = np.column_stack([angles, np.ones(len(angles))])
+    # The part of the movement linear in the angles is what turning the head does to its centre.
+    coef, *_ = np.linalg.lstsq(design, moved, rcond=None)
+    return moved - angles @ coef[:3]
+
+
+def _lid_curves(landmarks: np.ndarray) -> dict[str, np.ndarray]:
+    aperture = geo.eye_aperture(landmarks)
+    open_level = float(np.median(aperture[aperture >= np.median(aperture)]))
+    brow = geo.brow_height(landmarks)
+    return {
+        "blink": np.clip((open_level - aperture) / ((1 - _SHUT_FRACTION) * open_level), 0.0, 1.0),
+        "eye_wide": np.clip((aperture - open_level) / (_WIDE_FRACTION * open_level), 0.0, 1.0),
+        "brow": np.clip((brow - np.median(brow)) / _BROW_RANGE, -1.0, 1.0),
+    }
+
+
+def _mouth_curves(landmarks: np.ndarray, reference: np.ndarray) -> dict[str, np.ndarray]:
+    gap, width = geo.mouth_gap(landmarks), geo.mouth_width(landmarks)
+    relative_width = width / geo.mouth_width(reference[None])[0] - 1.0
+    lift = geo.corner_lift(landmarks)
+    return {
+        "jaw_open": np.clip(gap / _JAW_RANGE, 0.0, 1.0),
+        "lips_closed": np.clip(1.0 - gap / _CLOSED_GAP, 0.0, 1.0),
+        "lip_width": np.clip(relative_width / _WIDTH_RANGE, -1.0, 1.0),
+        "lip_round": np.clip(-relative_width / _WIDTH_RANGE, 0.0, 1.0),
+        "smile": np.clip((lift - geo.corner_lift(reference[None])[0]) / _SMILE_RANGE, 0.0, 1.0),
+    }
+
+
+def _smoothed(curves: dict[str, np.ndarray], fps: float) -> dict[str, np.ndarray]:
+    groups = {"blink": "lids", "eye_wide": "lids", "brow": "face", **{name: "mouth" for name in MOUTH_CURVES}}
+    return {name: gaussian_smooth(values, SMOOTH_S[groups.get(name, "pose")] * fps)
+            for name, values in curves.items()}
+
+
+def motion_from_video(video: TrackedVideo) -> DrivingMotion:
+    """The plan curves a tracked driving video performs, relative to its first neutral frame."""
+    landmarks = video.landmarks
+    ref = neutral_frame(landmarks)
+    reference = landmarks[ref]
+    lp_angles = geo.head_rotation_deg(landmarks, reference)  # yaw, pitch, roll in LivePortrait's signs
+    shift = _translation_px(landmarks, reference, lp_angles)
+    curves = {
+        "head_yaw_deg": lp_angles[:, 0] * PLAN_TO_LP_SIGN["yaw"],
+        "head_pitch_deg": lp_angles[:, 1] * PLAN_TO_LP_SIGN["pitch"],
+        "head_roll_deg": lp_angles[:, 2] * PLAN_TO_LP_SIGN["roll"],
+        "shift_x_px": shift[:, 0],
+        "shift_y_px": shift[:, 1],
+        **_lid_curves(landmarks),
+        **_mouth_curves(landmarks, reference),
+    }
+    return DrivingMotion(video.fps, _smoothed(curves, video.fps), ref,
+                         {"kind": "video", "frames": video.n_frames, "face_found": round(float(video.found.mean()), 3)})

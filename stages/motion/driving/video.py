@@ -1,0 +1,96 @@
+"""A driving video, read once: its frame rate and the face-mesh landmarks of every frame.
+
+Frames are decoded and tracked one at a time (MediaPipe in tracking mode), so a long video costs
+its landmarks (~6 KB a frame), never its pixels. A video that cannot be read, is too long, or
+shows a face in too few frames is refused naming `motion.driving`; the few frames where the
+tracker loses the face are filled from their neighbours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stages.errors import StageInputError
+from stages.image.face import N_LANDMARKS, FaceTracker
+
+DRIVING_FIELD = "motion.driving"
+MAX_DRIVING_S = 120.0
+"""Longer videos are refused: a slot is 45 s, and ping-pong fits any shorter clip to it."""
+MIN_FACE_FRACTION = 0.8
+"""The face must be found in at least this share of the frames ("most frames")."""
+
+
+@dataclass(frozen=True)
+class TrackedVideo:
+    """Landmarks (T, 478, 3) in pixels of a video at `fps`; `found` marks frames where the tracker
+    saw the face (the others were interpolated)."""
+
+    fps: float
+    landmarks: np.ndarray
+    found: np.ndarray
+    size_px: tuple[int, int]  # (width, height)
+
+    @property
+    def n_frames(self) -> int:
+        """Number of frames."""
+        return int(self.landmarks.shape[0])
+
+
+def _refuse(path: Path, reason: str, **details: object) -> StageInputError:
+    return StageInputError(DRIVING_FIELD, f"{path.name}: {reason}", **details)
+
+
+def _decode_and_track(path: Path) -> tuple[float, list[np.ndarray | None], tuple[int, int]]:
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise _refuse(path, f"not a readable video ({exc})") from None
+    with container, FaceTracker() as tracker:
+        if not container.streams.video:
+            raise _refuse(path, "the file has no video stream")
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        if not np.isfinite(fps) or fps <= 0:
+            raise _refuse(path, "the video stream has no frame rate")
+        rows: list[np.ndarray | None] = []
+        size = (stream.codec_context.width, stream.codec_context.height)
+        try:
+            for frame in container.decode(stream):
+                if len(rows) >= MAX_DRIVING_S * fps:
+                    raise _refuse(path, f"longer than {MAX_DRIVING_S:.0f} s", max_s=MAX_DRIVING_S)
+                rows.append(tracker.landmarks(frame.to_ndarray(format="rgb24")))
+        except av.error.FFmpegError as exc:
+            raise _refuse(path, f"the video cannot be decoded past frame {len(rows)} ({exc})") from None
+    return fps, rows, size
+
+
+def _fill_gaps(landmarks: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Frames without a face: every coordinate interpolated in time from the nearest found frames."""
+    if found.all():
+        return landmarks
+    t = np.arange(len(landmarks))
+    flat = landmarks.reshape(len(landmarks), -1)
+    filled = np.empty_like(flat)
+    for column in range(flat.shape[1]):
+        filled[:, column] = np.interp(t, t[found], flat[found, column])
+    return filled.reshape(landmarks.shape)
+
+
+def track_video(path: str | Path) -> TrackedVideo:
+    """Decode `path` and track the face in every frame; refusals name `motion.driving`."""
+    path = Path(path)
+    fps, rows, size = _decode_and_track(path)
+    if not rows:
+        raise _refuse(path, "the video has no frames")
+    found = np.array([row is not None for row in rows])
+    if found.mean() < MIN_FACE_FRACTION:
+        raise _refuse(path, f"a face was found in only {int(found.sum())} of {len(rows)} frames; a driving "
+                      f"video must show one face in most frames", found=int(found.sum()), frames=len(rows))
+    empty = np.full((N_LANDMARKS, 3), np.nan, np.float32)
+    landmarks = np.stack([row if row is not None else empty for row in rows]).astype(np.float64)
+    return TrackedVideo(fps, _fill_gaps(landmarks, found), found, size)
