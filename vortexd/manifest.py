@@ -36,7 +36,8 @@ def _plain(value: Any) -> Any:
 def input_hashes(recipe: Recipe) -> dict[str, str]:
     """sha256 of each input file the recipe names, by field (the daemon's are its spool copies,
     named by that same hash: the bytes accepted at submit)."""
-    files = {"actor.image": recipe.actor.image, "speech.audio": recipe.speech.audio}
+    files = {"actor.image": recipe.actor.image, "speech.audio": recipe.speech.audio,
+             "motion.driving": recipe.motion.driving}
     return {field: hashlib.sha256(Path(path).read_bytes()).hexdigest()
             for field, path in files.items() if path is not None}
 
@@ -59,7 +60,9 @@ def build_manifest(recipe: Recipe, backends: Backends, speech, plan, verdict, cl
                      "verify": "objective+clip" if verdict_fields and verdict_fields.get("clip") else "objective",
                      "motion_source": plan.meta.get("source")},
         "actor_source": actor_source,
-        "inputs": input_hashes(recipe),
+        "inputs": (inputs := input_hashes(recipe)),
+        "driving": ({"sha256": inputs["motion.driving"], **plan.meta["driving"]}
+                    if "driving" in plan.meta else None),
         "versions": versions,
         "models": {"tts": backends.kokoro.model_info()} if speech.backend == "kokoro" else {},
         "stage_seconds": {k: round(v, 4) for k, v in clock.seconds.items()},

@@ -249,12 +249,29 @@ def expression_segments(recipe: Recipe):
     return normalize_expression(value, recipe.output.duration_s)
 
 
+@functools.lru_cache(maxsize=8)
+def _driving_motion(path: Path, size_bytes: int, mtime_ns: int):
+    from stages.motion.driving import load_driving
+
+    return load_driving(path)
+
+
+def load_driving_motion(path: Path):
+    """The motion of a driving video or template (stages.motion.driving), cached by file identity:
+    the daemon reads it at submit to check it, and its prepare stage reuses the result."""
+    stat = Path(path).stat()
+    return _driving_motion(Path(path), stat.st_size, stat.st_mtime_ns)
+
+
 def make_plan(recipe: Recipe, speech: Speech) -> MotionPlan:
-    """The motion planner: per-frame curves for the whole slot."""
+    """The motion planner: per-frame curves for the whole slot (from the driving clip's motion
+    too, when the recipe names one)."""
     from stages.motion import plan_motion
 
-    return plan_motion(speech, expression_segments(recipe), seed=recipe.motion.seed,
-                       n_frames=recipe.output.n_frames, fps=recipe.output.fps)
+    motion = recipe.motion
+    driving = load_driving_motion(motion.driving) if motion.driving is not None else None
+    return plan_motion(speech, expression_segments(recipe), seed=motion.seed, n_frames=recipe.output.n_frames,
+                       fps=recipe.output.fps, driving=driving, driving_mode=motion.driving_mode)
 
 
 def allocate_slab(n_frames: int) -> np.ndarray:

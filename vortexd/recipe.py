@@ -10,7 +10,7 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -76,10 +76,13 @@ def _check_preset(name: str) -> str:
 
 
 class MotionSpec(_Strict):
-    """How the actor feels: one preset, a list of presets, or timed preset segments; and the seed."""
+    """How the actor feels: one preset, a list of presets, or timed preset segments; the seed; and
+    optionally a driving video (or LivePortrait template) whose motion the actor performs."""
 
     expression: str | list[str] | list[ExpressionSegment] = "neutral"
     seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
+    driving: Path | None = None
+    driving_mode: Literal["pose", "full"] = "pose"
 
     @field_validator("expression")
     @classmethod
@@ -179,7 +182,11 @@ def parse_recipe(data: Any, base_dir: Path | None, allowed_roots: list[Path] = (
         actor = actor.model_copy(update={"image": _resolve_inside(actor.image, base_dir, roots, "actor.image")})
     if speech.audio is not None:
         speech = speech.model_copy(update={"audio": _resolve_inside(speech.audio, base_dir, roots, "speech.audio")})
-    return recipe.model_copy(update={"actor": actor, "speech": speech})
+    motion = recipe.motion
+    if motion.driving is not None:
+        motion = motion.model_copy(update={"driving": _resolve_inside(motion.driving, base_dir, roots,
+                                                                       "motion.driving")})
+    return recipe.model_copy(update={"actor": actor, "speech": speech, "motion": motion})
 
 
 def read_recipe_file(path: Path) -> Any:

@@ -1,10 +1,11 @@
 """Inputs snapshotted at submit: what renders is exactly what was accepted.
 
-A recipe names its image and audio by path, and a path can change after the answer (the file
+A recipe names its image, audio and driving clip by path, and a path can change after the answer (the file
 rewritten, or replaced by a symlink to a file outside the allowed roots). So at submit each input
 file is opened once (never through a symlink), its real location checked against the roots, its
 bytes read, checked the way the stage will use them (an image with a human face, a wav with
-samples), and copied into the daemon's spool under its sha256. The recipe that is journaled and
+samples, a driving video with a face in most frames or a template of the right shape), and
+copied into the daemon's spool under its sha256. The recipe that is journaled and
 rendered names the spool copy; the manifest records the hashes.
 """
 
@@ -76,6 +77,14 @@ def _check_audio(path: Path) -> None:
     load_wav(path)
 
 
+def _check_driving(path: Path) -> None:
+    """A driving video with a face in most frames, or a template of the right shape (what the
+    planner will require); the motion read here is kept for the prepare stage."""
+    from vortexd.pipeline import load_driving_motion
+
+    load_driving_motion(path)
+
+
 def snapshot_inputs(recipe: Recipe, roots: list[Path], spool_dir: Path) -> tuple[Recipe, dict[str, str]]:
     """The recipe with its input files copied into the spool and checked, and their sha256 by
     field. Raises StageInputError naming the field for a file that is unusable or unsafe."""
@@ -91,12 +100,18 @@ def snapshot_inputs(recipe: Recipe, roots: list[Path], spool_dir: Path) -> tuple
                                                 speech.audio.suffix, spool_dir)
         _check_audio(stored)
         speech = speech.model_copy(update={"audio": stored})
-    return recipe.model_copy(update={"actor": actor, "speech": speech}), hashes
+    motion = recipe.motion
+    if motion.driving is not None:
+        stored, hashes["motion.driving"] = _store(_read_inside(motion.driving, roots, "motion.driving"),
+                                                  motion.driving.suffix, spool_dir)
+        _check_driving(stored)
+        motion = motion.model_copy(update={"driving": stored})
+    return recipe.model_copy(update={"actor": actor, "speech": speech, "motion": motion}), hashes
 
 
 def input_files(recipe: Recipe) -> set[Path]:
     """The input files a recipe names (for a journaled recipe: its spool copies)."""
-    return {Path(p) for p in (recipe.actor.image, recipe.speech.audio) if p is not None}
+    return {Path(p) for p in (recipe.actor.image, recipe.speech.audio, recipe.motion.driving) if p is not None}
 
 
 def sweep_spool(spool_dir: Path, keep: set[Path]) -> int:
