@@ -1,0 +1,118 @@
+"""The independent judge of a driven slot: does the rendered head do what the driving video did?
+
+Both are tracked with MediaPipe's face mesh and read with the same geometry (head rotation, lid
+aperture, eye midpoint). The driving video's tracks are laid on the slot's timeline through the
+clip positions the fit used, so frame k of the slot is compared with the moment of the clip it
+shows. Reported: yaw and pitch correlation, blink timing, the steps at the loop joins against the
+clip's own largest step, and the high-frequency jitter of the eye midpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from stages.motion.curves import gaussian_smooth
+from stages.motion.driving import face_geometry as geo
+
+JITTER_SIGMA_FRAMES = 2.0
+"""What is left after a Gaussian of σ = 2 frames (≈ 5 Hz and up at 24 fps) counts as jitter."""
+BLINK_BELOW = 0.6
+"""A blink is a dip of the lid aperture below this fraction of the eyes' open level..."""
+MAX_BLINK_S = 0.5
+"""...that lasts no longer than this (a blink takes 100–400 ms)."""
+
+
+@dataclass(frozen=True)
+class Tracks:
+    """Per-frame yaw and pitch (degrees), lid aperture and eye midpoint (inter-ocular units)."""
+
+    yaw: np.ndarray
+    pitch: np.ndarray
+    aperture: np.ndarray
+    eye_mid: np.ndarray
+
+    @classmethod
+    def of(cls, landmarks: np.ndarray, reference: np.ndarray) -> "Tracks":
+        """Tracks of `landmarks` (T, 478, 3) relative to the `reference` frame's pose."""
+        angles = geo.head_rotation_deg(landmarks, reference)
+        mid = geo.eye_midpoint(landmarks) / geo.interocular(reference[None])[0]
+        return cls(angles[:, 0], angles[:, 1], geo.eye_aperture(landmarks), mid)
+
+    def at(self, positions: np.ndarray) -> "Tracks":
+        """The tracks read at fractional frame `positions` (linear interpolation)."""
+        frames = np.arange(len(self.yaw))
+
+        def read(values: np.ndarray) -> np.ndarray:
+            return np.interp(positions, frames, values)
+
+        return Tracks(read(self.yaw), read(self.pitch), read(self.aperture),
+                      np.column_stack([read(self.eye_mid[:, 0]), read(self.eye_mid[:, 1])]))
+
+
+@dataclass(frozen=True)
+class TransferReport:
+    """How the rendered slot follows its driving video (see the module docstring)."""
+
+    yaw_r: float
+    pitch_r: float
+    driving_blinks: list[int]
+    rendered_blinks: list[int]
+    blink_offsets: list[int]
+    join_step_deg: float
+    clip_max_step_deg: float
+    rendered_max_step_deg: float
+    rendered_jitter: float
+    driving_jitter: float
+
+
+def blink_frames(aperture: np.ndarray, fps: float) -> list[int]:
+    """Frames where the lids are lowest in each short dip (≤ MAX_BLINK_S) below BLINK_BELOW of the
+    eyes' local open level (the 80th percentile over the surrounding second: looking down for a
+    while narrows the eyes without blinking)."""
+    half = max(1, int(round(fps / 2)))
+    padded = np.pad(aperture, half, mode="edge")
+    open_level = np.percentile(np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1), 80, axis=1)
+    shut = aperture < BLINK_BELOW * open_level
+    frames, start = [], None
+    for i, is_shut in enumerate(np.append(shut, False)):
+        if is_shut and start is None:
+            start = i
+        elif not is_shut and start is not None:
+            if i - start <= MAX_BLINK_S * fps:
+                frames.append(start + int(np.argmin(aperture[start:i])))
+            start = None
+    return frames
+
+
+def _steps_deg(tracks: Tracks) -> np.ndarray:
+    return np.hypot(np.diff(tracks.yaw), np.diff(tracks.pitch))
+
+
+def jitter(eye_mid: np.ndarray) -> float:
+    """RMS of the eye midpoint's high-frequency part (inter-ocular units)."""
+    smooth = np.column_stack([gaussian_smooth(eye_mid[:, k], JITTER_SIGMA_FRAMES) for k in range(2)])
+    return float(np.sqrt(np.mean(np.sum((eye_mid - smooth) ** 2, axis=1))))
+
+
+def measure_transfer(driving_landmarks: np.ndarray, driving_fps: float, reference_frame: int,
+                     rendered_landmarks: np.ndarray, fps: float, positions: np.ndarray,
+                     joins: np.ndarray) -> TransferReport:
+    """Compare a rendered slot's tracks with its driving video's at the fitted clip positions."""
+    driving = Tracks.of(driving_landmarks, driving_landmarks[reference_frame])
+    on_slot = driving.at(positions)
+    rendered = Tracks.of(rendered_landmarks, rendered_landmarks[0])
+    # The clip played straight through at the slot's rate: its own largest step per slot frame.
+    straight = driving.at(np.arange(0.0, len(driving.yaw) - 1, driving_fps / fps))
+    d_blinks, r_blinks = blink_frames(on_slot.aperture, fps), blink_frames(rendered.aperture, fps)
+    offsets = [min((r - d for r in r_blinks), key=abs) for d in d_blinks] if r_blinks else []
+    steps = _steps_deg(rendered)
+    near_joins = [steps[max(0, j - 2):j + 2].max() for j in joins if j < len(steps)]
+    return TransferReport(
+        yaw_r=float(np.corrcoef(on_slot.yaw, rendered.yaw)[0, 1]),
+        pitch_r=float(np.corrcoef(on_slot.pitch, rendered.pitch)[0, 1]),
+        driving_blinks=d_blinks, rendered_blinks=r_blinks, blink_offsets=offsets,
+        join_step_deg=float(max(near_joins, default=0.0)),
+        clip_max_step_deg=float(_steps_deg(straight).max()), rendered_max_step_deg=float(steps.max()),
+        rendered_jitter=jitter(rendered.eye_mid), driving_jitter=jitter(on_slot.eye_mid))
