@@ -13,50 +13,16 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
-from stages.encode.decode import decode_mp4
-from stages.image.face import track_landmarks
-from stages.motion.driving import track_video
-from stages.motion.driving.fit import fit_to_slot
-from stages.verify.lipsync import measure_av_offset
-from stages.verify.motion_transfer import measure_transfer
 from vortexd import pipeline
-from vortexd.recipe import parse_recipe
 from vortexd.settings import Settings
+from vortexd.testing import judge_driven_slot
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "driving"
 TEXT = ("Good evening from the director node. Tonight the weather looks bright across the valley, the roads "
         "are clear, and the markets closed a little higher. Maybe people like bubbles. Thank you for watching, "
         "and please stand by for the news at the top of the hour.")
-
-
-def run_one(video: Path, seconds: float, mode: str, out: Path, backends: pipeline.Backends) -> dict:
-    """Render, publish, decode and judge one driven slot; the figures as a dict."""
-    recipe = parse_recipe({"slot_id": f"driven-{video.stem}", "speech": {"text": TEXT},
-                           "motion": {"driving": str(video), "driving_mode": mode, "seed": 1},
-                           "output": {"duration_s": seconds}}, video.parent)
-    started = time.perf_counter()
-    clock = pipeline.StageClock()
-    prepared = pipeline.prepare(recipe, backends.settings, backends, clock)
-    frames = pipeline.allocate_slab(prepared.plan.n_frames)
-    pipeline.warp_frames(backends, prepared.actor, prepared.plan, frames)
-    rendered = pipeline.Rendered(recipe, prepared.actor, prepared.speech, prepared.plan, frames, clock,
-                                 prepared.warnings)
-    published = pipeline.finish(out, rendered, backends, verify=True)
-    render_s = time.perf_counter() - started
-    decoded = decode_mp4(published.path / "video.mp4")
-    tracked = track_video(video)
-    motion = pipeline.load_driving_motion(video)
-    fitted = fit_to_slot(motion, prepared.plan.n_frames, prepared.plan.fps)
-    landmarks = track_landmarks(decoded.frames).astype(float)
-    report = measure_transfer(tracked.landmarks, tracked.fps, motion.reference_frame, landmarks, prepared.plan.fps,
-                              fitted.positions, fitted.joins)
-    lipsync = measure_av_offset(decoded.frames, prepared.speech.audio, prepared.speech.phonemes,
-                                fps=prepared.plan.fps, sample_rate_hz=prepared.speech.sample_rate_hz)
-    return {"video": video.name, "render_s": render_s, "report": report, "lag_frames": lipsync.lag_frames,
-            "lag_corr": lipsync.correlation}
 
 
 def main() -> None:
@@ -74,7 +40,7 @@ def main() -> None:
         print(f"{'video':<8} {'yaw r':>6} {'pitch r':>7} {'blinks d/r':>10} {'offsets':>14} {'join°':>6} "
               f"{'clip max°':>9} {'jitter r/d':>13} {'lip lag':>7} {'render s':>8}")
         for video in videos:
-            row = run_one(video, args.seconds, args.mode, Path(folder), backends)
+            row = judge_driven_slot(video, TEXT, args.seconds, args.mode, Path(folder), backends)
             r = row["report"]
             offsets = ",".join(str(o) for o in r.blink_offsets) or "-"
             print(f"{row['video']:<8} {r.yaw_r:6.3f} {r.pitch_r:7.3f} {len(r.driving_blinks):>4}/{len(r.rendered_blinks):<5} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,3 +53,38 @@ def head_motion_energy(landmarks: np.ndarray) -> float:
 def head_positions(landmarks: np.ndarray) -> np.ndarray:
     """(T, 2) rigid-landmark centroid per frame, in pixels."""
     return np.nanmean(landmarks[:, RIGID_LANDMARKS, :2], axis=1)
+
+
+def judge_driven_slot(video: Path, text: str, seconds: float, mode: str, out: Path,
+                      backends: pipeline.Backends) -> dict[str, Any]:
+    """Render and publish a slot driven by `video` saying `text`, decode the MP4 and judge it against
+    the video (motion transfer) and the speech (lip sync); the figures as a dict."""
+    from stages.encode.decode import decode_mp4
+    from stages.image.face import track_landmarks
+    from stages.motion.driving import fit_to_slot, track_video
+    from stages.verify.lipsync import measure_av_offset
+    from stages.verify.motion_transfer import measure_transfer
+
+    recipe = parse_recipe({"slot_id": f"driven-{video.stem}", "speech": {"text": text},
+                           "motion": {"driving": str(video), "driving_mode": mode, "seed": 1},
+                           "output": {"duration_s": seconds}}, video.parent)
+    started = time.perf_counter()
+    clock = pipeline.StageClock()
+    prepared = pipeline.prepare(recipe, backends.settings, backends, clock)
+    frames = pipeline.allocate_slab(prepared.plan.n_frames)
+    pipeline.warp_frames(backends, prepared.actor, prepared.plan, frames)
+    rendered = pipeline.Rendered(recipe, prepared.actor, prepared.speech, prepared.plan, frames, clock,
+                                 prepared.warnings)
+    published = pipeline.finish(out, rendered, backends, verify=True)
+    render_s = time.perf_counter() - started
+    decoded = decode_mp4(published.path / "video.mp4")
+    tracked = track_video(video)
+    motion = pipeline.load_driving_motion(video)
+    fitted = fit_to_slot(motion, prepared.plan.n_frames, prepared.plan.fps)
+    landmarks = track_landmarks(decoded.frames).astype(float)
+    report = measure_transfer(tracked.landmarks, tracked.fps, motion.reference_frame, landmarks, prepared.plan.fps,
+                              fitted.positions, fitted.joins)
+    lipsync = measure_av_offset(decoded.frames, prepared.speech.audio, prepared.speech.phonemes,
+                                fps=prepared.plan.fps, sample_rate_hz=prepared.speech.sample_rate_hz)
+    return {"video": video.name, "render_s": render_s, "report": report, "lag_frames": lipsync.lag_frames,
+            "lag_corr": lipsync.correlation}
