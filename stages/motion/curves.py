@@ -56,6 +56,14 @@ def gaussian_smooth(values: np.ndarray, sigma_samples: float) -> np.ndarray:
     return out.reshape(np.shape(values))
 
 
+def rolling_percentile(values: np.ndarray, half_window: int, q: float) -> np.ndarray:
+    """The `q`th percentile of `values` over each sample's ±`half_window` neighbours (edges padded
+    with the edge value): a local level that ignores short dips such as blinks."""
+    half = max(1, int(half_window))
+    padded = np.pad(np.asarray(values, dtype=np.float64), half, mode="edge")
+    return np.percentile(np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1), q, axis=1)
+
+
 def normalized_convolution(targets: np.ndarray, weights: np.ndarray, sigma_samples: float) -> np.ndarray:
     """Weighted Gaussian average: smooth(weights·targets) / smooth(weights).
 

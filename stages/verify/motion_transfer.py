@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stages.motion.curves import gaussian_smooth
+from stages.motion.curves import gaussian_smooth, rolling_percentile
 from stages.motion.driving import face_geometry as geo
 
 JITTER_SIGMA_FRAMES = 2.0
@@ -66,14 +66,18 @@ class TransferReport:
     rendered_jitter: float
     driving_jitter: float
 
+    @property
+    def blinks_within_one_frame(self) -> int:
+        """How many of the driving video's blinks the slot shows within ±1 frame."""
+        return sum(abs(offset) <= 1 for offset in self.blink_offsets)
+
 
 def blink_frames(aperture: np.ndarray, fps: float) -> list[int]:
-    """Frames where the lids are lowest in each short dip (≤ MAX_BLINK_S) below BLINK_BELOW of the
-    eyes' local open level (the 80th percentile over the surrounding second: looking down for a
-    while narrows the eyes without blinking)."""
-    half = max(1, int(round(fps / 2)))
-    padded = np.pad(aperture, half, mode="edge")
-    open_level = np.percentile(np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1), 80, axis=1)
+    """The middle frame of each short dip (≤ MAX_BLINK_S) below BLINK_BELOW of the eyes' local open
+    level (the 80th percentile over the surrounding second: looking down for a while narrows the
+    eyes without blinking). The middle, not the lowest frame: a shut lid reads flat for several
+    frames, and where in that plateau the minimum falls is tracker noise."""
+    open_level = rolling_percentile(aperture, round(fps / 2), 80)
     shut = aperture < BLINK_BELOW * open_level
     frames, start = [], None
     for i, is_shut in enumerate(np.append(shut, False)):
@@ -81,7 +85,7 @@ def blink_frames(aperture: np.ndarray, fps: float) -> list[int]:
             start = i
         elif not is_shut and start is not None:
             if i - start <= MAX_BLINK_S * fps:
-                frames.append(start + int(np.argmin(aperture[start:i])))
+                frames.append((start + i - 1) // 2)
             start = None
     return frames
 

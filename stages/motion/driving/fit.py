@@ -58,6 +58,12 @@ def fit_to_slot(motion: DrivingMotion, n_frames: int, fps: float) -> FittedDrivi
     source = np.arange(motion.n_frames, dtype=np.float64)
     curves = {name: np.interp(positions, source, values).astype(np.float32)
               for name, values in motion.curves.items()}
+    # A blink shut for one clip frame must stay shut in the slot: its lids take the more closed of
+    # the two clip frames around each slot frame instead of a blend that would halve a short blink.
+    before = np.floor(positions).astype(np.int64)
+    after = np.minimum(before + 1, motion.n_frames - 1)
+    blink = motion.curves["blink"]
+    curves["blink"] = np.maximum(blink[before], blink[after]).astype(np.float32)
     direction = np.sign(np.diff(positions))
     turns = np.flatnonzero(direction[1:] * direction[:-1] < 0) + 1
     return FittedDriving(curves, positions, turns)
