@@ -10,6 +10,7 @@ rounded ping-pong (fit.py). The plan then drives either warp backend as usual.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from stages.errors import StageInputError
@@ -25,14 +26,17 @@ def load_driving(path: str | Path) -> DrivingMotion:
     `motion.driving` when it cannot be read, has no face in most frames, or has the wrong shape."""
     path = Path(path)
     if path.suffix.lower() != TEMPLATE_SUFFIX:
-        return motion_from_video(track_video(path))
-    from stages.motion.driving.template import motion_from_template
-    from stages.warp.liveportrait.templates import load_template
+        motion = motion_from_video(track_video(path))
+    else:
+        from stages.motion.driving.template import motion_from_template
+        from stages.warp.liveportrait.templates import load_template
 
-    try:
-        return motion_from_template(load_template(path))
-    except StageInputError as exc:
-        raise StageInputError(DRIVING_FIELD, exc.message, **exc.details) from None
+        try:
+            motion = motion_from_template(load_template(path))
+        except StageInputError as exc:
+            raise StageInputError(DRIVING_FIELD, exc.message, **exc.details) from None
+    # The clip itself travels with the plan: LivePortrait reads its own motion from it (M).
+    return dataclasses.replace(motion, meta={**motion.meta, "source": str(path)})
 
 
 __all__ = ["DRIVING_FIELD", "DrivingMotion", "FittedDriving", "TrackedVideo", "fit_to_slot", "load_driving",

@@ -15,6 +15,7 @@ into the slab in place. render_template() does the same from a motion template i
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,19 +25,21 @@ import torch
 
 from stages.errors import StageInputError
 from stages.memory import load_in_region
+from stages.motion.driving.fit import clip_positions
 from stages.types import FRAME_SIZE_PX, Actor, MotionPlan
 from stages.warp.liveportrait import keypoints as kpm
 from stages.warp.liveportrait.calibration import CALIBRATION, Calibration
 from stages.warp.liveportrait.checkpoints import LivePortraitNetworks, load_networks
 from stages.warp.liveportrait.chunk_size import PROBE_CHUNKS, PeakModel, over_budget
 from stages.warp.liveportrait.config import FULL, LivePortraitConfig
-from stages.warp.liveportrait.driving import (SourceMotion, face_ratios, plan_keypoints, source_motion,
-                                              template_keypoints)
+from stages.warp.liveportrait.driving import (SourceMotion, face_ratios, plan_keypoints, plan_ratios,
+                                              retarget_and_stitch, source_motion, template_keypoints,
+                                              template_posed)
 from stages.warp.liveportrait.engine import BoundSource, ChunkEngine, EngineOptions
 from stages.warp.liveportrait.inference import prepare_for_inference
 from stages.warp.base import check_slab, validate_plan
 from stages.warp.liveportrait.pasteback import CROP_SIZE_PX, FaceCrop, check_frame, face_crop, paste_maps
-from stages.warp.liveportrait.templates import MotionTemplate
+from stages.warp.liveportrait.templates import MotionTemplate, load_template, resample
 from vram import CudaStagePool, StageMemoryExceeded, StagePool, make_stage_pool
 
 
@@ -55,12 +58,38 @@ class PreparedLivePortrait:
         return self.bound.maps.mask
 
     def render(self, plan: MotionPlan, frames: slice, out: np.ndarray) -> None:
-        """Write frames `frames` of `plan` into `out[frames]` (the whole (n, 512, 512, 3) uint8 slab)."""
+        """Write frames `frames` of `plan` into `out[frames]` (the whole (n, 512, 512, 3) uint8 slab).
+
+        A plan made with a driving clip (plan.meta["driving"]) is rendered from the clip's own
+        LivePortrait motion (M on its crops, or the template), fitted to the slot the way the plan
+        was; in "pose" mode the lips keep the source's expression and follow the plan's speech.
+        """
         start, stop = validate_plan(plan, frames)
         check_slab(out, stop)
+        driving = plan.meta.get("driving") or {}
+        keypoints_for = (self._driven_keypoints(plan, driving) if driving.get("source")
+                         else self._plan_keypoints(plan))
+        self._render_chunks(start, stop, out, keypoints_for)
+
+    def _plan_keypoints(self, plan: MotionPlan) -> Callable[[np.ndarray], torch.Tensor]:
         nets, calibration = self.backend.networks, self.backend.calibration
-        self._render_chunks(start, stop, out,
-                            lambda rows: plan_keypoints(nets, self.source, plan.slice(rows), calibration))
+        return lambda rows: plan_keypoints(nets, self.source, plan.slice(rows), calibration)
+
+    def _driven_keypoints(self, plan: MotionPlan, driving: dict) -> Callable[[np.ndarray], torch.Tensor]:
+        nets, calibration = self.backend.networks, self.backend.calibration
+        template = self.backend.driving_template(Path(driving["source"]))
+        fitted = resample(template, clip_positions(template.n_frames, template.fps, plan.n_frames, plan.fps),
+                          plan.fps)
+        pose = driving.get("mode", "pose") == "pose"
+
+        def keypoints_for(rows: np.ndarray) -> torch.Tensor:
+            x_d = template_posed(self.source, fitted, rows, keep_source_lips=pose)
+            lip = None
+            if pose:
+                lip = torch.as_tensor(plan_ratios(plan.slice(rows), self.source.ratios, calibration)[0],
+                                      device=x_d.device)
+            return retarget_and_stitch(nets, self.source, x_d, lip_ratio=lip)
+        return keypoints_for
 
     def render_template(self, template: MotionTemplate, frames: slice, out: np.ndarray) -> None:
         """Write frames `frames` driven by a motion template (already fitted to the slot) into `out`."""
@@ -107,6 +136,7 @@ class PreparedLivePortrait:
 DEFAULT_BUDGET_BYTES = 3584 * 2**20
 """LivePortrait's share of the seed's arena, 3.5 GiB: weights, the bound actor, one chunk's step."""
 MAX_CHUNK_FRAMES = 64
+DRIVING_TEMPLATES_KEPT = 4
 CPU_CHUNK_FRAMES = 8
 """The largest chunk on the CPU: memory is not what limits it there, and 8 amortises."""
 
@@ -154,6 +184,8 @@ class LivePortraitBackend:
         side = CROP_SIZE_PX // 2 ** f_cfg.num_down_blocks
         self._feature_shape = (f_cfg.reshape_channel, f_cfg.reshape_depth, side, side)
         self._graph_and_compile = (cuda_graph, compile)
+        self._driving_templates: dict[Path, MotionTemplate] = {}
+        self._driving_lock = threading.Lock()
         self.peak_model: PeakModel | None = None
         """The measured per-chunk memory model, when the chunk was chosen from the budget."""
         self.engine = self._engine(chunk_frames or self._chunk_for_budget())
@@ -200,6 +232,26 @@ class LivePortraitBackend:
         if peak > self.budget_bytes:
             raise over_budget(peak, self.budget_bytes, self.engine.chunk_frames)
         return peak
+
+    def driving_template(self, path: Path) -> MotionTemplate:
+        """The LivePortrait motion of a driving clip: a template file as it is, a video through M on
+        its face crops (in this stage's region); the last few are kept, keyed by path (the
+        daemon's spool names a clip by its content)."""
+        with self._driving_lock:
+            cached = self._driving_templates.get(path)
+        if cached is not None:
+            return cached
+        if path.suffix.lower() == ".npz":
+            template = load_template(path)
+        else:
+            from stages.warp.liveportrait.video_template import template_from_video
+
+            with self.memory:
+                template = template_from_video(self.networks, path, self.device)
+        with self._driving_lock:
+            if len(self._driving_templates) >= DRIVING_TEMPLATES_KEPT:
+                self._driving_templates.pop(next(iter(self._driving_templates)))
+            return self._driving_templates.setdefault(path, template)
 
     def prepare(self, actor: Actor) -> PreparedLivePortrait:
         """Crop the face, run F and M on it once, and precompute the paste-back maps."""

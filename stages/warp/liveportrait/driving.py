@@ -205,9 +205,15 @@ def _template_rows(template: MotionTemplate, frames: slice | np.ndarray) -> np.n
     return rows
 
 
-def template_posed(source: SourceMotion, template: MotionTemplate, frames: slice | np.ndarray) -> torch.Tensor:
+LIP_KEYPOINTS = (6, 12, 14, 17, 19, 20)
+"""The expression keypoints that move the lips (the official pipeline's animation_region "lip")."""
+
+
+def template_posed(source: SourceMotion, template: MotionTemplate, frames: slice | np.ndarray,
+                   keep_source_lips: bool = False) -> torch.Tensor:
     """(n, K, 3) relative-mode keypoints of template frames `frames` (a slice or frame indices),
-    before stitching.
+    before stitching; `keep_source_lips` leaves the lips' expression as the source's, for the lip
+    retargeting to move them instead.
 
     Frame 0 of the *whole* template is the reference, so any chunk of a slot moves consistently.
     """
@@ -219,7 +225,10 @@ def template_posed(source: SourceMotion, template: MotionTemplate, frames: slice
 
     rot_i, rot_0 = tensor(template.R[rows]), tensor(template.R[0:1])
     rot = rot_i @ rot_0.transpose(1, 2) @ source.R
-    exp = source.exp + tensor(template.exp[rows]) - tensor(template.exp[0:1])
+    delta = tensor(template.exp[rows]) - tensor(template.exp[0:1])
+    if keep_source_lips:
+        delta[:, list(LIP_KEYPOINTS)] = 0.0
+    exp = source.exp + delta
     scale = source.scale * tensor(template.scale[rows]) / tensor(template.scale[0:1])
     t = source.t + tensor(template.t[rows]) - tensor(template.t[0:1])
     x = (source.kp @ rot + exp) * scale[..., None]

@@ -141,9 +141,16 @@ def fit_to_slot(template: MotionTemplate, fps: float, n_frames: int, extend: Ext
         raise StageInputError("output", "a slot needs at least one frame and a positive fps",
                               n_frames=n_frames, fps=fps)
     pos = source_positions(template.n_frames, template.fps, n_frames, fps, extend)
-    # 'loop' wraps from the last frame to the first: interpolate between them too.
+    return resample(template, pos, fps, wrap=extend == "loop")
+
+
+def resample(template: MotionTemplate, positions: np.ndarray, fps: float, wrap: bool = False) -> MotionTemplate:
+    """The template read at fractional frame `positions` (one output frame each, at `fps`): linear
+    in scale, exp, t and the ratios, spherical in rotation; `wrap` interpolates the last frame
+    into the first (a loop) instead of holding it."""
+    pos = np.asarray(positions, dtype=np.float64)
     i0 = np.floor(pos).astype(np.int64) % template.n_frames
-    i1 = (i0 + 1) % template.n_frames if extend == "loop" else np.minimum(i0 + 1, template.n_frames - 1)
+    i1 = (i0 + 1) % template.n_frames if wrap else np.minimum(i0 + 1, template.n_frames - 1)
     w = (pos - np.floor(pos)).astype(np.float32)
 
     def lerp(a: np.ndarray | None) -> np.ndarray | None:

@@ -1,0 +1,87 @@
+"""A driving video as LivePortrait sees it: the motion extractor M on every frame's face crop.
+
+One pass over the video: each frame is decoded, its face tracked (MediaPipe), cropped the way
+LivePortrait crops (pasteback.face_crop) and batched through M; the refined pose, expression,
+translation and scale become a MotionTemplate at the video's frame rate, with the eye and lip
+ratios of every frame from its landmarks — what the official pipeline extracts from a driving
+video before animating, so the relative-mode machinery (templates, stitching) drives it as is.
+A frame where the tracker loses the face reuses the last crop (submit has already refused videos
+without a face in most frames).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stages.errors import StageInputError
+from stages.image.face import FaceTracker
+from stages.warp.liveportrait import keypoints as kpm
+from stages.warp.liveportrait.checkpoints import LivePortraitNetworks
+from stages.warp.liveportrait.driving import face_ratios
+from stages.warp.liveportrait.pasteback import face_crop
+from stages.warp.liveportrait.templates import MotionTemplate
+
+BATCH_FRAMES = 16
+"""Crops per M call: amortises the call on a GPU, and M's activations stay small (~40 MB at fp32)."""
+FIELD = "motion.driving"
+
+
+def _motion_batch(nets: LivePortraitNetworks, crops: list[np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    pixels = torch.from_numpy(np.stack(crops)).to(device).permute(0, 3, 1, 2).float() / 255.0
+    with torch.inference_mode():
+        info = kpm.refine_kp_info({k: v.float() for k, v in nets.motion(pixels).items()})
+        rotation_t = kpm.get_rotation_matrix(info["pitch"], info["yaw"], info["roll"])
+    return {"R": rotation_t, "exp": info["exp"], "t": info["t"], "scale": info["scale"]}
+
+
+def _frames_with_landmarks(path: Path):
+    """(rgb frame, landmarks or None) for every frame of the video at `path`, and its fps first."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise StageInputError(FIELD, f"{path.name}: not a readable video ({exc})") from None
+    with container, FaceTracker() as tracker:
+        if not container.streams.video:
+            raise StageInputError(FIELD, f"{path.name}: the file has no video stream")
+        stream = container.streams.video[0]
+        yield float(stream.average_rate or stream.guessed_rate or 0)
+        for frame in container.decode(stream):
+            rgb = frame.to_ndarray(format="rgb24")
+            yield rgb, tracker.landmarks(rgb)
+
+
+def template_from_video(nets: LivePortraitNetworks, path: str | Path, device: torch.device) -> MotionTemplate:
+    """The motion template M extracts from every frame of the driving video at `path`."""
+    path = Path(path)
+    frames = _frames_with_landmarks(path)
+    fps = next(frames)
+    parts: list[dict[str, torch.Tensor]] = []
+    crops: list[np.ndarray] = []
+    eye, lip = [], []
+    last = None
+    for rgb, landmarks in frames:
+        last = landmarks if landmarks is not None else last
+        if last is None:
+            continue  # no face yet: the clip starts at its first tracked frame
+        crops.append(face_crop(last, FIELD).crop(rgb))
+        ratios = face_ratios(last)
+        eye.append((ratios.eye_left, ratios.eye_right))
+        lip.append((ratios.lip,))
+        if len(crops) == BATCH_FRAMES:
+            parts.append(_motion_batch(nets, crops, device))
+            crops = []
+    if crops:
+        parts.append(_motion_batch(nets, crops, device))
+    if not parts or fps <= 0:
+        raise StageInputError(FIELD, f"{path.name}: no frame with a face to drive from")
+
+    def stacked(key: str) -> np.ndarray:
+        return torch.cat([part[key] for part in parts]).cpu().numpy().astype(np.float32)
+
+    return MotionTemplate(fps, stacked("scale").reshape(-1, 1), stacked("R"), stacked("exp"),
+                          stacked("t"), np.asarray(eye, np.float32), np.asarray(lip, np.float32), str(path))
