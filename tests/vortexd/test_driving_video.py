@@ -73,3 +73,36 @@ def test_a_driven_slot_follows_its_video_on_the_encoded_output(tmp_path: Path) -
     assert report.join_step_deg <= report.clip_max_step_deg, report
     assert report.rendered_jitter <= report.driving_jitter, report
     assert row["lag_frames"] is not None and abs(row["lag_frames"]) <= 1, row
+
+
+@needs_clips
+@pytest.mark.slow
+def test_the_daemon_renders_a_driven_recipe_and_refuses_a_faceless_clip(tmp_path: Path) -> None:
+    """Through a real daemon: a faceless clip is refused at submit naming motion.driving; a real one
+    publishes, and its manifest records the clip's sha256 and the mode."""
+    import hashlib
+    import json
+
+    from vortexd.testing_daemon import DaemonProcess, wait_for, write_config
+
+    shutil.copy(DRIVING / "d12.mp4", tmp_path / "talk.mp4")
+    _faceless_video(tmp_path / "sky.mp4")
+    daemon = DaemonProcess(tmp_path, write_config(tmp_path))
+    daemon.start()
+    try:
+        def submit(clip: str, slot_id: str) -> dict:
+            recipe = {"slot_id": slot_id, "speech": {"text": "Good evening."}, "output": {"duration_s": 3},
+                      "motion": {"driving": str(tmp_path / clip), "driving_mode": "full"}}
+            return daemon.request("submit", {"recipe": recipe})
+
+        refused = submit("sky.mp4", "faceless")
+        assert submit("talk.mp4", "driven")["ok"]
+        wait_for(lambda: daemon.request("status", {"slot_id": "driven"})["result"]["state"] == "published",
+                 60, "the driven slot published")
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()
+    assert not refused["ok"] and refused["error"]["code"] == "invalid_recipe"
+    assert refused["error"]["details"]["field"] == "motion.driving"
+    manifest = json.loads((tmp_path / "out" / "driven" / "manifest.json").read_text())
+    assert manifest["driving"]["sha256"] == hashlib.sha256((DRIVING / "d12.mp4").read_bytes()).hexdigest()
+    assert manifest["driving"]["mode"] == "full" and manifest["driving"]["kind"] == "video"
