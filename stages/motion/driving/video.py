@@ -8,8 +8,11 @@ tracker loses the face are filled from their neighbours.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,29 +46,48 @@ def _refuse(path: Path, reason: str, **details: object) -> StageInputError:
     return StageInputError(DRIVING_FIELD, f"{path.name}: {reason}", **details)
 
 
-def _decode_and_track(path: Path) -> tuple[float, list[np.ndarray | None], tuple[int, int]]:
+@contextlib.contextmanager
+def open_video(path: Path) -> Iterator[tuple[Any, Any, float]]:
+    """(container, video stream, fps) of a readable video; refusals name motion.driving."""
     import av
 
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:
         raise _refuse(path, f"not a readable video ({exc})") from None
-    with container, FaceTracker() as tracker:
+    with container:
         if not container.streams.video:
             raise _refuse(path, "the file has no video stream")
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         if not np.isfinite(fps) or fps <= 0:
             raise _refuse(path, "the video stream has no frame rate")
-        rows: list[np.ndarray | None] = []
-        size = (stream.codec_context.width, stream.codec_context.height)
+        yield container, stream, fps
+
+
+def tracked_frames(path: Path, container: Any, stream: Any) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(RGB frame, its (478, 3) landmarks or None) for each frame, decoded and tracked one at a time."""
+    import av
+
+    decoded = 0
+    with FaceTracker() as tracker:
         try:
             for frame in container.decode(stream):
-                if len(rows) >= MAX_DRIVING_S * fps:
-                    raise _refuse(path, f"longer than {MAX_DRIVING_S:.0f} s", max_s=MAX_DRIVING_S)
-                rows.append(tracker.landmarks(frame.to_ndarray(format="rgb24")))
+                rgb = frame.to_ndarray(format="rgb24")
+                decoded += 1
+                yield rgb, tracker.landmarks(rgb)
         except av.error.FFmpegError as exc:
-            raise _refuse(path, f"the video cannot be decoded past frame {len(rows)} ({exc})") from None
+            raise _refuse(path, f"the video cannot be decoded past frame {decoded} ({exc})") from None
+
+
+def _decode_and_track(path: Path) -> tuple[float, list[np.ndarray | None], tuple[int, int]]:
+    rows: list[np.ndarray | None] = []
+    with open_video(path) as (container, stream, fps):
+        size = (stream.codec_context.width, stream.codec_context.height)
+        for _, landmarks in tracked_frames(path, container, stream):
+            if len(rows) >= MAX_DRIVING_S * fps:
+                raise _refuse(path, f"longer than {MAX_DRIVING_S:.0f} s", max_s=MAX_DRIVING_S)
+            rows.append(landmarks)
     return fps, rows, size
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from stages.errors import StageInputError
-from stages.image.face import FaceTracker
+from stages.motion.driving.video import open_video, tracked_frames
 from stages.warp.liveportrait import keypoints as kpm
 from stages.warp.liveportrait.checkpoints import LivePortraitNetworks
 from stages.warp.liveportrait.driving import face_ratios
@@ -37,47 +37,28 @@ def _motion_batch(nets: LivePortraitNetworks, crops: list[np.ndarray], device: t
     return {"R": rotation_t, "exp": info["exp"], "t": info["t"], "scale": info["scale"]}
 
 
-def _frames_with_landmarks(path: Path):
-    """(rgb frame, landmarks or None) for every frame of the video at `path`, and its fps first."""
-    import av
-
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as exc:
-        raise StageInputError(FIELD, f"{path.name}: not a readable video ({exc})") from None
-    with container, FaceTracker() as tracker:
-        if not container.streams.video:
-            raise StageInputError(FIELD, f"{path.name}: the file has no video stream")
-        stream = container.streams.video[0]
-        yield float(stream.average_rate or stream.guessed_rate or 0)
-        for frame in container.decode(stream):
-            rgb = frame.to_ndarray(format="rgb24")
-            yield rgb, tracker.landmarks(rgb)
-
-
 def template_from_video(nets: LivePortraitNetworks, path: str | Path, device: torch.device) -> MotionTemplate:
     """The motion template M extracts from every frame of the driving video at `path`."""
     path = Path(path)
-    frames = _frames_with_landmarks(path)
-    fps = next(frames)
     parts: list[dict[str, torch.Tensor]] = []
     crops: list[np.ndarray] = []
     eye, lip = [], []
     last = None
-    for rgb, landmarks in frames:
-        last = landmarks if landmarks is not None else last
-        if last is None:
-            continue  # no face yet: the clip starts at its first tracked frame
-        crops.append(face_crop(last, FIELD).crop(rgb))
-        ratios = face_ratios(last)
-        eye.append((ratios.eye_left, ratios.eye_right))
-        lip.append((ratios.lip,))
-        if len(crops) == BATCH_FRAMES:
-            parts.append(_motion_batch(nets, crops, device))
-            crops = []
+    with open_video(path) as (container, stream, fps):
+        for rgb, landmarks in tracked_frames(path, container, stream):
+            last = landmarks if landmarks is not None else last
+            if last is None:
+                continue  # no face yet: the clip starts at its first tracked frame
+            crops.append(face_crop(last, FIELD).crop(rgb))
+            ratios = face_ratios(last)
+            eye.append((ratios.eye_left, ratios.eye_right))
+            lip.append((ratios.lip,))
+            if len(crops) == BATCH_FRAMES:
+                parts.append(_motion_batch(nets, crops, device))
+                crops = []
     if crops:
         parts.append(_motion_batch(nets, crops, device))
-    if not parts or fps <= 0:
+    if not parts:
         raise StageInputError(FIELD, f"{path.name}: no frame with a face to drive from")
 
     def stacked(key: str) -> np.ndarray:
