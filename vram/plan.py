@@ -157,7 +157,8 @@ def reference_plan(*, slab_count: int = 2, frames: int = 1080, height_px: int = 
                    width_px: int = 512) -> ArenaPlan:
     """The reference GPU plan for one 24 GiB card running the real backends.
 
-    The model regions are stage pools; the slabs are the one allocation. Budgets (weights at the precision the design names, plus activations at batch size):
+    The model regions are stage pools; the slabs are the one allocation. Budgets (weights at the
+    precision the design names, plus activations at batch size):
     LivePortrait fp16 with TensorRT engines and CUDA-graph buffers 3.5 GiB; Flux-schnell nf4
     transformer + T5 + VAE 10 GiB; Kokoro-82M 0.5 GiB; CLIP ViT-B-32 + ViT-L-14 fp16 1.25 GiB;
     two 45 s video slabs; 1.5 GiB headroom for the CUDA context and library workspaces.

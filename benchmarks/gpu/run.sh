@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The LivePortrait GPU checks of issue P6 in one device call (after benchmarks/gpu/prepare.sh):
+# The GPU checks of issues P6 and P8 in one device call (after benchmarks/gpu/prepare.sh):
 #   run(command="bash benchmarks/gpu/run.sh", carry=[".gpu"], timeout_s=540)
-# fidelity on CUDA (as loaded, and as the engine runs W and G), the gpu-marked tests, and the
-# benchmark; the whole log comes back as $OUT/gpu-checks.log. Exit status: 0 when all passed.
+# fidelity on CUDA (as loaded, and as the engine runs W and G), the gpu-marked tests (the arena's
+# MemPool regions among them), the LivePortrait benchmark in its region, and what the verify
+# stage running beside the warp costs it; the whole log comes back as $OUT/gpu-checks.log.
+# Exit status: 0 when all passed.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     .gpu/whl/*.whl || exit 1
@@ -19,4 +21,5 @@ step python3 -m stages.warp.liveportrait.fidelity .gpu/liveportrait --device cud
 step python3 -m stages.warp.liveportrait.fidelity .gpu/liveportrait --device cuda --inference
 step python3 -m pytest -q -p no:cacheprovider -m gpu tests/stages/warp/liveportrait tests/vram
 step python3 benchmarks/bench_liveportrait_gpu.py --landmarks .gpu/astronaut_landmarks.npy --chunks auto,8,16 --profile
+step python3 benchmarks/bench_overlap_gpu.py --landmarks .gpu/astronaut_landmarks.npy
 exit $status

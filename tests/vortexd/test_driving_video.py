@@ -106,3 +106,21 @@ def test_the_daemon_renders_a_driven_recipe_and_refuses_a_faceless_clip(tmp_path
     manifest = json.loads((tmp_path / "out" / "driven" / "manifest.json").read_text())
     assert manifest["driving"]["sha256"] == hashlib.sha256((DRIVING / "d12.mp4").read_bytes()).hexdigest()
     assert manifest["driving"]["mode"] == "full" and manifest["driving"]["kind"] == "video"
+
+
+@needs_clips
+def test_the_clip_motion_is_smoothed_without_lag() -> None:
+    """d11's head yaw as the plan gets it against the tracker's raw reading: the best alignment is
+    at lag 0 (zero-phase smoothing never delays a turn), the frame-to-frame wobble is smaller, and
+    the curve is relative to the clip's neutral frame."""
+    from stages.motion.driving import face_geometry, motion_from_video, track_video
+
+    video = track_video(DRIVING / "d11.mp4")
+    motion = motion_from_video(video)
+    raw = face_geometry.head_rotation_deg(video.landmarks, video.landmarks[motion.reference_frame])[:, 0]
+    smooth = motion.curves["head_yaw_deg"]
+    lags = range(-5, 6)
+    scores = [np.corrcoef(np.roll(smooth, lag)[10:-10], raw[10:-10])[0, 1] for lag in lags]
+    assert list(lags)[int(np.argmax(scores))] == 0 and max(scores) > 0.99
+    assert np.abs(np.diff(smooth, 2)).mean() < 0.6 * np.abs(np.diff(raw, 2)).mean()
+    assert abs(smooth[motion.reference_frame]) < 0.5

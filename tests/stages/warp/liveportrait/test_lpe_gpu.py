@@ -86,3 +86,26 @@ def test_full_size_auto_chunk_fits_the_budget_and_renders_identically_twice(tmp_
     prepared.render(plan, slice(0, 40), second)
     assert np.array_equal(first, second)
     assert backend.fp32_rerenders == 0
+    # The weights (531 MiB) and the captured graph live in the warp's MemPool region, within budget.
+    assert backend.memory.used_bytes() >= 500 * 2**20
+    assert backend.memory.peak_bytes() <= DEFAULT_BUDGET_BYTES
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_a_render_over_its_cuda_region_fails_naming_the_region(tmp_path: Path, astronaut) -> None:
+    """A region just above what the weights take: loading, preparing or rendering fails with
+    StageMemoryExceeded naming "liveportrait" (on CUDA the check reads what the pool holds)."""
+    from stages.warp.liveportrait.backend import LivePortraitBackend
+    from stages.warp.liveportrait.random_weights import TINY, write_random_checkpoints
+    from tests.stages.warp.liveportrait.test_lpe_backend import speaking_plan
+    from vram import StageMemoryExceeded, make_stage_pool
+
+    write_random_checkpoints(tmp_path, TINY, seed=4)
+    roomy = LivePortraitBackend(tmp_path, device="cuda", chunk_frames=8, config=TINY, cuda_graph=False, compile=False)
+    weights_bytes = roomy.memory.used_bytes()
+    region = make_stage_pool("liveportrait", weights_bytes + 2**20, "cuda")
+    with pytest.raises(StageMemoryExceeded, match="'liveportrait' is over its budget"):
+        tight = LivePortraitBackend(tmp_path, device="cuda", chunk_frames=8, config=TINY, cuda_graph=False,
+                                    compile=False, memory=region)
+        tight.prepare(astronaut).render(speaking_plan(16), slice(0, 16), np.zeros((16, 512, 512, 3), np.uint8))
