@@ -61,6 +61,24 @@ def _warp_fps(prepared, plan, slab, slots: int) -> float:
     return slots * SLOT_FRAMES / (time.perf_counter() - started)
 
 
+def _warp_fps_beside_verify(prepared, plan, slab, slots: int, judge, frames, portrait) -> tuple[float, int]:
+    """The warp's frames/s while another thread verifies slots back to back; and how many it verified."""
+    stop, scored = threading.Event(), []
+
+    def verify_beside() -> None:
+        while not stop.is_set():
+            judge.score(frames, portrait)
+            scored.append(1)
+
+    beside = threading.Thread(target=verify_beside, daemon=True)
+    beside.start()
+    try:
+        return _warp_fps(prepared, plan, slab, slots), len(scored)
+    finally:
+        stop.set()
+        beside.join()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure and print; 0 also when there is no GPU."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -89,20 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     judge.score(frames[:48], actor.image)
 
     alone = _warp_fps(prepared, plan, slab, args.slots)
-    stop, scored = threading.Event(), []
-
-    def verify_beside() -> None:
-        while not stop.is_set():
-            judge.score(frames, actor.image)
-            scored.append(1)
-
-    beside = threading.Thread(target=verify_beside, daemon=True)
-    beside.start()
-    together = _warp_fps(prepared, plan, slab, args.slots)
-    stop.set()
-    beside.join()
+    together, scored = _warp_fps_beside_verify(prepared, plan, slab, args.slots, judge, frames, actor.image)
     print(f"warp chunk {warp.engine.chunk_frames}: alone {alone:.0f} frames/s, with verify beside {together:.0f} "
-          f"frames/s ({100 * (1 - together / alone):.1f} % slower); {len(scored)} slots verified meanwhile")
+          f"frames/s ({100 * (1 - together / alone):.1f} % slower); {scored} slots verified meanwhile")
     for region, peak in arena.peaks().items():
         budget = arena.plan.region(region).budget_bytes
         print(f"region {region}: peak {peak / 2**20:.0f} MiB of {budget / 2**20:.0f} MiB, "

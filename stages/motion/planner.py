@@ -119,13 +119,6 @@ def plan_motion(speech: Speech, expression: tuple[PresetSegment, ...] | str, see
         **face,
         **head,
     }
-    if driving is not None:
-        fitted = fit_to_slot(driving, n_frames, fps)
-        curves.update(_driven_curves(fitted, params, driving_mode))
-    curves = {name: values.astype(np.float32) for name, values in curves.items()}
-    bad = [name for name, values in curves.items() if not np.all(np.isfinite(values))]
-    if bad:  # cannot happen for valid inputs; fail loudly rather than render garbage
-        raise RuntimeError(f"motion planner produced non-finite curves: {bad}")
     meta = {
         "seed": int(seed),
         "segments": [{"preset": s.preset, "start_s": s.start_s} for s in segments],
@@ -136,9 +129,21 @@ def plan_motion(speech: Speech, expression: tuple[PresetSegment, ...] | str, see
         "emphasis_s": [round(float(t), 4) for t in tracks.emphasis_s],
     }
     if driving is not None:
+        fitted = fit_to_slot(driving, n_frames, fps)
+        curves.update(_driven_curves(fitted, params, driving_mode))
         meta["driving"] = {"mode": driving_mode, **driving.meta, "reference_frame": driving.reference_frame,
                            "joins": fitted.joins.tolist()}
-    return MotionPlan(fps=fps, meta=meta, **curves)
+    return MotionPlan(fps=fps, meta=meta, **_checked(curves))
+
+
+def _checked(curves: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The curves as float32, refused if any value is not finite (cannot happen for valid inputs:
+    fail loudly rather than render garbage)."""
+    curves = {name: values.astype(np.float32) for name, values in curves.items()}
+    bad = [name for name, values in curves.items() if not np.all(np.isfinite(values))]
+    if bad:
+        raise RuntimeError(f"motion planner produced non-finite curves: {bad}")
+    return curves
 
 
 def _driven_curves(fitted: FittedDriving, params: PresetCurves, mode: str) -> dict[str, np.ndarray]:

@@ -4,7 +4,8 @@ Both are tracked with MediaPipe's face mesh and read with the same geometry (hea
 aperture, eye midpoint). The driving video's tracks are laid on the slot's timeline through the
 clip positions the fit used, so frame k of the slot is compared with the moment of the clip it
 shows. Reported: yaw and pitch correlation, blink timing, the steps at the loop joins against the
-clip's own largest step, and the high-frequency jitter of the eye midpoint.
+clip's own largest step, and the high-frequency jitter of the eye midpoint (the clip's measured on
+its own frames, since resampling it would smooth it).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from stages.motion.curves import gaussian_smooth, rolling_percentile
 from stages.motion.driving import face_geometry as geo
 
 JITTER_SIGMA_FRAMES = 2.0
-"""What is left after a Gaussian of σ = 2 frames (≈ 5 Hz and up at 24 fps) counts as jitter."""
+"""What is left after a Gaussian of σ = 2 slot frames (83 ms: ≈ 5 Hz and up) counts as jitter."""
 BLINK_BELOW = 0.6
 """A blink is a dip of the lid aperture below this fraction of the eyes' open level..."""
 MAX_BLINK_S = 0.5
@@ -94,9 +95,10 @@ def _steps_deg(tracks: Tracks) -> np.ndarray:
     return np.hypot(np.diff(tracks.yaw), np.diff(tracks.pitch))
 
 
-def jitter(eye_mid: np.ndarray) -> float:
-    """RMS of the eye midpoint's high-frequency part (inter-ocular units)."""
-    smooth = np.column_stack([gaussian_smooth(eye_mid[:, k], JITTER_SIGMA_FRAMES) for k in range(2)])
+def jitter(eye_mid: np.ndarray, sigma_frames: float = JITTER_SIGMA_FRAMES) -> float:
+    """RMS of the eye midpoint's high-frequency part (inter-ocular units): what a Gaussian of
+    `sigma_frames` does not keep."""
+    smooth = np.column_stack([gaussian_smooth(eye_mid[:, k], sigma_frames) for k in range(2)])
     return float(np.sqrt(np.mean(np.sum((eye_mid - smooth) ** 2, axis=1))))
 
 
@@ -119,4 +121,6 @@ def measure_transfer(driving_landmarks: np.ndarray, driving_fps: float, referenc
         driving_blinks=d_blinks, rendered_blinks=r_blinks, blink_offsets=offsets,
         join_step_deg=float(max(near_joins, default=0.0)),
         clip_max_step_deg=float(_steps_deg(straight).max()), rendered_max_step_deg=float(steps.max()),
-        rendered_jitter=jitter(rendered.eye_mid), driving_jitter=jitter(on_slot.eye_mid))
+        # The clip's own jitter, on its own frames (resampling would smooth it) with the same cut-off in Hz.
+        rendered_jitter=jitter(rendered.eye_mid),
+        driving_jitter=jitter(driving.eye_mid, JITTER_SIGMA_FRAMES * driving_fps / fps))

@@ -31,11 +31,15 @@ POSE_CURVES = ("head_yaw_deg", "head_pitch_deg", "head_roll_deg", "shift_x_px", 
 MOUTH_CURVES = ("jaw_open", "lip_width", "lip_round", "lips_closed", "smile")
 """What "full" mode takes as well."""
 
-SMOOTH_S = {"pose": 0.08, "lids": 0.012, "face": 0.04, "mouth": 0.02}
+SMOOTH_S = {"pose": 0.08, "shift": 0.3, "lids": 0.012, "face": 0.04, "mouth": 0.02}
 """Zero-phase Gaussian σ per curve group, in seconds (zero-phase: smoothing never delays a movement).
 Head: σ = 80 ms keeps 88 % of a 1 Hz turn and 4 % of a 5 Hz tracker wobble (measured: the rendered
 eye midpoint's jitter fell from above the clips' own to about it, d11 0.067 → 0.044 against 0.060).
-Lids: 12 ms, so a blink (≈ 150 ms) keeps its frame and depth."""
+Translation: 300 ms (keeps 85 % of a 0.3 Hz sway), since it is what is left of the face centre's
+movement once the turning is taken out, and that difference keeps the tracker's wobble of both
+(measured on d9: at 80 ms the shift alone took the slot's eye-midpoint jitter from 0.019 to 0.025,
+above the clip's own 0.020; at 300 ms it is 0.0198). Lids: 12 ms, so a
+blink (≈ 150 ms) keeps its frame and depth."""
 
 _SHUT_FRACTION = 0.55
 """A lid aperture this fraction of the open level reads as fully shut: the mesh never reaches 0, and
@@ -136,7 +140,8 @@ def _mouth_curves(landmarks: np.ndarray, reference: np.ndarray) -> dict[str, np.
 
 
 def _smoothed(curves: dict[str, np.ndarray], fps: float) -> dict[str, np.ndarray]:
-    groups = {"blink": "lids", "eye_wide": "lids", "brow": "face", **{name: "mouth" for name in MOUTH_CURVES}}
+    groups = {"blink": "lids", "eye_wide": "lids", "brow": "face", "shift_x_px": "shift", "shift_y_px": "shift",
+              **{name: "mouth" for name in MOUTH_CURVES}}
     return {name: gaussian_smooth(values, SMOOTH_S[groups.get(name, "pose")] * fps)
             for name, values in curves.items()}
 
