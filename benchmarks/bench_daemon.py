@@ -1,10 +1,14 @@
 """Sustained cadence: N consecutive slots through a real vortexd at the 45 s cadence.
 
     .venv/bin/python benchmarks/bench_daemon.py [--slots 5] [--cadence 45] [--duration 45] [--voice en-us]
+    .venv/bin/python benchmarks/bench_daemon.py --liveportrait tiny --cadence 10 --duration 8   # LP in its region
+    python3 benchmarks/bench_daemon.py --liveportrait full --device cuda --no-verify           # a GPU node
 
 Prints cold start to READY, per-slot deadline slack (min / median), misses, and the daemon's CPU
 utilisation over the run (user+system CPU seconds of the daemon and its worker processes,
-divided by wall time and core count).
+divided by wall time and core count). With --liveportrait the warp is LivePortrait with random
+weights written in the official layout (tiny: the test networks; full: the release's sizes) in
+its arena region, and the arena's regions (budget, use, peak) are printed after the run.
 """
 
 from __future__ import annotations
@@ -45,6 +49,29 @@ def _cpu_seconds(pid: int) -> float:
     return total / ticks
 
 
+def _liveportrait_settings(folder: Path, size: str) -> dict:
+    """Settings for a LivePortrait warp from random weights written into `folder`."""
+    import dataclasses
+
+    from stages.warp.liveportrait.random_weights import TINY, write_random_checkpoints
+
+    weights = folder / "liveportrait"
+    if size == "tiny":
+        write_random_checkpoints(weights, TINY, seed=0)
+        return {"warp_backend": "liveportrait", "liveportrait_weights_dir": weights,
+                "liveportrait_model_params": dataclasses.asdict(TINY), "arena_budgets_mib": {"liveportrait": 256}}
+    write_random_checkpoints(weights, seed=0)
+    return {"warp_backend": "liveportrait", "liveportrait_weights_dir": weights,
+            "liveportrait_compile_cache_dir": folder / "inductor"}
+
+
+def _print_arena(arena: dict) -> None:
+    for region, figures in arena.items():
+        peak = figures.get("peak_bytes")
+        print(f"region {region:<13} {figures.get('kind', '?'):<5} budget {figures['budget_bytes'] / 2**20:8.1f} MiB  "
+              f"in use {figures['used_bytes'] / 2**20:8.1f} MiB" + (f"  peak {peak / 2**20:8.1f} MiB" if peak else ""))
+
+
 def main() -> None:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -52,13 +79,18 @@ def main() -> None:
     parser.add_argument("--cadence", type=float, default=45.0)
     parser.add_argument("--duration", type=float, default=45.0)
     parser.add_argument("--voice", default="en-us")
+    parser.add_argument("--liveportrait", choices=("tiny", "full"), help="warp with LivePortrait (random weights)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-verify", action="store_true", help="skip the verify stage (no MediaPipe on the node)")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="vortex-cadence-"))
     frames = int(round(args.duration * 24))
+    extra = _liveportrait_settings(folder, args.liveportrait) if args.liveportrait else {}
     daemon = DaemonProcess(folder, write_config(folder, cadence_s=args.cadence, max_slot_frames=frames,
-                                                arena_prefault=True, margin_s=2.0,
-                                                kokoro_warm_up=args.voice.startswith("kokoro:")))
+                                                arena_prefault=True, margin_s=2.0, device=args.device,
+                                                verify=not args.no_verify,
+                                                kokoro_warm_up=args.voice.startswith("kokoro:"), **extra))
     ready_s = daemon.start(timeout_s=300)
     print(f"cold start to READY: {ready_s:.2f} s")
     cpu_before, wall_before = _cpu_seconds(daemon.process.pid), time.monotonic()
@@ -81,9 +113,11 @@ def main() -> None:
         wall_s = time.monotonic() - wall_before
         cpu_s = _cpu_seconds(daemon.process.pid) - cpu_before
         slots = daemon.request("slots", {"limit": 1000})["result"]["slots"]
-        stats = daemon.request("status")["result"]["stats"]
+        status = daemon.request("status")["result"]
+        stats = status["stats"]
     finally:
         daemon.stop()
+    _print_arena(status["arena"])
     slack = [s["result"]["deadline_slack_s"] for s in slots if s["state"] == "published"]
     print(f"slots: {len(slots)}  published: {len(slack)}  late: {stats['late']}  "
           f"missed deadlines: {stats['missed_deadlines']}")
