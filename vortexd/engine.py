@@ -60,6 +60,10 @@ class SlotEngine:
         """Whether submit takes recipes (false while starting and draining)."""
         self._work: dict[str, SlotWork] = {}
         self._misses_reported = 0
+        # Submits snapshot into the spool and sweeps empty it: the lock keeps a sweep from taking a
+        # file a submit has just stored (or found stored) but not yet registered.
+        self._spool_lock = asyncio.Lock()
+        self._sweep_due = False
         self._journal_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
 
     def work(self, slot_id: str) -> SlotWork:
@@ -82,14 +86,15 @@ class SlotEngine:
         """Check, snapshot and journal a recipe, then put it on the timeline."""
         if not self.accepting:
             raise ControlError("draining", "the daemon is not serving (starting or draining); submit again later")
-        recipe = await self._checked_recipe(args)
-        recipe_json = json.dumps(recipe.model_dump(mode="json"), sort_keys=True)
-        # Committed to disk before the answer: an acknowledged recipe survives kill -9.
-        seq = await asyncio.to_thread(self.journal.accept, recipe.slot_id, recipe_json, recipe.content_hash())
-        record = self.journal.get(recipe.slot_id)
-        if recipe.slot_id in self._work or record.state != SlotState.QUEUED:
-            return {"slot_id": recipe.slot_id, "seq": seq, "state": record.state, "duplicate": True}
-        self._work[recipe.slot_id] = SlotWork(recipe=recipe, seq=seq)
+        async with self._spool_lock:
+            recipe = await self._checked_recipe(args)
+            recipe_json = json.dumps(recipe.model_dump(mode="json"), sort_keys=True)
+            # Committed to disk before the answer: an acknowledged recipe survives kill -9.
+            seq = await asyncio.to_thread(self.journal.accept, recipe.slot_id, recipe_json, recipe.content_hash())
+            record = self.journal.get(recipe.slot_id)
+            if recipe.slot_id in self._work or record.state != SlotState.QUEUED:
+                return {"slot_id": recipe.slot_id, "seq": seq, "state": record.state, "duplicate": True}
+            self._work[recipe.slot_id] = SlotWork(recipe=recipe, seq=seq)
         now = self.clock.now_s()
         view = self.scheduler.submit(recipe.slot_id, seq, now)
         self.events.publish(recipe.slot_id, "state", state=SlotState.QUEUED, error=None)
@@ -197,7 +202,19 @@ class SlotEngine:
         for action in self.scheduler.next_actions(now):
             await self._dispatch(action)
         self._refresh_gauges()
+        if self._sweep_due:
+            await self._sweep_spool()
         return self.scheduler.next_wakeup_s(now)
+
+    async def _sweep_spool(self) -> None:
+        """Remove the spool files no slot in flight names (a finished slot's inputs live on only as
+        the hashes in its manifest), so the spool does not grow with every new input."""
+        async with self._spool_lock:
+            self._sweep_due = False
+            keep = {path for work in self._work.values() for path in input_files(work.recipe)}
+            removed = await asyncio.to_thread(sweep_spool, self.spool_dir, keep)
+        if removed:
+            log.info("spool_swept", removed=removed)
 
     async def _dispatch(self, action: Action) -> None:
         slot_id = action.slot_id
@@ -263,10 +280,12 @@ class SlotEngine:
         self.events.publish(slot_id, "state", state=state, error=error)
 
     def forget(self, slot_id: str) -> None:
-        """Drop a finished slot's in-memory artefacts and give its slab back."""
+        """Drop a finished slot's in-memory artefacts and give its slab back; its spool files go
+        at the next tick."""
         work = self._work.pop(slot_id, None)
         if work is not None:
             work.release_slab()
+            self._sweep_due = self._sweep_due or bool(input_files(work.recipe))
 
     def _refresh_gauges(self) -> None:
         snapshot = self.scheduler.snapshot()

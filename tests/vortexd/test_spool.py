@@ -87,3 +87,36 @@ def test_a_fifo_in_the_roots_is_refused_without_hanging(tmp_path: Path) -> None:
     with pytest.raises(StageInputError, match="not a regular file") as err:
         snapshot_inputs(recipe, [inbox], tmp_path / "spool")
     assert err.value.field == "actor.image"
+
+
+@pytest.mark.slow
+def test_a_finished_slots_inputs_leave_the_spool_while_a_waiting_slots_stay(tmp_path: Path, shared_dir: Path) -> None:
+    """A real daemon holding two slots (drained): cancelling one sweeps its spooled portrait and
+    keeps the other's; resumed, the other publishes from its copy, and then the spool is empty."""
+    from vortexd.testing_daemon import DaemonProcess, wait_for, write_config
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    portrait = (shared_dir / "faces" / "s10.jpg").read_bytes()
+    (inbox / "first.jpg").write_bytes(portrait)
+    (inbox / "second.jpg").write_bytes(portrait + b"\0")  # other bytes, same face
+    copies = {name: tmp_path / "spool" / f"{hashlib.sha256((inbox / name).read_bytes()).hexdigest()}.jpg"
+              for name in ("first.jpg", "second.jpg")}
+    daemon = DaemonProcess(tmp_path, write_config(tmp_path, allowed_roots=[str(tmp_path)]))
+    daemon.start()
+    try:
+        assert daemon.request("drain")["ok"]
+        for slot_id, name in (("one", "first.jpg"), ("two", "second.jpg")):
+            recipe = {"slot_id": slot_id, "actor": {"image": str(inbox / name)}, "speech": {"text": "Hello."},
+                      "output": {"duration_s": 1}}
+            assert daemon.request("submit", {"recipe": recipe})["ok"]
+        assert copies["first.jpg"].exists() and copies["second.jpg"].exists()
+        assert daemon.request("cancel", {"slot_id": "one"})["ok"]
+        wait_for(lambda: not copies["first.jpg"].exists(), 10, "the cancelled slot's portrait swept")
+        assert copies["second.jpg"].exists()
+        assert daemon.request("resume")["ok"]
+        wait_for(lambda: daemon.request("status", {"slot_id": "two"})["result"]["state"] == "published",
+                 60, "the second slot published")
+        wait_for(lambda: not any((tmp_path / "spool").iterdir()), 10, "the spool emptied")
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()
