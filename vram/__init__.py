@@ -1,6 +1,6 @@
 """Device memory: the static arena, its regions and budgets, and video-slab leases.
 
-Imports nothing else of Vortex; torch is imported only when a CUDA device is used.
+Imports nothing else of Vortex; torch is imported only when a CUDA device or a stage pool is used.
 
     plan = reference_plan()                     # or ArenaPlan.from_budgets({...}, headroom_bytes=...)
     arena = Arena.create(plan, "cuda:0")        # ArenaDoesNotFit (with the budget table) before allocating

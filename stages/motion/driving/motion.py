@@ -7,8 +7,9 @@ clip that starts mid-blink or mid-turn does not bias the whole slot. Per frame:
   in the planner's signs;
 - translation: how far the face centre moves beyond what the rotation explains (a turning head
   moves its centre too, and the warp already moves it for the rotation), in actor pixels;
-- blink and eye_wide: the lid aperture against the clip's open-eye level; brow: brow height
-  against its median; mouth (used by "full" mode): lip gap, width and corner lift.
+- blink: quick dips of the lid aperture below its local open level, on top of the eyes' slow
+  narrowing; eye_wide: the aperture above the clip's open level; brow: brow height against its
+  median; mouth (used by "full" mode): lip gap, width and corner lift.
 Each curve is then smoothed with a zero-phase Gaussian, so tracker jitter goes without the curve
 lagging the real motion; the lids get the lightest touch, so a blink keeps its frame.
 """
@@ -38,8 +39,8 @@ eye midpoint's jitter fell from above the clips' own to about it, d11 0.067 → 
 Translation: 300 ms (keeps 85 % of a 0.3 Hz sway), since it is what is left of the face centre's
 movement once the turning is taken out, and that difference keeps the tracker's wobble of both
 (measured on d9: at 80 ms the shift alone took the slot's eye-midpoint jitter from 0.019 to 0.025,
-above the clip's own 0.020; at 300 ms it is 0.0198). Lids: 12 ms, so a
-blink (≈ 150 ms) keeps its frame and depth."""
+above the clip's own 0.020; at 300 ms it is 0.0198). Lids: 12 ms, so a blink (≈ 150 ms) keeps its
+frame and depth."""
 
 _SHUT_FRACTION = 0.55
 """A lid aperture this fraction of the open level reads as fully shut: the mesh never reaches 0, and
@@ -48,12 +49,13 @@ of the open level)."""
 _MAX_NARROW = 0.3
 """Narrowed eyes stay at least 70 % open: the rest of the lid's travel is left for blinks (at 0.5, the
 mesh warp's shut lid was too close to a narrowed one for a blink to show: d3 1 of 10 in time)."""
-_WIDE_FRACTION = 0.35
-_BROW_RANGE = 0.06  # brow height change (inter-ocular units) that reads as a full raise or frown
-_JAW_RANGE = 0.45  # lip gap (inter-ocular units) that reads as a wide-open jaw
-_CLOSED_GAP = 0.03
-_WIDTH_RANGE = 0.2
-_SMILE_RANGE = 0.08
+# What reads as a curve's full extent (inter-ocular units unless said), from the five clips:
+_WIDE_FRACTION = 0.35  # lid aperture above the open level, as a fraction of it: eye_wide 1
+_BROW_RANGE = 0.06  # brow height change: a full raise or frown (the clips' 5–95 % span is about ±0.04)
+_JAW_RANGE = 0.45  # lip gap: a wide-open jaw (the talking clips' 95th percentile is 0.42–0.47)
+_CLOSED_GAP = 0.03  # lip gap under which the lips are pressed (closed-mouth frames read 0.013)
+_WIDTH_RANGE = 0.2  # mouth width change, as a fraction of the reference's: spread or pursed
+_SMILE_RANGE = 0.08  # corner lift above the reference: a full smile
 
 
 @dataclass(frozen=True)
