@@ -146,14 +146,27 @@ def _checked(curves: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return curves
 
 
+def _driving_gains(params: PresetCurves) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame, how much the preset scales a driving clip's head rotation and translation
+    (neutral = 1: the clip as it is)."""
+    neutral = PRESETS["neutral"]
+    return (params.head_amplitude_deg / neutral.head_amplitude_deg,
+            params.shift_amplitude_px / neutral.shift_amplitude_px)
+
+
+def driving_gains(plan: MotionPlan) -> tuple[np.ndarray, np.ndarray]:
+    """(head rotation gain, translation gain) per frame of a plan, from its preset segments: what
+    a warp that reads the driving clip itself (LivePortrait) applies, as the plan's curves have."""
+    segments = tuple(PresetSegment(s["preset"], s["start_s"]) for s in plan.meta["segments"])
+    return _driving_gains(preset_curves(segments, np.arange(plan.n_frames) / plan.fps))
+
+
 def _driven_curves(fitted: FittedDriving, params: PresetCurves, mode: str) -> dict[str, np.ndarray]:
     """The curves a driving clip sets: head (scaled by the preset against neutral), lids and brows
     on the preset's resting values; in "full" mode the mouth (scaled like the speech's) and smile."""
     if mode not in DRIVING_MODES:
         raise StageInputError("motion.driving_mode", f"must be one of {', '.join(DRIVING_MODES)}", got=mode)
-    neutral = PRESETS["neutral"]
-    head = params.head_amplitude_deg / neutral.head_amplitude_deg
-    shift = params.shift_amplitude_px / neutral.shift_amplitude_px
+    head, shift = _driving_gains(params)
     c = fitted.curves
     driven = {
         "head_yaw_deg": c["head_yaw_deg"] * head, "head_pitch_deg": c["head_pitch_deg"] * head,
@@ -164,7 +177,7 @@ def _driven_curves(fitted: FittedDriving, params: PresetCurves, mode: str) -> di
         "brow": np.clip(params.brow + c["brow"], -1.0, 1.0),
     }
     if mode == "full":
-        mouth = params.mouth_gain / neutral.mouth_gain
+        mouth = params.mouth_gain / PRESETS["neutral"].mouth_gain
         driven.update({
             "jaw_open": np.clip(c["jaw_open"] * mouth, 0.0, 1.0), "lip_width": c["lip_width"],
             "lip_round": c["lip_round"], "lips_closed": c["lips_closed"], "smile": c["smile"],

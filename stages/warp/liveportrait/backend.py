@@ -26,6 +26,7 @@ import torch
 from stages.errors import StageInputError
 from stages.memory import load_in_region
 from stages.motion.driving.fit import clip_positions
+from stages.motion.planner import driving_gains
 from stages.types import FRAME_SIZE_PX, Actor, MotionPlan
 from stages.warp.liveportrait import keypoints as kpm
 from stages.warp.liveportrait.calibration import CALIBRATION, Calibration
@@ -81,9 +82,11 @@ class PreparedLivePortrait:
         fitted = resample(template, clip_positions(template.n_frames, template.fps, plan.n_frames, plan.fps),
                           plan.fps)
         pose = driving.get("mode", "pose") == "pose"
+        head_gain, shift_gain = driving_gains(plan)
 
         def keypoints_for(rows: np.ndarray) -> torch.Tensor:
-            x_d = template_posed(self.source, fitted, rows, keep_source_lips=pose)
+            x_d = template_posed(self.source, fitted, rows, keep_source_lips=pose,
+                                 gains=(head_gain[rows], shift_gain[rows]))
             lip = None
             if pose:
                 lip = torch.as_tensor(plan_ratios(plan.slice(rows), self.source.ratios, calibration)[0],

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.spatial.transform import Rotation
 
 from stages.errors import StageInputError
 from stages.types import FRAME_SIZE_PX, PLAN_TO_LP_SIGN, MotionPlan
@@ -210,10 +211,12 @@ LIP_KEYPOINTS = (6, 12, 14, 17, 19, 20)
 
 
 def template_posed(source: SourceMotion, template: MotionTemplate, frames: slice | np.ndarray,
-                   keep_source_lips: bool = False) -> torch.Tensor:
+                   keep_source_lips: bool = False,
+                   gains: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
     """(n, K, 3) relative-mode keypoints of template frames `frames` (a slice or frame indices),
     before stitching; `keep_source_lips` leaves the lips' expression as the source's, for the lip
-    retargeting to move them instead.
+    retargeting to move them instead; `gains` (per row: head rotation, translation) scale the
+    clip's movement away from its first frame, as the expression presets do.
 
     Frame 0 of the *whole* template is the reference, so any chunk of a slot moves consistently.
     """
@@ -223,14 +226,22 @@ def template_posed(source: SourceMotion, template: MotionTemplate, frames: slice
     def tensor(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(a, np.float32), device=dev)
 
-    rot_i, rot_0 = tensor(template.R[rows]), tensor(template.R[0:1])
-    rot = rot_i @ rot_0.transpose(1, 2) @ source.R
+    if gains is None:
+        rot_i, rot_0 = tensor(template.R[rows]), tensor(template.R[0:1])
+        rot = rot_i @ rot_0.transpose(1, 2) @ source.R
+    else:
+        relative = template.R[rows].astype(np.float64) @ template.R[0].T.astype(np.float64)
+        scaled = Rotation.from_rotvec(Rotation.from_matrix(relative).as_rotvec() * gains[0][:, None])
+        rot = tensor(scaled.as_matrix()) @ source.R
     delta = tensor(template.exp[rows]) - tensor(template.exp[0:1])
     if keep_source_lips:
         delta[:, list(LIP_KEYPOINTS)] = 0.0
     exp = source.exp + delta
     scale = source.scale * tensor(template.scale[rows]) / tensor(template.scale[0:1])
-    t = source.t + tensor(template.t[rows]) - tensor(template.t[0:1])
+    if gains is None:
+        t = source.t + tensor(template.t[rows]) - tensor(template.t[0:1])
+    else:
+        t = source.t + tensor((template.t[rows] - template.t[0:1]) * gains[1][:, None])
     x = (source.kp @ rot + exp) * scale[..., None]
     return torch.cat([x[..., :2] + t[:, None, :2], x[..., 2:]], dim=-1)  # tz ignored (set to 0)
 

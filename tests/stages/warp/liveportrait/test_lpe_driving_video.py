@@ -82,3 +82,18 @@ def test_a_driven_plan_renders_from_the_clip_and_its_mouth_from_the_speech(backe
     assert np.array_equal(render(_speech(2.0)), slow)
     assert not np.array_equal(slow, fast)
     assert not np.array_equal(render(_speech(2.0), driving=None), slow)
+
+
+def test_preset_gains_scale_the_clips_head_movement(backend: LivePortraitBackend, astronaut) -> None:
+    """Gains of 1 pose the head as the clip does; gains of 0 hold it at the clip's first pose (the
+    expression still moves): the presets scale the clip's motion on LivePortrait as on the mesh."""
+    source = backend.prepare(astronaut).source
+    template = backend.driving_template(CLIP)
+    rows = np.arange(60, 66)
+    ones, zeros = np.ones(len(rows)), np.zeros(len(rows))
+    assert torch.allclose(template_posed(source, template, rows, gains=(ones, ones)),
+                          template_posed(source, template, rows), atol=1e-5)
+    still = dataclasses.replace(template, R=np.repeat(template.R[:1], template.n_frames, axis=0),
+                                t=np.repeat(template.t[:1], template.n_frames, axis=0))
+    assert torch.allclose(template_posed(source, template, rows, gains=(zeros, zeros)),
+                          template_posed(source, still, rows), atol=1e-5)
