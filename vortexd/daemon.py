@@ -186,7 +186,7 @@ class Daemon:
             self._warm_up_stages()
         except StageMemoryExceeded as exc:
             raise StartupError(f"a model stage does not fit its arena region (arena_budgets_mib.{exc.region}): "
-                               f"{exc}\n{self._memory_tables()}") from exc
+                               f"{exc}\n{self._memory_tables(exc)}") from exc
         over = self.arena.over_budget()
         if over:
             raise StartupError(f"model stage(s) over their region after warm-up: {', '.join(over)}\n"
@@ -215,9 +215,10 @@ class Daemon:
         finally:
             lease.release()
 
-    def _memory_tables(self) -> str:
-        """What each stage measured in its region, then the arena against the device."""
-        return f"{self.arena.stage_table()}\n{self.arena.budget_table()}"
+    def _memory_tables(self, refused=None) -> str:
+        """What each stage measured in its region (and what a refused one asked for), then the
+        arena against the device."""
+        return f"{self.arena.stage_table(refused)}\n{self.arena.budget_table()}"
 
     async def drain_and_stop(self) -> None:
         """Stop taking work, let the slot in flight finish within the bound, then shut down."""

@@ -31,6 +31,7 @@ from vortexd.manifest import build_manifest
 from vortexd.recipe import ExpressionSegment, Recipe
 from vortexd.regions import WARP_REGION, model_region_budgets
 from vortexd.settings import Settings
+from vram import StageMemoryExceeded
 
 if TYPE_CHECKING:  # the encoder (PyAV) loads only when a slot is published
     from stages.encode import PublishedSlot
@@ -202,6 +203,16 @@ class Backends:
             return self._prepared.setdefault(key, prepared)
 
 
+    def evict_prepared(self, keep: Actor) -> int:
+        """Forget every prepared actor but `keep`'s (their memory goes back to the warp's region
+        once no render holds them); returns how many were forgotten."""
+        with self._prepared_lock:
+            others = [key for key in self._prepared if key != keep.source_sha256]
+            for key in others:
+                del self._prepared[key]
+        return len(others)
+
+
 def _required_dir(settings: Settings, field: str, what: str) -> Path:
     """The folder setting `field`, or StageInputError saying it is unset and what it must name."""
     value = getattr(settings, field)
@@ -306,14 +317,26 @@ def prepare_warp(backends: Backends, actor: Actor) -> None:
 
 def warp_frames(backends: Backends, actor: Actor, plan: MotionPlan, slab: np.ndarray,
                 progress: Progress = _no_progress, should_stop: Callable[[], bool] = lambda: False) -> None:
-    """The warp stage: render every frame of `plan` into `slab`, chunk by chunk."""
+    """The warp stage: render every frame of `plan` into `slab`, chunk by chunk.
+
+    Prepared actors stay cached in the warp's region; when a chunk finds the region full, the
+    other actors are let go and the chunk is rendered once more before the slot is failed.
+    """
     prepared = backends.prepared_warp(actor)
     chunk = backends.settings.warp_chunk_frames
     for start in range(0, plan.n_frames, chunk):
         if should_stop():
             raise InterruptedError("warp cancelled")
         frames = slice(start, min(start + chunk, plan.n_frames))
-        prepared.render(plan, frames, slab)
+        try:
+            prepared.render(plan, frames, slab)
+        except StageMemoryExceeded as exc:
+            evicted = backends.evict_prepared(keep=actor)
+            if not evicted:
+                raise
+            log.warning("warp_region_full", action=f"forgot {evicted} prepared actor(s), rendering again",
+                        region=exc.region, used_bytes=exc.used_bytes, budget_bytes=exc.budget_bytes)
+            prepared.render(plan, frames, slab)
         progress("warp", frames.stop, plan.n_frames)
 
 

@@ -44,10 +44,12 @@ class HostLedger:
                 return
             self._live[address] = n_bytes
             self.used_bytes += n_bytes
-            self.peak_bytes = max(self.peak_bytes, self.used_bytes)
             used_bytes = self.used_bytes
+            refused = enforce and used_bytes > self.budget_bytes
+            if not refused:  # a refused allocation is gone as the error unwinds: it never counts
+                self.peak_bytes = max(self.peak_bytes, used_bytes)
         weakref.finalize(storage, self._release, address)
-        if enforce and used_bytes > self.budget_bytes:
+        if refused:
             raise StageMemoryExceeded(self.region, used_bytes, self.budget_bytes,
                                       detail=f"the allocation that crossed it was {n_bytes} B")
 

@@ -22,8 +22,8 @@ from typing import Any, NamedTuple
 
 from vram.backing import CudaBacking, HostBacking
 from vram.device import Device, available_bytes, parse_device
-from vram.errors import (ArenaClosed, ArenaDoesNotFit, InvalidView, RegionBudgetExceeded, UnknownRegion,
-                         ViewConflict)
+from vram.errors import (ArenaClosed, ArenaDoesNotFit, InvalidView, RegionBudgetExceeded, StageMemoryExceeded,
+                         UnknownRegion, ViewConflict)
 from vram.plan import ALIGNMENT_BYTES, POOL, ArenaPlan, align_up
 from vram.stage_pool import StagePool, make_stage_pool
 from vram.table import format_budget_table, format_bytes, format_stage_table
@@ -229,9 +229,13 @@ class Arena:
             pools = dict(self._stage_pools)
         return {name: pool.peak_bytes() for name, pool in pools.items()}
 
-    def stage_table(self) -> str:
-        """The stage-pool regions' budgets against what each stage holds and peaked at."""
-        return format_stage_table(self.plan, {name: u.used_bytes for name, u in self.usage().items()}, self.peaks())
+    def stage_table(self, refused: StageMemoryExceeded | None = None) -> str:
+        """The stage-pool regions' budgets against what each stage holds and peaked at; with the
+        error of an allocation the region `refused`, that stage's peak is what it asked for."""
+        peaks = self.peaks()
+        if refused is not None:
+            peaks[refused.region] = max(peaks.get(refused.region, 0), refused.used_bytes)
+        return format_stage_table(self.plan, {name: u.used_bytes for name, u in self.usage().items()}, peaks)
 
     def over_budget(self) -> dict[str, RegionUsage]:
         """Regions whose use (views, or a stage's pool) is above their budget."""

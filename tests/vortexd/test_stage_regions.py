@@ -90,3 +90,41 @@ def test_a_warp_over_its_region_fails_that_slot_only_and_the_next_publishes(node
     assert np.array_equal(retry_frames, reference_frames)
     published = pipeline.finish(tmp_path, retry, backends, verify=False)
     assert (published.path / "video.mp4").stat().st_size > 0 and region.used_bytes() == baseline
+
+
+def test_a_full_region_lets_go_of_other_actors_before_failing_a_slot(tmp_path: Path, shared_dir: Path) -> None:
+    """The warp's region sized for one cached actor: a slot with a second actor finds it full,
+    forgets the first actor and renders; the next slot with the first actor prepares it again."""
+    from vram import Arena, ArenaPlan, slab_region_bytes
+
+    weights = tmp_path / "weights"
+    write_random_checkpoints(weights, TINY, seed=5)
+    settings = Settings(output_dir=tmp_path / "out", warp_backend="liveportrait", liveportrait_weights_dir=weights,
+                        liveportrait_model_params=dataclasses.asdict(TINY), liveportrait_chunk_frames=4,
+                        max_slot_frames=24, warp_chunk_frames=24)
+
+    def node(budget_bytes: int) -> pipeline.Backends:
+        backends = pipeline.Backends(settings)
+        backends.arena = Arena.create(ArenaPlan.from_budgets(
+            {"liveportrait": budget_bytes, "video_slabs": slab_region_bytes(1, 24, 512, 512)},
+            pools={"liveportrait"}), "cpu", prefault=False)
+        return backends
+
+    astronaut, _ = _slot(node(BUDGET_MIB * MIB), 1)
+    other = pipeline.make_actor(parse_recipe({"slot_id": "s10", "actor": {"image": "s10.jpg"},
+                                              "speech": {"text": "Hi."}}, shared_dir / "faces"), settings)
+    probe = node(BUDGET_MIB * MIB)
+    _warp(probe, astronaut)
+    region = probe.region("liveportrait")
+    one_actor_peak, resident = region.peak_bytes(), region.used_bytes()
+    probe.prepared_warp(other)
+    actor_bytes = region.used_bytes() - resident
+    assert actor_bytes > 0
+
+    tight = node(one_actor_peak + actor_bytes // 2)
+    _warp(tight, astronaut)
+    with_other = dataclasses.replace(astronaut, actor=other)
+    _warp(tight, with_other)  # full with two actors: the astronaut is let go, the slot renders
+    assert tight.evict_prepared(keep=other) == 0
+    _warp(tight, astronaut)  # and the astronaut comes back the same way
+    assert tight.region("liveportrait").peak_bytes() <= one_actor_peak + actor_bytes // 2
