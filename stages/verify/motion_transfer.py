@@ -22,7 +22,10 @@ JITTER_SIGMA_FRAMES = 2.0
 BLINK_BELOW = 0.6
 """A blink is a dip of the lid aperture below this fraction of the eyes' open level..."""
 MAX_BLINK_S = 0.5
-"""...that lasts no longer than this (a blink takes 100–400 ms)."""
+"""...that lasts no longer than this (a blink takes 100–400 ms)..."""
+OPEN_AROUND = 0.7
+"""...with the eyes, within that time before and after it, at least this open against their
+usual open level."""
 
 
 @dataclass(frozen=True)
@@ -74,18 +77,22 @@ class TransferReport:
 
 
 def blink_frames(aperture: np.ndarray, fps: float) -> list[int]:
-    """The middle frame of each short dip (≤ MAX_BLINK_S) below BLINK_BELOW of the eyes' local open
-    level (the 80th percentile over the surrounding second: looking down for a while narrows the
-    eyes without blinking). The middle, not the lowest frame: a shut lid reads flat for several
-    frames, and where in that plateau the minimum falls is tracker noise."""
+    """The middle frame of each blink: a dip below BLINK_BELOW of the eyes' local open level (the
+    80th percentile over the surrounding second, so looking down for a while is not a blink) that
+    lasts at most MAX_BLINK_S and has open eyes (OPEN_AROUND) within MAX_BLINK_S on both sides —
+    the edges of a long closure are not blinks. The middle, not the lowest frame: a shut lid reads
+    flat for several frames, and where in that plateau the minimum falls is tracker noise."""
     open_level = rolling_percentile(aperture, round(fps / 2), 80)
-    shut = aperture < BLINK_BELOW * open_level
+    open_around = OPEN_AROUND * float(np.median(aperture[aperture >= np.median(aperture)]))
+    reach = int(round(MAX_BLINK_S * fps))
+    below = np.append(aperture < BLINK_BELOW * open_level, False)
     frames, start = [], None
-    for i, is_shut in enumerate(np.append(shut, False)):
-        if is_shut and start is None:
+    for i, is_below in enumerate(below):
+        if is_below and start is None:
             start = i
-        elif not is_shut and start is not None:
-            if i - start <= MAX_BLINK_S * fps:
+        elif not is_below and start is not None:
+            beside = (aperture[max(0, start - reach):start], aperture[i:i + reach])
+            if i - start <= reach and all(side.size == 0 or side.max() >= open_around for side in beside):
                 frames.append((start + i - 1) // 2)
             start = None
     return frames
