@@ -21,15 +21,15 @@ def _recipe(folder: Path, driving: str) -> object:
     return parse_recipe({"slot_id": "driven", "speech": {"text": "Hello."}, "motion": {"driving": driving}}, folder)
 
 
-def _faceless_video(path: Path) -> None:
+def _faceless_video(path: Path, width: int = 64, height: int = 64) -> None:
     import av
 
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=25)
-        stream.width = stream.height = 64
+        stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         for i in range(10):
-            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 20 * i, np.uint8), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 20 * i, np.uint8), format="rgb24")
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
 
@@ -37,7 +37,8 @@ def _faceless_video(path: Path) -> None:
 @pytest.mark.parametrize(("name", "make", "reason"), [
     ("notes.mp4", lambda p: p.write_text("not a video"), "not a readable video"),
     ("sky.mp4", _faceless_video, "a face was found in only 0 of 10 frames"),
-], ids=["not a video", "no face"])
+    ("huge.mp4", lambda p: _faceless_video(p, 2560, 1440), "frames of 2560×1440 are larger than 1920×1080"),
+], ids=["not a video", "no face", "too large"])
 def test_an_unusable_driving_video_is_refused_at_submit(tmp_path: Path, name: str, make, reason: str) -> None:
     """The submit snapshot refuses it naming motion.driving and why; nothing is left to render."""
     make(tmp_path / name)

@@ -22,6 +22,9 @@ from stages.image.face import N_LANDMARKS, FaceTracker
 DRIVING_FIELD = "motion.driving"
 MAX_DRIVING_S = 120.0
 """Longer videos are refused: a slot is 45 s, and ping-pong fits any shorter clip to it."""
+MAX_FRAME_PIXELS = 1920 * 1080
+"""Larger frames are refused: the face mesh works on a 256² crop anyway, and decoding and tracking
+a full 120 s clip at 1080p already takes about a minute of the submit."""
 MIN_FACE_FRACTION = 0.8
 """The face must be found in at least this share of the frames ("most frames")."""
 
@@ -62,6 +65,10 @@ def open_video(path: Path) -> Iterator[tuple[Any, Any, float]]:
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         if not np.isfinite(fps) or fps <= 0:
             raise _refuse(path, "the video stream has no frame rate")
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if width * height > MAX_FRAME_PIXELS:
+            raise _refuse(path, f"frames of {width}×{height} are larger than 1920×1080; scale the clip down",
+                          width=width, height=height)
         yield container, stream, fps
 
 
