@@ -15,6 +15,7 @@ per thread and re-entrant; torch is imported on first entry, not when the pool i
 
 from __future__ import annotations
 
+import abc
 import threading
 import traceback
 from collections.abc import Callable, Iterable
@@ -25,32 +26,34 @@ from vram.device import Device, import_torch_cuda, parse_device
 from vram.errors import DeviceUnavailable, StageMemoryExceeded
 
 
-class StagePool:
-    """What every stage pool offers: routing (`with pool:`), use, peak, and the budget check."""
+class StagePool(abc.ABC):
+    """What every stage pool offers: routing (`with pool:`), use, peak, and the budget check.
+    The host and CUDA pools below say how each is measured."""
 
     def __init__(self, region: str, budget_bytes: int) -> None:
         self.region = region
         self.budget_bytes = budget_bytes
         self._entered = threading.local()  # per thread: the stack of contexts this pool pushed
 
+    @abc.abstractmethod
     def used_bytes(self) -> int:
         """Bytes the stage holds in its region now."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def peak_bytes(self) -> int:
         """The highest use seen since the last `reset_peak` (or since the pool was made)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def reset_peak(self) -> None:
         """Start a new peak measurement from the use now."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def measure_peak(self, step: Callable[[], Any]) -> int:
         """Run `step()` inside the pool and return the region's peak while it ran (resident bytes included)."""
-        raise NotImplementedError
 
     def adopt(self, tensors: Iterable[Any]) -> None:
-        """Charge tensors the stage made without an operator (e.g. weights read from disk)."""
+        """Charge tensors the stage made without an operator (e.g. weights read from disk). Nothing
+        to do where the allocator itself routes every allocation (CUDA); the host ledger overrides it."""
 
     def check(self, during: str = "") -> None:
         """Raise StageMemoryExceeded, with the figures, when the region holds more than its budget."""
@@ -58,8 +61,9 @@ class StagePool:
         if used_bytes > self.budget_bytes:
             raise StageMemoryExceeded(self.region, used_bytes, self.budget_bytes, during=during)
 
+    @abc.abstractmethod
     def _contexts(self) -> list:
-        raise NotImplementedError
+        """The context managers that route the entering thread's allocations into this region."""
 
     def __enter__(self) -> StagePool:
         stack = getattr(self._entered, "stack", None)
@@ -136,13 +140,18 @@ class CudaStagePool(StagePool):
         self.stream = torch.cuda.Stream(device=device.index, priority=high if high_priority else low)
         self._peak_bytes = 0
 
+    def _sizes(self) -> tuple[int, int]:
+        """(live bytes, bytes held) of the pool's segments, from one snapshot."""
+        segments = self.pool.snapshot()
+        return (sum(int(s["allocated_size"]) for s in segments), sum(int(s["total_size"]) for s in segments))
+
     def used_bytes(self) -> int:
         """Bytes in live tensors allocated through this region's MemPool."""
-        return sum(int(segment["allocated_size"]) for segment in self.pool.snapshot())
+        return self._sizes()[0]
 
     def reserved_bytes(self) -> int:
         """Bytes the caching allocator holds for this pool (live tensors plus cached free blocks)."""
-        return sum(int(segment["total_size"]) for segment in self.pool.snapshot())
+        return self._sizes()[1]
 
     def peak_bytes(self) -> int:
         """The highest use measured by `measure_peak` or seen by `check`."""
@@ -169,11 +178,12 @@ class CudaStagePool(StagePool):
     def check(self, during: str = "") -> None:
         """Over budget when the pool *holds* more than the budget; cached free blocks are handed
         back first, so only memory the stage really needs counts against it."""
-        if self.reserved_bytes() > self.budget_bytes:
+        used_bytes, held_bytes = self._sizes()
+        if held_bytes > self.budget_bytes:
             self._torch.cuda.synchronize(self._device.index)
             self._torch.cuda.empty_cache()
-        held_bytes = self.reserved_bytes()
-        self._peak_bytes = max(self._peak_bytes, self.used_bytes())
+            used_bytes, held_bytes = self._sizes()
+        self._peak_bytes = max(self._peak_bytes, used_bytes)
         if held_bytes > self.budget_bytes:
             raise StageMemoryExceeded(self.region, held_bytes, self.budget_bytes, during=during)
 
