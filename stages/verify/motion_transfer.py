@@ -83,7 +83,7 @@ def blink_frames(aperture: np.ndarray, fps: float) -> list[int]:
     the edges of a long closure are not blinks. The middle, not the lowest frame: a shut lid reads
     flat for several frames, and where in that plateau the minimum falls is tracker noise."""
     open_level = rolling_percentile(aperture, round(fps / 2), 80)
-    open_around = OPEN_AROUND * float(np.median(aperture[aperture >= np.median(aperture)]))
+    open_around = OPEN_AROUND * geo.open_level(aperture)
     reach = int(round(MAX_BLINK_S * fps))
     below = np.append(aperture < BLINK_BELOW * open_level, False)
     frames, start = [], None

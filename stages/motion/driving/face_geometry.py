@@ -46,6 +46,12 @@ def eye_aperture(landmarks: np.ndarray) -> np.ndarray:
     return np.mean(ratios, axis=0)
 
 
+def open_level(aperture: np.ndarray) -> float:
+    """The eyes' usual open aperture: the median of the upper half of the readings (blinks,
+    squints and looking down all fall below it)."""
+    return float(np.median(aperture[aperture >= np.median(aperture)]))
+
+
 def brow_height(landmarks: np.ndarray) -> np.ndarray:
     """(T,) brow above its eye's centre, over the inter-ocular distance, both sides averaged."""
     centres = _eye_centres(landmarks)
@@ -93,6 +99,14 @@ the spread being real nods). head_rotation_deg takes these out, so a speaking or
 does not read as nodding."""
 
 
+def euler_deg(rotations: np.ndarray) -> np.ndarray:
+    """(T, 3) yaw, pitch, roll in degrees of rotations R = Rz(roll)·Ry(yaw)·Rx(pitch), (T, 3, 3)."""
+    r = np.asarray(rotations, dtype=np.float64)
+    return np.degrees(np.column_stack([np.arcsin(np.clip(-r[:, 2, 0], -1.0, 1.0)),
+                                       np.arctan2(r[:, 2, 1], r[:, 2, 2]),
+                                       np.arctan2(r[:, 1, 0], r[:, 0, 0])]))
+
+
 def head_rotation_deg(landmarks: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """(T, 3) yaw, pitch and roll in degrees of each frame's head relative to `reference` (478, 3).
 
@@ -104,13 +118,7 @@ def head_rotation_deg(landmarks: np.ndarray, reference: np.ndarray) -> np.ndarra
     ref = reference[list(RIGID_POINTS)] / interocular(reference[None])[0]
     scale = interocular(landmarks)[:, None, None]
     points = landmarks[:, list(RIGID_POINTS)] / scale
-    angles = np.empty((len(landmarks), 3))
-    for i, frame in enumerate(points):
-        r = _kabsch(ref, frame)
-        # R = Rz(roll) · Ry(yaw) · Rx(pitch): read the three angles back in that order.
-        angles[i, 0] = np.degrees(np.arcsin(np.clip(-r[2, 0], -1.0, 1.0)))
-        angles[i, 1] = np.degrees(np.arctan2(r[2, 1], r[2, 2]))
-        angles[i, 2] = np.degrees(np.arctan2(r[1, 0], r[0, 0]))
+    angles = euler_deg(np.stack([_kabsch(ref, frame) for frame in points]))
     ref = reference[None]
     angles[:, 1] -= (PITCH_PER_GAP_DEG * (mouth_gap(landmarks) - mouth_gap(ref)[0])
                      + PITCH_PER_APERTURE_DEG * (eye_aperture(landmarks) - eye_aperture(ref)[0]))

@@ -110,20 +110,32 @@ def _translation_px(landmarks: np.ndarray, reference: np.ndarray, angles: np.nda
     return soft_limit(moved - slow @ coef[:3], _SHIFT_LIMIT_PX)
 
 
-def _lid_curves(landmarks: np.ndarray, fps: float) -> dict[str, np.ndarray]:
-    """Blink from two parts: the eyes' slow narrowing (looking down, squinting: the local open level
-    against the clip's, at most _MAX_NARROW) and, on top, the quick dips below the local level
-    (blinks), which close the rest of the way. One global level would hold a squinting face
-    "shut" and hide every blink in it."""
-    aperture = geo.eye_aperture(landmarks)
-    open_level = float(np.median(aperture[aperture >= np.median(aperture)]))
-    local_open = np.minimum(rolling_percentile(aperture, round(fps / 2), 80), open_level)
-    narrow = np.clip((open_level - local_open) / ((1 - _SHUT_FRACTION) * open_level), 0.0, _MAX_NARROW)
+def blink_from_aperture(aperture: np.ndarray, fps: float) -> np.ndarray:
+    """Blink (0 open … 1 shut) from a lid aperture track, in two parts: the eyes' slow narrowing
+    (looking down, squinting: the local open level against the clip's, at most _MAX_NARROW) and,
+    on top, the quick dips below the local level (blinks), which close the rest of the way. One
+    global level would hold a squinting face "shut" and hide every blink in it."""
+    usual = geo.open_level(aperture)
+    local_open = np.minimum(rolling_percentile(aperture, round(fps / 2), 80), usual)
+    narrow = np.clip((usual - local_open) / ((1 - _SHUT_FRACTION) * usual), 0.0, _MAX_NARROW)
     dip = np.clip((local_open - aperture) / ((1 - _SHUT_FRACTION) * local_open), 0.0, 1.0)
+    return narrow + (1.0 - narrow) * dip
+
+
+def plan_angles(lp_angles: np.ndarray) -> dict[str, np.ndarray]:
+    """The planner's head curves from (T, 3) yaw, pitch, roll in LivePortrait's (and the mesh's) signs."""
+    return {"head_yaw_deg": lp_angles[:, 0] * PLAN_TO_LP_SIGN["yaw"],
+            "head_pitch_deg": lp_angles[:, 1] * PLAN_TO_LP_SIGN["pitch"],
+            "head_roll_deg": lp_angles[:, 2] * PLAN_TO_LP_SIGN["roll"]}
+
+
+def _lid_curves(landmarks: np.ndarray, fps: float) -> dict[str, np.ndarray]:
+    aperture = geo.eye_aperture(landmarks)
+    usual = geo.open_level(aperture)
     brow = geo.brow_height(landmarks)
     return {
-        "blink": narrow + (1.0 - narrow) * dip,
-        "eye_wide": np.clip((aperture - open_level) / (_WIDE_FRACTION * open_level), 0.0, 1.0),
+        "blink": blink_from_aperture(aperture, fps),
+        "eye_wide": np.clip((aperture - usual) / (_WIDE_FRACTION * usual), 0.0, 1.0),
         "brow": np.clip((brow - np.median(brow)) / _BROW_RANGE, -1.0, 1.0),
     }
 
@@ -156,9 +168,7 @@ def motion_from_video(video: TrackedVideo) -> DrivingMotion:
     lp_angles = geo.head_rotation_deg(landmarks, reference)  # yaw, pitch, roll in LivePortrait's signs
     shift = _translation_px(landmarks, reference, lp_angles, video.fps)
     curves = {
-        "head_yaw_deg": lp_angles[:, 0] * PLAN_TO_LP_SIGN["yaw"],
-        "head_pitch_deg": lp_angles[:, 1] * PLAN_TO_LP_SIGN["pitch"],
-        "head_roll_deg": lp_angles[:, 2] * PLAN_TO_LP_SIGN["roll"],
+        **plan_angles(lp_angles),
         "shift_x_px": shift[:, 0],
         "shift_y_px": shift[:, 1],
         **_lid_curves(landmarks, video.fps),

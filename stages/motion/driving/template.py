@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.motion.driving.motion import DrivingMotion
-from stages.types import PLAN_TO_LP_SIGN
+from stages.motion.driving import face_geometry as geo
+from stages.motion.driving.motion import DrivingMotion, blink_from_aperture, plan_angles
 from stages.warp.liveportrait.templates import MotionTemplate
 
 KEYPOINT_UNIT_PX = 2.3 * 210.0 / 2
@@ -19,36 +19,24 @@ KEYPOINT_UNIT_PX = 2.3 * 210.0 / 2
 cropper's scale), and the actor crop's face is ≈ 210 px (stages/image/crop.py)."""
 _LIP_RATIO_OPEN = 0.38  # the lip ratio of a wide-open jaw (stages/warp/liveportrait/calibration.py)
 _LIP_RATIO_CLOSED = 0.02
-_SHUT_FRACTION = 0.4
 
 
 def _angles_deg(rotation_t: np.ndarray) -> np.ndarray:
     """(T, 3) LivePortrait yaw, pitch, roll of each frame relative to the first."""
     rot = np.transpose(rotation_t, (0, 2, 1)).astype(np.float64)  # templates store Rᵀ
-    rel = rot @ rot[0].T
-    return np.degrees(np.column_stack([np.arcsin(np.clip(-rel[:, 2, 0], -1.0, 1.0)),
-                                       np.arctan2(rel[:, 2, 1], rel[:, 2, 2]),
-                                       np.arctan2(rel[:, 1, 0], rel[:, 0, 0])]))
-
-
-def _blink(eye_ratio: np.ndarray) -> np.ndarray:
-    ratio = eye_ratio.astype(np.float64).mean(axis=1)
-    open_level = float(np.median(ratio[ratio >= np.median(ratio)]))
-    return np.clip((open_level - ratio) / ((1 - _SHUT_FRACTION) * open_level), 0.0, 1.0)
+    return geo.euler_deg(rot @ rot[0].T)
 
 
 def motion_from_template(template: MotionTemplate) -> DrivingMotion:
     """The plan curves a motion template performs (zeros where it says nothing)."""
     n = template.n_frames
-    lp = _angles_deg(template.R)
     shift = (template.t[:, :2] - template.t[0, :2]).astype(np.float64) * KEYPOINT_UNIT_PX
     zeros = np.zeros(n)
     curves = {
-        "head_yaw_deg": lp[:, 0] * PLAN_TO_LP_SIGN["yaw"],
-        "head_pitch_deg": lp[:, 1] * PLAN_TO_LP_SIGN["pitch"],
-        "head_roll_deg": lp[:, 2] * PLAN_TO_LP_SIGN["roll"],
+        **plan_angles(_angles_deg(template.R)),
         "shift_x_px": shift[:, 0], "shift_y_px": shift[:, 1],
-        "blink": _blink(template.eye_close_ratio) if template.eye_close_ratio is not None else zeros,
+        "blink": (blink_from_aperture(template.eye_close_ratio.astype(np.float64).mean(axis=1), template.fps)
+                  if template.eye_close_ratio is not None else zeros),
         "eye_wide": zeros, "brow": zeros, "lip_width": zeros, "lip_round": zeros, "smile": zeros,
         "jaw_open": zeros, "lips_closed": zeros,
     }
