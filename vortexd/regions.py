@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from stages.types import FRAME_SIZE_PX
 from vortexd.settings import Settings
-from vram import MIB, Arena, ArenaPlan, slab_region_bytes
+from vram import MIB, Arena, ArenaPlan, reference_plan, slab_region_bytes
 
-DEFAULT_REGION_MIB = {"liveportrait": 3584, "flux": 10240, "clip": 1280}
-"""The reference plan's budgets (vram.reference_plan): LivePortrait fp16 with its graph buffers,
-Flux-schnell with T5 and the VAE, the two-model CLIP ensemble in fp16."""
+DEFAULT_REGION_MIB = {region.name: region.budget_bytes // MIB for region in reference_plan().regions
+                      if region.name in ("liveportrait", "flux", "clip")}
+"""The reference plan's budgets (vram.reference_plan): LivePortrait fp16 with its graph buffers
+3584, Flux-schnell with T5 and the VAE 10240, the two-model CLIP ensemble in fp16 1280."""
 
 WARP_REGION = "liveportrait"
 """The region whose stage keeps priority (the high-priority CUDA stream)."""

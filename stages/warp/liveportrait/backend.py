@@ -41,7 +41,7 @@ from stages.warp.liveportrait.inference import prepare_for_inference
 from stages.warp.base import check_slab, validate_plan
 from stages.warp.liveportrait.pasteback import CROP_SIZE_PX, FaceCrop, check_frame, face_crop, paste_maps
 from stages.warp.liveportrait.templates import MotionTemplate, load_template, resample
-from vram import CudaStagePool, StageMemoryExceeded, StagePool, make_stage_pool
+from vram import CudaStagePool, StageMemoryExceeded, StagePool, make_stage_pool, reference_plan
 
 
 @dataclass(frozen=True)
@@ -136,8 +136,8 @@ class PreparedLivePortrait:
             engine.run_chunk(x_d, slice(lo - chunk_start, hi - chunk_start), out[lo:hi])
 
 
-DEFAULT_BUDGET_BYTES = 3584 * 2**20
-"""LivePortrait's share of the seed's arena, 3.5 GiB: weights, the bound actor, one chunk's step."""
+DEFAULT_BUDGET_BYTES = reference_plan().region("liveportrait").budget_bytes
+"""LivePortrait's region in the reference plan, 3.5 GiB: weights, the bound actor, one chunk's step."""
 MAX_CHUNK_FRAMES = 64
 DRIVING_TEMPLATES_KEPT = 4
 CPU_CHUNK_FRAMES = 8
