@@ -78,9 +78,7 @@ class PreparedLivePortrait:
 
     def _driven_keypoints(self, plan: MotionPlan, driving: dict) -> Callable[[np.ndarray], torch.Tensor]:
         nets, calibration = self.backend.networks, self.backend.calibration
-        template = self.backend.driving_template(Path(driving["source"]))
-        fitted = resample(template, clip_positions(template.n_frames, template.fps, plan.n_frames, plan.fps),
-                          plan.fps)
+        fitted = self.backend.fitted_driving(Path(driving["source"]), plan.n_frames, plan.fps)
         pose = driving.get("mode", "pose") == "pose"
         head_gain, shift_gain = driving_gains(plan)
 
@@ -139,7 +137,8 @@ class PreparedLivePortrait:
 DEFAULT_BUDGET_BYTES = reference_plan().region("liveportrait").budget_bytes
 """LivePortrait's region in the reference plan, 3.5 GiB: weights, the bound actor, one chunk's step."""
 MAX_CHUNK_FRAMES = 64
-DRIVING_TEMPLATES_KEPT = 4
+DRIVING_TEMPLATES_KEPT = 8
+"""Driving clips' templates, and their fits to slot lengths, kept by the warp (a few clips a day)."""
 CPU_CHUNK_FRAMES = 8
 """The largest chunk on the CPU: memory is not what limits it there, and 8 amortises."""
 
@@ -187,7 +186,7 @@ class LivePortraitBackend:
         side = CROP_SIZE_PX // 2 ** f_cfg.num_down_blocks
         self._feature_shape = (f_cfg.reshape_channel, f_cfg.reshape_depth, side, side)
         self._graph_and_compile = (cuda_graph, compile)
-        self._driving_templates: dict[Path, MotionTemplate] = {}
+        self._driving_templates: dict[object, MotionTemplate] = {}
         self._driving_lock = threading.Lock()
         self.peak_model: PeakModel | None = None
         """The measured per-chunk memory model, when the chunk was chosen from the budget."""
@@ -238,23 +237,36 @@ class LivePortraitBackend:
 
     def driving_template(self, path: Path) -> MotionTemplate:
         """The LivePortrait motion of a driving clip: a template file as it is, a video through M on
-        its face crops (in this stage's region); the last few are kept, keyed by path (the
-        daemon's spool names a clip by its content)."""
-        with self._driving_lock:
-            cached = self._driving_templates.get(path)
-        if cached is not None:
-            return cached
-        if path.suffix.lower() == ".npz":
-            template = load_template(path)
-        else:
+        its face crops (in this stage's region); kept, keyed by path (the daemon's spool names a
+        clip by its content)."""
+        def read() -> MotionTemplate:
+            if path.suffix.lower() == ".npz":
+                return load_template(path)
             from stages.warp.liveportrait.video_template import template_from_video
 
             with self.memory:
-                template = template_from_video(self.networks, path, self.device)
+                return template_from_video(self.networks, path, self.device)
+        return self._kept(path, read)
+
+    def fitted_driving(self, path: Path, n_frames: int, fps: int) -> MotionTemplate:
+        """The clip's motion fitted to a slot of `n_frames` at `fps`, by the rounded ping-pong the
+        plan was fitted with; kept, since a slot renders in many calls."""
+        def fit() -> MotionTemplate:
+            template = self.driving_template(path)
+            return resample(template, clip_positions(template.n_frames, template.fps, n_frames, fps), fps)
+        return self._kept((path, n_frames, fps), fit)
+
+    def _kept(self, key: object, make: Callable[[], MotionTemplate]) -> MotionTemplate:
+        """`make()`'s result under `key`, made once; the oldest of DRIVING_TEMPLATES_KEPT goes first."""
+        with self._driving_lock:
+            cached = self._driving_templates.get(key)
+        if cached is not None:
+            return cached
+        made = make()
         with self._driving_lock:
             if len(self._driving_templates) >= DRIVING_TEMPLATES_KEPT:
                 self._driving_templates.pop(next(iter(self._driving_templates)))
-            return self._driving_templates.setdefault(path, template)
+            return self._driving_templates.setdefault(key, made)
 
     def prepare(self, actor: Actor) -> PreparedLivePortrait:
         """Crop the face, run F and M on it once, and precompute the paste-back maps."""
