@@ -189,7 +189,6 @@ class PreparedMeshWarp:
         self._layers = {"base": LayerFields(base_grid, pack(base_basis), BLOCK_FRAMES)}
         for name, basis in bases.mouth(self.mouth_patch).items():
             self._layers[name] = LayerFields(self.mouth_patch.grid, pack(basis), BLOCK_FRAMES)
-        self._eyes_in_roi = tuple(_sub_box(p.box, self.roi) for p in self.eye_patches)
         self._features = np.zeros((BLOCK_FRAMES, N_FEATURES), np.float32)
         self._workspaces = [_Workspace(image, base_grid, self.mouth_patch, tuple(self.eye_patches))
                             for _ in range(N_THREADS)]
@@ -233,6 +232,7 @@ class PreparedMeshWarp:
         rows, cols = self.roi.slices
         mouth_box = self.mouth_patch.grid.box.slices
         blink = self._features[:, F["blink"]]
+        base = layers["base"]
         for j in js:
             dst = out[block_start + j]
             np.copyto(dst, self.image)
@@ -242,8 +242,12 @@ class PreparedMeshWarp:
             ws.mouth.render(layers["upper"].fields[j], layers["lower"].fields[j],
                             layers["teeth"].fields[j], dst[mouth_box])
             if blink[j] > _BLINK_EPS:  # with open eyes the lid layer is the face layer
-                for eye, patch, in_roi in zip(ws.eyes, self.eye_patches, self._eyes_in_roi):
-                    eye.render(float(blink[j]), fine[in_roi], dst[patch.box.slices])
+                for eye, patch in zip(ws.eyes, self.eye_patches):
+                    # The lid is drawn where the eye is now: a turned, nodded or shifted head
+                    # carries it tens of pixels from where it sits in the picture.
+                    dx, dy = base.grid.displacement_at(base.fields[j], patch.centre_px)
+                    box = patch.box.moved_within(round(float(dx)), round(float(dy)), self.roi)
+                    eye.render(float(blink[j]), fine[_sub_box(box, self.roi)], dst[box.slices])
 
 
 class MeshWarpBackend:

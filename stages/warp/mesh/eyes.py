@@ -50,6 +50,7 @@ class EyePatch:
     """One eye's patch of the frame: lid label and precomputed backward lid shifts."""
 
     box: Box
+    centre_px: np.ndarray  # (2,) the eye's centre in the source image (x, y)
     v_axis: np.ndarray  # (2,) float32, the face's downward direction in the image
     lid_label: np.ndarray  # (h, w) float32: 1 on upper-lid skin (source space)
     back_shift: np.ndarray  # (BLINK_LEVELS, h, w) float32: source = pixel − shift·v_axis
@@ -85,7 +86,10 @@ class EyePatch:
                 hi_v = np.where(ahead, mid, hi_v)
                 lo_v = np.where(ahead, lo_v, mid)
             shifts[k] = v - 0.5 * (lo_v + hi_v)
-        return cls(box, frame.v_axis.astype(np.float32), np.ascontiguousarray(label, np.float32),
+        mid_u = np.array([0.5 * (lo + hi)])
+        centre_uv = np.array([mid_u[0], 0.5 * float(eye.margin(mid_u)[0] + eye.lower(mid_u)[0])])
+        centre = frame.origin_px + frame.to_image_vectors(centre_uv)
+        return cls(box, centre, frame.v_axis.astype(np.float32), np.ascontiguousarray(label, np.float32),
                    np.ascontiguousarray(shifts, np.float32))
 
 

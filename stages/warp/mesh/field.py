@@ -40,6 +40,12 @@ class Box:
         ys, xs = np.mgrid[self.y0:self.y0 + self.h, self.x0:self.x0 + self.w]
         return np.stack([xs, ys], axis=-1).astype(np.float64)
 
+    def moved_within(self, dx: int, dy: int, outer: "Box") -> "Box":
+        """This box moved by (dx, dy) pixels, as far as it stays inside `outer` (which holds it)."""
+        x0 = int(np.clip(self.x0 + dx, outer.x0, outer.x0 + outer.w - self.w))
+        y0 = int(np.clip(self.y0 + dy, outer.y0, outer.y0 + outer.h - self.h))
+        return Box(x0, y0, self.w, self.h)
+
 
 @dataclass(frozen=True)
 class Grid:
@@ -90,6 +96,18 @@ class Grid:
         rows, cols = self.shape
         gx, gy = np.meshgrid(ox + self.step * np.arange(cols), oy + self.step * np.arange(rows))
         return np.stack([gx, gy], axis=-1)
+
+    def displacement_at(self, field_px: np.ndarray, point_px: np.ndarray) -> np.ndarray:
+        """(dx, dy): node field `field_px` (rows, cols, 2) at frame point `point_px`, bilinearly."""
+        ox, oy = self.origin_px
+        rows, cols = self.shape
+        fx = float(np.clip((point_px[0] - ox) / self.step, 0.0, cols - 1.0))
+        fy = float(np.clip((point_px[1] - oy) / self.step, 0.0, rows - 1.0))
+        i, j = min(int(fx), cols - 2), min(int(fy), rows - 2)
+        ax, ay = fx - i, fy - j
+        top = (1.0 - ax) * field_px[j, i] + ax * field_px[j, i + 1]
+        bottom = (1.0 - ax) * field_px[j + 1, i] + ax * field_px[j + 1, i + 1]
+        return (1.0 - ay) * top + ay * bottom
 
     @property
     def n_nodes(self) -> int:

@@ -50,6 +50,25 @@ def test_blink_lowers_the_upper_lid_onto_a_still_lower_lid(prepared, tracker_lan
         assert lower_shift < 0.25 * rest, (lower, lower_shift, rest)
 
 
+def test_a_blink_closes_the_lids_wherever_the_head_has_moved_them(prepared, tracker_landmarks):
+    """Nodded, turned or shifted, a blink still shuts both eyes: the lid is drawn where the eye is
+    now (it was once drawn where the eye sits in the picture, and a nod left half the eye open)."""
+    poses = [{"head_pitch_deg": 10.0}, {"head_pitch_deg": -10.0}, {"head_yaw_deg": 20.0},
+             {"head_yaw_deg": -20.0}, {"shift_x_px": 15.0, "shift_y_px": -15.0}]
+    n = 3
+    curves = {name: np.repeat([pose.get(name, 0.0) for pose in poses], 2 * n)
+              for name in ("head_pitch_deg", "head_yaw_deg", "shift_x_px", "shift_y_px")}
+    blink = np.tile(np.repeat([0.0, 1.0], n), len(poses))
+    slab = new_slab(len(blink))
+    prepared.render(make_plan(len(blink), blink=blink, **curves), slice(0, len(blink)), slab)
+    lm = tracker_landmarks(slab)
+    for k, pose in enumerate(poses):
+        for upper, lower in ((159, 145), (386, 374)):
+            opening = _gap(lm[2 * n * k:2 * n * (k + 1)], upper, lower)
+            rest, shut = np.median(opening[:n]), np.median(opening[n:])
+            assert shut < 0.5 * rest, (pose, upper, rest, shut)
+
+
 def test_head_yaw_swings_the_nose_further_than_the_cheek(prepared, tracker_landmarks):
     """A head turn moves the nose tip more than the cheek contour (depth parallax), planner signs."""
     slab = new_slab(3)
