@@ -37,13 +37,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         backends = pipeline.Backends(Settings(output_dir=Path(folder), warp_backend=args.warp))
         print(f"{args.seconds:.0f} s slots, {args.mode} mode, {args.warp} warp; judged on the decoded MP4")
-        print(f"{'video':<8} {'yaw r':>6} {'pitch r':>7} {'blinks d/r':>10} {'±1 frame':>8} {'join°':>6} "
+        print(f"{'video':<8} {'yaw r':>6} {'pitch r':>7} {'blinks d/r':>10} {'±1 frame':>8} {'extra':>5} {'join°':>6} "
               f"{'clip max°':>9} {'jitter r/d':>13} {'lip lag':>7} {'render s':>8}")
         for video in videos:
             row = judge_driven_slot(video, TEXT, args.seconds, args.mode, Path(folder), backends)
             r = row["report"]
             print(f"{row['video']:<8} {r.yaw_r:6.3f} {r.pitch_r:7.3f} {len(r.driving_blinks):>4}/{len(r.rendered_blinks):<5} "
-                  f"{r.blinks_within_one_frame:>8} {r.join_step_deg:6.2f} {r.clip_max_step_deg:9.2f} "
+                  f"{r.blinks_within_one_frame:>8} {r.extra_blinks:>5} {r.join_step_deg:6.2f} {r.clip_max_step_deg:9.2f} "
                   f"{r.rendered_jitter:6.4f}/{r.driving_jitter:6.4f} {row['lag_frames']!s:>7} {row['render_s']:8.1f}")
         backends.close()
 

@@ -14,18 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stages.motion.curves import gaussian_smooth, rolling_percentile
+from stages.motion.curves import gaussian_smooth
 from stages.motion.driving import face_geometry as geo
+from stages.motion.driving.blinks import blink_spans
 
 JITTER_SIGMA_FRAMES = 2.0
 """What is left after a Gaussian of σ = 2 slot frames (83 ms: ≈ 5 Hz and up) counts as jitter."""
-BLINK_BELOW = 0.6
-"""A blink is a dip of the lid aperture below this fraction of the eyes' open level..."""
-MAX_BLINK_S = 0.5
-"""...that lasts no longer than this (a blink takes 100–400 ms)..."""
-OPEN_AROUND = 0.7
-"""...with the eyes, within that time before and after it, at least this open against their
-usual open level."""
 
 
 @dataclass(frozen=True)
@@ -75,27 +69,31 @@ class TransferReport:
         """How many of the driving video's blinks the slot shows within ±1 frame."""
         return sum(abs(offset) <= 1 for offset in self.blink_offsets)
 
+    @property
+    def extra_blinks(self) -> int:
+        """How many of the slot's blinks the driving video has none of within ±1 frame."""
+        return sum(all(abs(r - d) > 1 for d in self.driving_blinks) for r in self.rendered_blinks)
+
 
 def blink_frames(aperture: np.ndarray, fps: float) -> list[int]:
-    """The middle frame of each blink: a dip below BLINK_BELOW of the eyes' local open level (the
-    80th percentile over the surrounding second, so looking down for a while is not a blink) that
-    lasts at most MAX_BLINK_S and has open eyes (OPEN_AROUND) within MAX_BLINK_S on both sides —
-    the edges of a long closure are not blinks. The middle, not the lowest frame: a shut lid reads
-    flat for several frames, and where in that plateau the minimum falls is tracker noise."""
-    open_level = rolling_percentile(aperture, round(fps / 2), 80)
-    open_around = OPEN_AROUND * geo.open_level(aperture)
-    reach = int(round(MAX_BLINK_S * fps))
-    below = np.append(aperture < BLINK_BELOW * open_level, False)
-    frames, start = [], None
-    for i, is_below in enumerate(below):
-        if is_below and start is None:
-            start = i
-        elif not is_below and start is not None:
-            beside = (aperture[max(0, start - reach):start], aperture[i:i + reach])
-            if i - start <= reach and all(side.size == 0 or side.max() >= open_around for side in beside):
-                frames.append((start + i - 1) // 2)
-            start = None
-    return frames
+    """The middle frame of each blink (stages.motion.driving.blinks). The middle, not the lowest
+    frame: a shut lid reads flat for several frames, and where in that plateau the minimum falls
+    is tracker noise."""
+    return [(start + stop - 1) // 2 for start, stop in blink_spans(aperture, fps)]
+
+
+def blinks_on_slot(aperture: np.ndarray, fps: float, positions: np.ndarray) -> list[int]:
+    """The clip's blinks, found on its own frames at its own `fps`, placed on the slot: the middle
+    of each run of slot frames whose clip `positions` lie on a blink frame or next to one. Found on
+    the clip's frames because reading the clip at the slot's positions blends neighbouring frames,
+    and a blink one or two clip frames deep loses half its depth in the blend."""
+    before = np.floor(positions).astype(np.int64)
+    frames = []
+    for start, stop in blink_spans(aperture, fps):
+        shown = np.concatenate([[False], (before + 1 >= start) & (before < stop), [False]])
+        edges = np.flatnonzero(np.diff(shown))  # each pass of the clip over the blink is one run
+        frames += [(first + end - 1) // 2 for first, end in zip(edges[::2], edges[1::2])]
+    return sorted(frames)
 
 
 def _steps_deg(tracks: Tracks) -> np.ndarray:
@@ -118,7 +116,8 @@ def measure_transfer(driving_landmarks: np.ndarray, driving_fps: float, referenc
     rendered = Tracks.of(rendered_landmarks, rendered_landmarks[0])
     # The clip played straight through at the slot's rate: its own largest step per slot frame.
     straight = driving.at(np.arange(0.0, len(driving.yaw) - 1, driving_fps / fps))
-    d_blinks, r_blinks = blink_frames(on_slot.aperture, fps), blink_frames(rendered.aperture, fps)
+    d_blinks = blinks_on_slot(driving.aperture, driving_fps, positions)
+    r_blinks = blink_frames(rendered.aperture, fps)
     offsets = [min((r - d for r in r_blinks), key=abs) for d in d_blinks] if r_blinks else []
     steps = _steps_deg(rendered)
     near_joins = [steps[max(0, j - 2):j + 2].max() for j in joins if j < len(steps)]

@@ -78,6 +78,24 @@ def test_a_driven_slot_follows_its_video_on_the_encoded_output(tmp_path: Path) -
 
 @needs_clips
 @pytest.mark.slow
+def test_the_slot_blinks_when_the_clip_does_and_only_then(tmp_path: Path) -> None:
+    """d14 (a blink every second or so, some in narrowed eyes, and a lid flutter that is no blink)
+    driving a 12 s mesh slot, judged on the decoded MP4: each of the clip's blinks lands within ±1
+    frame and the slot has no blink of its own (measured here: 10 of 10, none extra)."""
+    from vortexd import pipeline
+    from vortexd.settings import Settings
+    from vortexd.testing import judge_driven_slot
+
+    backends = pipeline.Backends(Settings(output_dir=tmp_path))
+    text = "Good evening from the director node. Tonight the weather looks bright and the roads are clear."
+    report = judge_driven_slot(DRIVING / "d14.mp4", text, 12.0, "pose", tmp_path, backends)["report"]
+    assert len(report.driving_blinks) >= 8, report
+    assert report.blinks_within_one_frame == len(report.driving_blinks), report
+    assert report.extra_blinks == 0, report
+
+
+@needs_clips
+@pytest.mark.slow
 def test_the_daemon_renders_a_driven_recipe_and_refuses_a_faceless_clip(tmp_path: Path) -> None:
     """Through a real daemon: a faceless clip is refused at submit naming motion.driving; a real one
     publishes, and its manifest records the clip's sha256 and the mode."""

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from stages.image.crop import INTEROCULAR_PX
-from stages.motion.curves import gaussian_smooth, rolling_percentile, soft_limit
+from stages.motion.curves import gaussian_smooth, soft_limit
 from stages.motion.driving import face_geometry as geo
+from stages.motion.driving.blinks import MAX_BLINK_S, blink_spans, local_open_level
 from stages.motion.driving.video import TrackedVideo
 from stages.types import PLAN_TO_LP_SIGN
 
@@ -39,16 +40,22 @@ eye midpoint's jitter fell from above the clips' own to about it, d11 0.067 → 
 Translation: 300 ms (keeps 85 % of a 0.3 Hz sway), since it is what is left of the face centre's
 movement once the turning is taken out, and that difference keeps the tracker's wobble of both
 (measured on d9: at 80 ms the shift alone took the slot's eye-midpoint jitter from 0.019 to 0.025,
-above the clip's own 0.020; at 300 ms it is 0.0198). Lids: 12 ms, so a blink (≈ 150 ms) keeps its
-frame and depth."""
+above the clip's own 0.020; at 300 ms it is 0.0198). Lids: 12 ms on their narrowing and widening; a
+blink's dip is not smoothed at all, so one a single clip frame deep keeps its depth."""
 
-_SHUT_FRACTION = 0.55
-"""A lid aperture this fraction of the open level reads as fully shut: the mesh never reaches 0, and
-at 25–30 fps the shut instant mostly falls between frames (the clips' blinks bottom out at 0.3–0.6
-of the open level)."""
-_MAX_NARROW = 0.3
-"""Narrowed eyes stay at least 70 % open: the rest of the lid's travel is left for blinks (at 0.5, the
-mesh warp's shut lid was too close to a narrowed one for a blink to show: d3 1 of 10 in time)."""
+_SHUT_FRACTION = 0.4
+"""A lid aperture this fraction of the open level reads as fully shut. The mesh never reaches 0, the
+clips' blinks bottom out at 0.2–0.5 of the open level at 25–30 fps, and the mesh warp's own shut
+eye reads 0.36–0.48 of its open one: at 0.4 a dip to blinks.BLINK_BELOW (0.6) renders at about
+0.6 of the rendered open level too, so a blink shows for as long as the clip's does."""
+_MAX_NARROW = 0.4
+"""Outside blinks the lids close at most this far (a narrowed eye, a look down, a half-blink): the
+rest of their travel is left for blinks, so one always shows as one. At 0.4 the mesh warp's eye
+reads ≥ 0.8 of its open aperture, and its shut eye 0.36–0.48 (measured with MediaPipe at yaw
+±20°, pitch ±10°): a blink from a narrowed eye still dips below blinks.BLINK_BELOW of it."""
+_BLINK_EDGE_S = 0.2
+"""A blink's closing and reopening, either side of its dip below BLINK_BELOW, follow the aperture
+for this long (a lid closes in ≈ 100 ms and reopens in ≈ 200 ms)."""
 # What reads as a curve's full extent (inter-ocular units unless said), from the five clips:
 _WIDE_FRACTION = 0.35  # lid aperture above the open level, as a fraction of it: eye_wide 1
 _BROW_RANGE = 0.06  # brow height change: a full raise or frown (the clips' 5–95 % span is about ±0.04)
@@ -111,15 +118,48 @@ def _translation_px(landmarks: np.ndarray, reference: np.ndarray, angles: np.nda
 
 
 def blink_from_aperture(aperture: np.ndarray, fps: float) -> np.ndarray:
-    """Blink (0 open … 1 shut) from a lid aperture track, in two parts: the eyes' slow narrowing
-    (looking down, squinting: the local open level against the clip's, at most _MAX_NARROW) and,
-    on top, the quick dips below the local level (blinks), which close the rest of the way. One
-    global level would hold a squinting face "shut" and hide every blink in it."""
+    """Blink (0 open … 1 shut) from a lid aperture track, in three kinds of lid motion:
+    - everything slow or shallow (looking down, squinting, half-blinks): the aperture against the
+      clip's open level, capped at _MAX_NARROW;
+    - blinks (stages.motion.driving.blinks): the dip against the eyes' local open level closes the
+      rest of the way, through the whole closing and reopening;
+    - eyes held shut for longer than a blink: closed all the way for as long as they are.
+    One continuous mapping would turn a narrowing that hovers near the cap into a run of shallow
+    false blinks, and hold a squinting face "shut" so its real blinks could not show."""
     usual = geo.open_level(aperture)
-    local_open = np.minimum(rolling_percentile(aperture, round(fps / 2), 80), usual)
+    # Only the narrowing is smoothed: a blink one clip frame deep must keep its depth.
+    steady = gaussian_smooth(aperture, SMOOTH_S["lids"] * fps)
+    closure = np.clip((usual - steady) / ((1 - _SHUT_FRACTION) * usual), 0.0, 1.0)
+    local_open = np.minimum(local_open_level(aperture, fps), usual)
     narrow = np.clip((usual - local_open) / ((1 - _SHUT_FRACTION) * usual), 0.0, _MAX_NARROW)
-    dip = np.clip((local_open - aperture) / ((1 - _SHUT_FRACTION) * local_open), 0.0, 1.0)
-    return narrow + (1.0 - narrow) * dip
+    dip = narrow + (1.0 - narrow) * np.clip((local_open - aperture) / ((1 - _SHUT_FRACTION) * local_open), 0.0, 1.0)
+    blink = np.minimum(closure, _MAX_NARROW)
+    for start, stop in blink_spans(aperture, fps):
+        extent = slice(*_closing_and_reopening(aperture, start, stop, fps))
+        blink[extent] = np.maximum(blink[extent], dip[extent])
+    for start, stop in _runs(closure >= 1.0, min_length=MAX_BLINK_S * fps):
+        extent = slice(*_closing_and_reopening(steady, start, stop, fps))
+        blink[extent] = np.maximum(blink[extent], closure[extent])
+    return blink
+
+
+def _runs(mask: np.ndarray, min_length: float) -> list[tuple[int, int]]:
+    """[start, stop) of each run of True in `mask` longer than `min_length` samples."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], mask, [False]]).astype(np.int8)))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2]) if b - a > min_length]
+
+
+def _closing_and_reopening(aperture: np.ndarray, start: int, stop: int, fps: float) -> tuple[int, int]:
+    """The blink dipping below at [start, stop), widened to its closing and reopening: as far as
+    the aperture keeps rising away from the dip, at most _BLINK_EDGE_S each side (so a neighbouring
+    dip that is no blink is never drawn in)."""
+    edge = int(np.ceil(_BLINK_EDGE_S * fps))
+    first, end = start, stop
+    while first > max(0, start - edge) and aperture[first - 1] >= aperture[first]:
+        first -= 1
+    while end < min(len(aperture), stop + edge) and aperture[end] >= aperture[end - 1]:
+        end += 1
+    return first, end
 
 
 def plan_angles(lp_angles: np.ndarray) -> dict[str, np.ndarray]:
@@ -154,9 +194,10 @@ def _mouth_curves(landmarks: np.ndarray, reference: np.ndarray) -> dict[str, np.
 
 
 def _smoothed(curves: dict[str, np.ndarray], fps: float) -> dict[str, np.ndarray]:
-    groups = {"blink": "lids", "eye_wide": "lids", "brow": "face", "shift_x_px": "shift", "shift_y_px": "shift",
+    groups = {"eye_wide": "lids", "brow": "face", "shift_x_px": "shift", "shift_y_px": "shift",
               **{name: "mouth" for name in MOUTH_CURVES}}
-    return {name: gaussian_smooth(values, SMOOTH_S[groups.get(name, "pose")] * fps)
+    # The blink curve comes smoothed where it should be (blink_from_aperture).
+    return {name: values if name == "blink" else gaussian_smooth(values, SMOOTH_S[groups.get(name, "pose")] * fps)
             for name, values in curves.items()}
 
 

@@ -11,7 +11,7 @@ from stages.errors import StageInputError
 from stages.motion import plan_motion
 from stages.motion.driving import fit_to_slot, load_driving
 from stages.motion.driving.fit import clip_positions
-from stages.motion.driving.motion import MOUTH_CURVES, POSE_CURVES, DrivingMotion
+from stages.motion.driving.motion import MOUTH_CURVES, POSE_CURVES, DrivingMotion, blink_from_aperture
 from stages.motion.driving.template import motion_from_template
 from stages.types import Phoneme, Speech
 from stages.warp.liveportrait.templates import template_from_arrays
@@ -76,7 +76,24 @@ def test_a_template_gives_the_planner_its_pose_in_the_planner_signs() -> None:
     assert motion.curves["head_yaw_deg"][-1] == pytest.approx(10.0, abs=1e-3)
     assert motion.curves["head_pitch_deg"][-1] == pytest.approx(-5.0, abs=1e-3)
     assert motion.curves["head_yaw_deg"][0] == pytest.approx(0.0, abs=1e-9)
-    assert motion.curves["blink"][10] == 1.0 and motion.curves["blink"][9] == 0.0
+    assert motion.curves["blink"][10] == 1.0 and motion.curves["blink"][9] < 0.01
+
+
+def test_lids_shut_for_blinks_and_held_closures_and_only_narrow_otherwise() -> None:
+    """Eyes open at 0.3, 30 fps: a two-frame blink and a blink one frame deep shut the lids all the
+    way; a two-second look down and a half-blink narrow them, at most to 0.4 (the rest of the travel
+    is the blinks'); eyes held shut for a second stay shut; open eyes stay open."""
+    aperture = np.full(600, 0.3)
+    aperture[50:52] = 0.06
+    aperture[100] = 0.12
+    aperture[200:260] = 0.2
+    aperture[300] = 0.22
+    aperture[400:430] = 0.05
+    blink = blink_from_aperture(aperture, 30.0)
+    assert blink[50:52].min() == 1.0 and blink[100] == 1.0
+    assert 0.3 <= blink[210:250].min() and blink[200:260].max() <= 0.4 and blink[300] <= 0.4
+    assert blink[403:427].min() == 1.0
+    assert blink[:45].max() < 0.01 and blink[500:].max() < 0.01
 
 
 def test_a_template_of_the_wrong_shape_is_refused_naming_motion_driving(tmp_path: Path) -> None:

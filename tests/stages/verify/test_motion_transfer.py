@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.verify.motion_transfer import blink_frames, jitter
+from stages.motion.driving.fit import clip_positions
+from stages.verify.motion_transfer import blink_frames, blinks_on_slot, jitter
 
 
 def test_a_blink_is_a_short_dip_timed_at_its_middle() -> None:
@@ -18,6 +19,25 @@ def test_a_blink_is_a_short_dip_timed_at_its_middle() -> None:
     aperture[198:230] = 0.15
     aperture[260:280] = 0.08
     assert blink_frames(aperture, 24) == [50, 102]
+
+
+def test_a_clip_blink_is_placed_on_the_slot_each_time_the_loop_shows_it() -> None:
+    """A 30 fps clip of 100 frames blinking for two frames (40–41) and one frame deep (70), fitted to
+    a 10 s slot at 24 fps by ping-pong: each blink is found on the clip's own frames (the one-frame
+    blink would lose half its depth read between frames) and placed on the slot every time the
+    clip passes it, forward and backward."""
+    aperture = np.full(100, 0.3)
+    aperture[40:42] = 0.08
+    aperture[70] = 0.12
+    positions = clip_positions(100, 30.0, 240, 24)
+    placed = blinks_on_slot(aperture, 30.0, positions)
+    expected = []
+    for moment in (40.5, 70.0):
+        crossings = np.flatnonzero(np.diff(np.sign(positions - moment)) != 0)
+        expected += [int(k if abs(positions[k] - moment) <= abs(positions[k + 1] - moment) else k + 1)
+                     for k in crossings]
+    assert len(placed) == len(expected) == 6  # 240 slot frames show the clip 3 times over
+    assert all(abs(p - e) <= 1 for p, e in zip(placed, sorted(expected)))
 
 
 def test_jitter_is_what_a_smooth_track_does_not_have() -> None:
