@@ -113,6 +113,7 @@ class Settings(BaseSettings):
         env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Where settings come from, strongest first (pydantic-settings' hook)."""
         # Environment first so an operator can override one key of a shipped config file.
         return env_settings, init_settings
 

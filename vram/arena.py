@@ -270,11 +270,14 @@ class _ClosedBacking:
 
     @property
     def buffer(self):
+        """Refused: a closed arena has no buffer."""
         raise ArenaClosed("the arena is closed")
 
     def resolve_dtype(self, dtype: Any):
+        """Refused: a closed arena hands out no views."""
         raise ArenaClosed("the arena is closed")
 
     @staticmethod
     def address(view: Any) -> int:
+        """Refused: a closed arena has no addresses."""
         raise ArenaClosed("the arena is closed")

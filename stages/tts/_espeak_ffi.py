@@ -206,6 +206,7 @@ class _Engine:
             return 1
 
     def list_voices(self, variants: bool = False) -> list[VoiceEntry]:
+        """espeak's voices, or with `variants` its voice variants (the "!v/…" names)."""
         spec_pointer = None
         if variants:
             spec = _Voice()
@@ -229,6 +230,7 @@ class _Engine:
         return entries
 
     def synthesize(self, text: str, voice_name: str, rate_wpm: int, pitch: int) -> RawSynthesis:
+        """Speak `text` with the voice, rate and pitch: the samples and espeak's timed events."""
         self.has_synthesized = True
         if self.lib.espeak_SetVoiceByName(voice_name.encode()) != _EE_OK:
             raise ValueError(f"espeak refused voice {voice_name!r}")

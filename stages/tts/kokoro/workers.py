@@ -86,6 +86,7 @@ class _Worker:
         self.pid = int(reply[1])
 
     def call(self, request: ChunkRequest) -> RawChunk:
+        """Send one chunk to the worker and wait for its audio; WorkerDied if the worker is gone."""
         try:
             write_frame(self.process.stdin, (request.token_ids, request.style, request.speed))
             reply = read_frame(self.process.stdout)
