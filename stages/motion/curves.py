@@ -151,3 +151,9 @@ def blink_curve(times_s: np.ndarray, peaks_s: np.ndarray, close_s: np.ndarray,
     closing = smoothstep(1.0 + dt / np.asarray(close_s, dtype=np.float64)[None, :])
     reopening = smoothstep(1.0 - dt / np.asarray(reopen_s, dtype=np.float64)[None, :])
     return np.where(dt <= 0.0, closing, reopening).max(axis=1)
+
+
+def true_runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) of each run of True in the boolean `mask`, in order."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], np.asarray(mask, bool), [False]]).astype(np.int8)))
+    return [(int(start), int(stop)) for start, stop in zip(edges[::2], edges[1::2])]

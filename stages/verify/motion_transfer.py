@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stages.motion.curves import gaussian_smooth
+from stages.motion.curves import gaussian_smooth, true_runs
 from stages.motion.driving import face_geometry as geo
 from stages.motion.driving.blinks import blink_spans
 
@@ -90,9 +90,8 @@ def blinks_on_slot(aperture: np.ndarray, fps: float, positions: np.ndarray) -> l
     before = np.floor(positions).astype(np.int64)
     frames = []
     for start, stop in blink_spans(aperture, fps):
-        shown = np.concatenate([[False], (before + 1 >= start) & (before < stop), [False]])
-        edges = np.flatnonzero(np.diff(shown))  # each pass of the clip over the blink is one run
-        frames += [(first + end - 1) // 2 for first, end in zip(edges[::2], edges[1::2])]
+        # Each pass of the looped clip over the blink is one run of slot frames.
+        frames += [(first + end - 1) // 2 for first, end in true_runs((before + 1 >= start) & (before < stop))]
     return sorted(frames)
 
 

@@ -7,11 +7,11 @@ clip that starts mid-blink or mid-turn does not bias the whole slot. Per frame:
   in the planner's signs;
 - translation: how far the face centre moves beyond what the rotation explains (a turning head
   moves its centre too, and the warp already moves it for the rotation), in actor pixels;
-- blink: quick dips of the lid aperture below its local open level, on top of the eyes' slow
-  narrowing; eye_wide: the aperture above the clip's open level; brow: brow height against its
-  median; mouth (used by "full" mode): lip gap, width and corner lift.
+- blink: blinks and held closures shut the lids, any slower narrowing only narrows them
+  (blink_from_aperture); eye_wide: the aperture above the clip's open level; brow: brow height
+  against its median; mouth (used by "full" mode): lip gap, width and corner lift.
 Each curve is then smoothed with a zero-phase Gaussian, so tracker jitter goes without the curve
-lagging the real motion; the lids get the lightest touch, so a blink keeps its frame.
+lagging the real motion; a blink's dip is left as it is, so it keeps its frame and depth.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from stages.image.crop import INTEROCULAR_PX
-from stages.motion.curves import gaussian_smooth, soft_limit
+from stages.motion.curves import gaussian_smooth, soft_limit, true_runs
 from stages.motion.driving import face_geometry as geo
 from stages.motion.driving.blinks import MAX_BLINK_S, blink_spans, local_open_level
 from stages.motion.driving.video import TrackedVideo
@@ -129,24 +129,29 @@ def blink_from_aperture(aperture: np.ndarray, fps: float) -> np.ndarray:
     usual = geo.open_level(aperture)
     # Only the narrowing is smoothed: a blink one clip frame deep must keep its depth.
     steady = gaussian_smooth(aperture, SMOOTH_S["lids"] * fps)
-    closure = np.clip((usual - steady) / ((1 - _SHUT_FRACTION) * usual), 0.0, 1.0)
-    local_open = np.minimum(local_open_level(aperture, fps), usual)
-    narrow = np.clip((usual - local_open) / ((1 - _SHUT_FRACTION) * usual), 0.0, _MAX_NARROW)
-    dip = narrow + (1.0 - narrow) * np.clip((local_open - aperture) / ((1 - _SHUT_FRACTION) * local_open), 0.0, 1.0)
+    closure = _closure(steady, usual)
     blink = np.minimum(closure, _MAX_NARROW)
+    in_blink = _blink_closure(aperture, usual, fps)
     for start, stop in blink_spans(aperture, fps):
         extent = slice(*_closing_and_reopening(aperture, start, stop, fps))
-        blink[extent] = np.maximum(blink[extent], dip[extent])
-    for start, stop in _runs(closure >= 1.0, min_length=MAX_BLINK_S * fps):
-        extent = slice(*_closing_and_reopening(steady, start, stop, fps))
-        blink[extent] = np.maximum(blink[extent], closure[extent])
+        blink[extent] = np.maximum(blink[extent], in_blink[extent])
+    for start, stop in true_runs(closure >= 1.0):
+        if stop - start > MAX_BLINK_S * fps:
+            extent = slice(*_closing_and_reopening(steady, start, stop, fps))
+            blink[extent] = np.maximum(blink[extent], closure[extent])
     return blink
 
 
-def _runs(mask: np.ndarray, min_length: float) -> list[tuple[int, int]]:
-    """[start, stop) of each run of True in `mask` longer than `min_length` samples."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[False], mask, [False]]).astype(np.int8)))
-    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2]) if b - a > min_length]
+def _closure(aperture: np.ndarray, open_level: np.ndarray | float) -> np.ndarray:
+    """How far the lids have travelled from `open_level` towards shut (0 … 1), as `aperture` reads."""
+    return np.clip((open_level - aperture) / ((1 - _SHUT_FRACTION) * open_level), 0.0, 1.0)
+
+
+def _blink_closure(aperture: np.ndarray, usual: float, fps: float) -> np.ndarray:
+    """The lids during a blink: the eyes' local narrowing, and the dip below it closing the rest."""
+    local_open = np.minimum(local_open_level(aperture, fps), usual)
+    narrow = np.minimum(_closure(local_open, usual), _MAX_NARROW)
+    return narrow + (1.0 - narrow) * _closure(aperture, local_open)
 
 
 def _closing_and_reopening(aperture: np.ndarray, start: int, stop: int, fps: float) -> tuple[int, int]:
