@@ -20,6 +20,11 @@ from vortexd.slot_state import TERMINAL_STATES
 
 DEFAULT_SOCKET = Path("/run/vortexd/control.sock")
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+DEFAULT_TIMEOUT_S = 30.0
+"""How long a command waits for the daemon's answer."""
+SUBMIT_TIMEOUT_S = 180.0
+"""...and a submit: the daemon answers once it has checked the inputs, and reading a driving clip
+takes up to 45 s on two cores (120 s at 1080p), more beside a slot's warp."""
 
 
 class _Fail(Exception):
@@ -338,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print the raw JSON responses")
     common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, metavar="S",
-                        help="seconds to wait for an answer (default 30)")
+                        help=f"seconds to wait for an answer (default {DEFAULT_TIMEOUT_S:g}; "
+                             f"submit {SUBMIT_TIMEOUT_S:g})")
 
     parser = argparse.ArgumentParser(prog="vortexctl", parents=[common],
                                      description="Control a running vortexd over its control socket.")
@@ -350,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     submit = command("submit", _cmd_submit, "submit a recipe (.toml or .json)")
+    submit.set_defaults(default_timeout_s=SUBMIT_TIMEOUT_S)
     submit.add_argument("recipe", help="recipe file; relative paths in it resolve against its folder")
     submit.add_argument("--wait", action="store_true", help="follow the slot until published or failed")
     status = command("status", _cmd_status, "daemon status, or one slot's status")
@@ -378,7 +385,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
         return int(exc.code or 0)
     args.socket = getattr(args, "socket", None) or _default_socket()
     args.json = getattr(args, "json", False)
-    args.timeout = getattr(args, "timeout", 30.0)
+    args.timeout = getattr(args, "timeout", getattr(args, "default_timeout_s", DEFAULT_TIMEOUT_S))
     session = _Session(args, out, err)
     try:
         return args.run(session, args)

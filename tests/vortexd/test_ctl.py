@@ -181,6 +181,27 @@ def test_submit_sends_the_recipe_with_its_folder_and_reports_the_seq(served: _Se
     assert answer["result"]["image"] == str(recipes.resolve() / "faces" / "anchor.png")
 
 
+def test_submit_waits_longer_than_other_commands_for_the_daemon_to_check_its_inputs(
+        served: _ServerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A submit's answer comes once the daemon has read its inputs (a driving clip takes up to
+    ~45 s), so it waits 180 s by default where other commands wait 30 s; --timeout sets either."""
+    from vortexd.control import client
+
+    waits: list[float | None] = []
+    opened = client.ControlClient.__init__
+
+    def recording(self: client.ControlClient, path: Path | str, timeout_s: float | None = 30.0) -> None:
+        waits.append(timeout_s)
+        opened(self, path, timeout_s)
+
+    monkeypatch.setattr(client.ControlClient, "__init__", recording)
+    recipe = str(_recipe_file(tmp_path, "news-1"))
+    assert _ctl(served, "submit", recipe)[0] == 0
+    assert _ctl(served, "slots")[0] == 0
+    assert _ctl(served, "submit", recipe, "--timeout", "5")[0] == 0
+    assert waits == [180.0, 30.0, 5.0]
+
+
 def test_submit_wait_follows_progress_until_published(served: _ServerThread, tmp_path: Path) -> None:
     """`submit --wait` shows each stage and ends with "published <slot>: <video>" and exit 0."""
     status, out, err = _ctl(served, "submit", "--wait", str(_recipe_file(tmp_path, "news-2")))

@@ -21,17 +21,37 @@ def _recipe(folder: Path, driving: str) -> object:
     return parse_recipe({"slot_id": "driven", "speech": {"text": "Hello."}, "motion": {"driving": driving}}, folder)
 
 
-def _faceless_video(path: Path, width: int = 64, height: int = 64) -> None:
+def _write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
     import av
 
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height = width, height
+        stream = container.add_stream("libx264", rate=fps, options={"crf": "12"})
+        stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = "yuv420p"
-        for i in range(10):
-            frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 20 * i, np.uint8), format="rgb24")
-            container.mux(stream.encode(frame))
+        for rgb in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
         container.mux(stream.encode())
+
+
+def _faceless_video(path: Path, width: int = 64, height: int = 64) -> None:
+    _write_video(path, [np.full((height, width, 3), 20 * i, np.uint8) for i in range(10)], 25)
+
+
+@needs_clips
+def test_a_fast_clip_is_read_at_30_frames_a_second(tmp_path: Path) -> None:
+    """A 60 fps clip (d14's first two seconds, each frame shown twice) is tracked at every other
+    frame: the same 60 readings at 30 fps as the clip at its own 30 fps, in half the tracking."""
+    import av
+
+    from stages.motion.driving import track_video
+
+    with av.open(str(DRIVING / "d14.mp4")) as container:
+        frames = [frame.to_ndarray(format="rgb24") for _, frame in zip(range(60), container.decode(video=0))]
+    _write_video(tmp_path / "at30.mp4", frames, 30)
+    _write_video(tmp_path / "at60.mp4", [rgb for rgb in frames for _ in range(2)], 60)
+    at30, at60 = track_video(tmp_path / "at30.mp4"), track_video(tmp_path / "at60.mp4")
+    assert at60.fps == at30.fps == 30.0 and at60.n_frames == at30.n_frames == 60
+    assert np.abs(at60.landmarks[..., :2] - at30.landmarks[..., :2]).mean() < 1.0
 
 
 @pytest.mark.parametrize(("name", "make", "reason"), [

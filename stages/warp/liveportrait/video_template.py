@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from stages.errors import StageInputError
-from stages.motion.driving.video import open_video, tracked_frames
+from stages.motion.driving.video import frame_step, open_video, tracked_frames
 from stages.warp.liveportrait import keypoints as kpm
 from stages.warp.liveportrait.checkpoints import LivePortraitNetworks
 from stages.warp.liveportrait.driving import face_ratios
@@ -45,7 +45,8 @@ def template_from_video(nets: LivePortraitNetworks, path: str | Path, device: to
     eye, lip = [], []
     last = None
     with open_video(path) as (container, stream, fps):
-        for rgb, landmarks in tracked_frames(path, container, stream):
+        step = frame_step(fps)  # the frames the mesh path reads too, so both see the same clip
+        for rgb, landmarks in tracked_frames(path, container, stream, step):
             last = landmarks if landmarks is not None else last
             if last is None:
                 continue  # no face yet: the clip starts at its first tracked frame
@@ -64,5 +65,5 @@ def template_from_video(nets: LivePortraitNetworks, path: str | Path, device: to
     def stacked(key: str) -> np.ndarray:
         return torch.cat([part[key] for part in parts]).cpu().numpy().astype(np.float32)
 
-    return MotionTemplate(fps, stacked("scale").reshape(-1, 1), stacked("R"), stacked("exp"),
+    return MotionTemplate(fps / step, stacked("scale").reshape(-1, 1), stacked("R"), stacked("exp"),
                           stacked("t"), np.asarray(eye, np.float32), np.asarray(lip, np.float32), str(path))
