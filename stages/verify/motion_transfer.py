@@ -3,9 +3,10 @@
 Both are tracked with MediaPipe's face mesh and read with the same geometry (head rotation, lid
 aperture, eye midpoint). The driving video's tracks are laid on the slot's timeline through the
 clip positions the fit used, so frame k of the slot is compared with the moment of the clip it
-shows. Reported: yaw and pitch correlation, blink timing, the steps at the loop joins against the
-clip's own largest step, and the high-frequency jitter of the eye midpoint (the clip's measured on
-its own frames, since resampling it would smooth it).
+shows (its blinks are found on its own frames, then placed there the same way). Reported: yaw
+and pitch correlation, blink timing and blinks the clip does not have, the steps at the loop joins
+against the clip's own largest step, and the high-frequency jitter of the eye midpoint (the clip's
+measured on its own frames, since resampling it would smooth it).
 """
 
 from __future__ import annotations
