@@ -21,16 +21,25 @@ def _recipe(folder: Path, driving: str) -> object:
     return parse_recipe({"slot_id": "driven", "speech": {"text": "Hello."}, "motion": {"driving": driving}}, folder)
 
 
-def _write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
+def _write_video(path: Path, frames: list[np.ndarray], fps: int, rotation_deg: int = 0) -> None:
     import av
 
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps, options={"crf": "12"})
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = "yuv420p"
+        if rotation_deg:
+            stream.set_display_rotation(rotation_deg)
         for rgb in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
         container.mux(stream.encode())
+
+
+def _first_frames(name: str, n: int) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(DRIVING / name)) as container:
+        return [frame.to_ndarray(format="rgb24") for _, frame in zip(range(n), container.decode(video=0))]
 
 
 def _faceless_video(path: Path, width: int = 64, height: int = 64) -> None:
@@ -38,15 +47,31 @@ def _faceless_video(path: Path, width: int = 64, height: int = 64) -> None:
 
 
 @needs_clips
+def test_a_clip_stored_sideways_is_read_standing_up(tmp_path: Path) -> None:
+    """A phone's portrait clip is stored sideways with a display rotation: read upright, its head
+    pose is the same as the upright clip's (a sideways face would swap yaw and pitch)."""
+    from stages.motion.driving import face_geometry as geo
+    from stages.motion.driving import track_video
+
+    frames = _first_frames("d9.mp4", 50)  # 512 × 480: standing up shows in the size too
+    _write_video(tmp_path / "upright.mp4", frames, 25)
+    upright = track_video(tmp_path / "upright.mp4")
+    for rotation, quarter_turns in ((90, -1), (-90, 1)):  # stored turned the other way
+        path = tmp_path / f"sideways{rotation}.mp4"
+        _write_video(path, [np.ascontiguousarray(np.rot90(rgb, quarter_turns)) for rgb in frames], 25, rotation)
+        sideways = track_video(path)
+        pose = [geo.head_rotation_deg(v.landmarks, v.landmarks[0]) for v in (upright, sideways)]
+        assert sideways.size_px == upright.size_px
+        assert np.abs(pose[1] - pose[0]).max() < 1.0, rotation
+
+
+@needs_clips
 def test_a_fast_clip_is_read_at_30_frames_a_second(tmp_path: Path) -> None:
     """A 60 fps clip (d14's first two seconds, each frame shown twice) is tracked at every other
     frame: the same 60 readings at 30 fps as the clip at its own 30 fps, in half the tracking."""
-    import av
-
     from stages.motion.driving import track_video
 
-    with av.open(str(DRIVING / "d14.mp4")) as container:
-        frames = [frame.to_ndarray(format="rgb24") for _, frame in zip(range(60), container.decode(video=0))]
+    frames = _first_frames("d14.mp4", 60)
     _write_video(tmp_path / "at30.mp4", frames, 30)
     _write_video(tmp_path / "at60.mp4", [rgb for rgb in frames for _ in range(2)], 60)
     at30, at60 = track_video(tmp_path / "at30.mp4"), track_video(tmp_path / "at60.mp4")

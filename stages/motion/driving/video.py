@@ -76,6 +76,15 @@ def open_video(path: Path) -> Iterator[tuple[Any, Any, float]]:
         yield container, stream, fps
 
 
+def upright(rgb: np.ndarray, rotation_deg: float) -> np.ndarray:
+    """A decoded frame as it is meant to be shown: turned by its display rotation (counter-clockwise
+    degrees; phones store a portrait clip sideways and say so there), or as it is when that is 0.
+    A sideways face would swap the head's yaw and pitch, and LivePortrait's crops would lie on
+    their side."""
+    quarter_turns = int(round(rotation_deg / 90.0)) % 4
+    return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
+
+
 def frame_step(fps: float) -> int:
     """Every how many frames a clip at `fps` is read (MAX_TRACKED_FPS); its motion has fps / step."""
     return max(1, int(np.ceil(fps / MAX_TRACKED_FPS - 1e-6)))
@@ -94,7 +103,7 @@ def tracked_frames(path: Path, container: Any, stream: Any,
                 decoded += 1
                 if (decoded - 1) % step:
                     continue
-                rgb = frame.to_ndarray(format="rgb24")
+                rgb = upright(frame.to_ndarray(format="rgb24"), frame.rotation)
                 yield rgb, tracker.landmarks(rgb)
         except av.error.FFmpegError as exc:
             raise _refuse(path, f"the video cannot be decoded past frame {decoded} ({exc})") from None
@@ -105,10 +114,11 @@ def _decode_and_track(path: Path) -> tuple[float, list[np.ndarray | None], tuple
     with open_video(path) as (container, stream, fps):
         size = (stream.codec_context.width, stream.codec_context.height)
         step = frame_step(fps)
-        for _, landmarks in tracked_frames(path, container, stream, step):
+        for rgb, landmarks in tracked_frames(path, container, stream, step):
             if len(rows) >= MAX_DRIVING_S * fps / step:
                 raise _refuse(path, f"longer than {MAX_DRIVING_S:.0f} s", max_s=MAX_DRIVING_S)
             rows.append(landmarks)
+            size = (rgb.shape[1], rgb.shape[0])  # as shown: a sideways-stored clip stands up
     return fps / step, rows, size
 
 
