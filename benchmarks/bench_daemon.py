@@ -6,9 +6,10 @@
 
 Prints cold start to READY, per-slot deadline slack (min / median), misses, and the daemon's CPU
 utilisation over the run (user+system CPU seconds of the daemon and its worker processes,
-divided by wall time and core count). With --liveportrait the warp is LivePortrait with random
-weights written in the official layout (tiny: the test networks; full: the release's sizes) in
-its arena region, and the arena's regions (budget, use, peak) are printed after the run.
+divided by wall time and core count). With --liveportrait the warp is LivePortrait in its arena
+region, from the official release's folder or from random weights written in the official layout
+(tiny: the test networks; full: the release's sizes), and the arena's regions (budget, use, peak)
+are printed after the run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from vortexd.testing import liveportrait_settings
 from vortexd.testing_daemon import DaemonProcess, write_config
 
 SCRIPT = ("Good evening. This is the director node with the latest from the network. Markets were calm "
@@ -49,22 +51,6 @@ def _cpu_seconds(pid: int) -> float:
     return total / ticks
 
 
-def _liveportrait_settings(folder: Path, size: str) -> dict:
-    """Settings for a LivePortrait warp from random weights written into `folder`."""
-    import dataclasses
-
-    from stages.warp.liveportrait.random_weights import TINY, write_random_checkpoints
-
-    weights = folder / "liveportrait"
-    if size == "tiny":
-        write_random_checkpoints(weights, TINY, seed=0)
-        return {"warp_backend": "liveportrait", "liveportrait_weights_dir": weights,
-                "liveportrait_model_params": dataclasses.asdict(TINY), "arena_budgets_mib": {"liveportrait": 256}}
-    write_random_checkpoints(weights, seed=0)
-    return {"warp_backend": "liveportrait", "liveportrait_weights_dir": weights,
-            "liveportrait_compile_cache_dir": folder / "inductor"}
-
-
 def _print_arena(arena: dict) -> None:
     for region, figures in arena.items():
         peak = figures.get("peak_bytes")
@@ -79,14 +65,15 @@ def main() -> None:
     parser.add_argument("--cadence", type=float, default=45.0)
     parser.add_argument("--duration", type=float, default=45.0)
     parser.add_argument("--voice", default="en-us")
-    parser.add_argument("--liveportrait", choices=("tiny", "full"), help="warp with LivePortrait (random weights)")
+    parser.add_argument("--liveportrait", metavar="WEIGHTS",
+                        help="warp with LivePortrait: tiny / full random weights, or the official release's folder")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-verify", action="store_true", help="skip the verify stage (no MediaPipe on the node)")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="vortex-cadence-"))
     frames = int(round(args.duration * 24))
-    extra = _liveportrait_settings(folder, args.liveportrait) if args.liveportrait else {}
+    extra = liveportrait_settings(folder, args.liveportrait) if args.liveportrait else {}
     daemon = DaemonProcess(folder, write_config(folder, cadence_s=args.cadence, max_slot_frames=frames,
                                                 arena_prefault=True, margin_s=2.0, device=args.device,
                                                 verify=not args.no_verify,

@@ -7,6 +7,7 @@ checked against the speech with the lip-sync judge.
 
     .venv/bin/python benchmarks/bench_driving.py                      # every video in ../shared/driving, 45 s slots
     .venv/bin/python benchmarks/bench_driving.py --seconds 12 --mode full d12.mp4
+    .venv/bin/python benchmarks/bench_driving.py --seconds 4 --liveportrait /path/to/LivePortrait d14.mp4
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from vortexd import pipeline
 from vortexd.settings import Settings
-from vortexd.testing import judge_driven_slot
+from vortexd.testing import judge_driven_slot, liveportrait_settings
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "driving"
 TEXT = ("Good evening from the director node. Tonight the weather looks bright across the valley, the roads "
@@ -31,17 +32,26 @@ def main() -> None:
     parser.add_argument("videos", nargs="*", help="file names in ../shared/driving (default: all)")
     parser.add_argument("--seconds", type=float, default=45.0)
     parser.add_argument("--mode", choices=("pose", "full"), default="pose")
-    parser.add_argument("--warp", default="mesh", help="warp backend (mesh, or liveportrait with its settings)")
+    parser.add_argument("--liveportrait", metavar="WEIGHTS",
+                        help="warp with LivePortrait instead of the mesh: the official release's folder, or "
+                             "tiny / full for random weights (the path's mechanics: no face to judge)")
     args = parser.parse_args()
     videos = [SHARED / name for name in args.videos] or sorted(SHARED.glob("*.mp4"))
     with tempfile.TemporaryDirectory() as folder:
-        backends = pipeline.Backends(Settings(output_dir=Path(folder), warp_backend=args.warp))
-        print(f"{args.seconds:.0f} s slots, {args.mode} mode, {args.warp} warp; judged on the decoded MP4")
+        extra = liveportrait_settings(Path(folder), args.liveportrait) if args.liveportrait else {}
+        backends = pipeline.Backends(Settings(output_dir=Path(folder), **extra))
+        print(f"{args.seconds:.0f} s slots, {args.mode} mode, {backends.settings.warp_backend} warp; "
+              "judged on the decoded MP4")
         print(f"{'video':<8} {'yaw r':>6} {'pitch r':>7} {'blinks d/r':>10} {'±1 frame':>8} {'extra':>5} {'join°':>6} "
               f"{'clip max°':>9} {'jitter r/d':>13} {'lip lag':>7} {'render s':>8}")
         for video in videos:
             row = judge_driven_slot(video, TEXT, args.seconds, args.mode, Path(folder), backends)
             r = row["report"]
+            if r is None:
+                found, total = row["face_frames"]
+                print(f"{row['video']:<8} not judged: the face was tracked in {found} of {total} rendered frames "
+                      f"(render {row['render_s']:.1f} s)")
+                continue
             print(f"{row['video']:<8} {r.yaw_r:6.3f} {r.pitch_r:7.3f} {len(r.driving_blinks):>4}/{len(r.rendered_blinks):<5} "
                   f"{r.blinks_within_one_frame:>8} {r.extra_blinks:>5} {r.join_step_deg:6.2f} {r.clip_max_step_deg:9.2f} "
                   f"{r.rendered_jitter:6.4f}/{r.driving_jitter:6.4f} {row['lag_frames']!s:>7} {row['render_s']:8.1f}")

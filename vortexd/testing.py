@@ -43,6 +43,26 @@ def render_frames(recipe_data: dict[str, Any], base_dir: Path, settings: Setting
     return RenderedFrames(slab, speech, plan, recipe)
 
 
+def liveportrait_settings(folder: Path, weights: str) -> dict[str, Any]:
+    """Settings for a LivePortrait warp: `weights` "tiny" or "full" writes random weights in the
+    official layout into `folder` (the test networks, or the release's sizes: the path's mechanics
+    and speed, not its looks); anything else is the folder of the official release."""
+    import dataclasses
+
+    from stages.warp.liveportrait.random_weights import TINY, write_random_checkpoints
+
+    if weights not in ("tiny", "full"):
+        return {"warp_backend": "liveportrait", "liveportrait_weights_dir": Path(weights)}
+    folder = folder / "liveportrait"
+    if weights == "tiny":
+        write_random_checkpoints(folder, TINY, seed=0)
+        return {"warp_backend": "liveportrait", "liveportrait_weights_dir": folder,
+                "liveportrait_model_params": dataclasses.asdict(TINY), "arena_budgets_mib": {"liveportrait": 256}}
+    write_random_checkpoints(folder, seed=0)
+    return {"warp_backend": "liveportrait", "liveportrait_weights_dir": folder,
+            "liveportrait_compile_cache_dir": folder.parent / "inductor"}
+
+
 def head_motion_energy(landmarks: np.ndarray) -> float:
     """Mean squared frame-to-frame speed (px²/frame²) of the rigid-landmark centroid."""
     centroid = np.nanmean(landmarks[:, RIGID_LANDMARKS, :2], axis=1)
@@ -58,7 +78,9 @@ def head_positions(landmarks: np.ndarray) -> np.ndarray:
 def judge_driven_slot(video: Path, text: str, seconds: float, mode: str, out: Path,
                       backends: pipeline.Backends) -> dict[str, Any]:
     """Render and publish a slot driven by `video` saying `text`, decode the MP4 and judge it against
-    the video (motion transfer) and the speech (lip sync); the figures as a dict."""
+    the video (motion transfer) and the speech (lip sync); the figures as a dict. A slot in which the
+    tracker loses the face (LivePortrait on random weights renders none) is not judged: its "report"
+    is None, and "face_frames" says in how many frames the face was found."""
     from stages.encode.decode import decode_mp4
     from stages.image.face import track_landmarks
     from stages.motion.driving import fit_to_slot, track_video
@@ -82,9 +104,13 @@ def judge_driven_slot(video: Path, text: str, seconds: float, mode: str, out: Pa
     motion = pipeline.load_driving_motion(video)
     fitted = fit_to_slot(motion, prepared.plan.n_frames, prepared.plan.fps)
     landmarks = track_landmarks(decoded.frames).astype(float)
-    report = measure_transfer(tracked.landmarks, tracked.fps, motion.reference_frame, landmarks, prepared.plan.fps,
-                              fitted.positions, fitted.joins)
+    face_frames = int(np.isfinite(landmarks[:, 0, 0]).sum())
+    row = {"video": video.name, "render_s": render_s, "face_frames": (face_frames, len(landmarks)),
+           "report": None, "lag_frames": None, "lag_corr": None}
+    if face_frames < len(landmarks):
+        return row
+    row["report"] = measure_transfer(tracked.landmarks, tracked.fps, motion.reference_frame, landmarks,
+                                     prepared.plan.fps, fitted.positions, fitted.joins)
     lipsync = measure_av_offset(decoded.frames, prepared.speech.audio, prepared.speech.phonemes,
                                 fps=prepared.plan.fps, sample_rate_hz=prepared.speech.sample_rate_hz)
-    return {"video": video.name, "render_s": render_s, "report": report, "lag_frames": lipsync.lag_frames,
-            "lag_corr": lipsync.correlation}
+    return {**row, "lag_frames": lipsync.lag_frames, "lag_corr": lipsync.correlation}
