@@ -52,8 +52,9 @@ def main() -> None:
                 print(f"{row['video']:<8} not judged: the face was tracked in {found} of {total} rendered frames "
                       f"(render {row['render_s']:.1f} s)")
                 continue
-            print(f"{row['video']:<8} {r.yaw_r:6.3f} {r.pitch_r:7.3f} {len(r.driving_blinks):>4}/{len(r.rendered_blinks):<5} "
-                  f"{r.blinks_within_one_frame:>8} {r.extra_blinks:>5} {r.join_step_deg:6.2f} {r.clip_max_step_deg:9.2f} "
+            blinks = f"{len(r.driving_blinks):>4}/{len(r.rendered_blinks):<5}"
+            print(f"{row['video']:<8} {r.yaw_r:6.3f} {r.pitch_r:7.3f} {blinks} {r.blinks_within_one_frame:>8} "
+                  f"{r.extra_blinks:>5} {r.join_step_deg:6.2f} {r.clip_max_step_deg:9.2f} "
                   f"{r.rendered_jitter:6.4f}/{r.driving_jitter:6.4f} {row['lag_frames']!s:>7} {row['render_s']:8.1f}")
         backends.close()
 

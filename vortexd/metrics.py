@@ -91,8 +91,9 @@ class Metrics:
             registry=reg)
         self.queue_depth = Gauge("vortex_queue_depth",
                                  "Accepted slots not yet in a final state.", registry=reg)
-        self.arena_bytes = Gauge("vortex_arena_bytes", "Device arena bytes by region: budget, used (views, or a model stage's pool), a stage's peak.",
-                                 ["region", "kind"], registry=reg)
+        self.arena_bytes = Gauge("vortex_arena_bytes",
+                                 "Device arena bytes by region: budget, used (views, or a model stage's pool), "
+                                 "a stage's peak.", ["region", "kind"], registry=reg)
         self.warp_frames_per_second = Gauge(
             "vortex_warp_frames_per_second", "Frames per second of the most recent warp.",
             registry=reg)

@@ -156,8 +156,8 @@ class Backends:
                                         "the folder that holds pretrained_weights/liveportrait/")
             chunk = settings.liveportrait_chunk_frames
             budget_bytes = model_region_budgets(settings)[0][WARP_REGION]
-            extra = {"config": config_from_model_params(settings.liveportrait_model_params)} \
-                if settings.liveportrait_model_params else {}
+            extra = ({"config": config_from_model_params(settings.liveportrait_model_params)}
+                     if settings.liveportrait_model_params else {})
             return backend(weights_dir, device=settings.device, chunk_frames=None if chunk == "auto" else chunk,
                            compile=settings.liveportrait_compile, budget_bytes=budget_bytes,
                            compile_cache_dir=settings.liveportrait_compile_cache_dir, memory=self.region(WARP_REGION),
@@ -201,7 +201,6 @@ class Backends:
             if key not in self._prepared and len(self._prepared) >= 8:
                 self._prepared.pop(next(iter(self._prepared)))
             return self._prepared.setdefault(key, prepared)
-
 
     def evict_prepared(self, keep: Actor) -> int:
         """Forget every prepared actor but `keep`'s (their memory goes back to the warp's region

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.motion.curves import rolling_percentile
+from stages.motion.curves import rolling_percentile, true_runs
 from stages.motion.driving import face_geometry as geo
 
 BLINK_BELOW = 0.6
@@ -32,16 +32,12 @@ def local_open_level(aperture: np.ndarray, fps: float) -> np.ndarray:
 
 def blink_spans(aperture: np.ndarray, fps: float) -> list[tuple[int, int]]:
     """[start, stop) frames of each blink's dip below BLINK_BELOW of the local open level."""
-    below = np.append(aperture < BLINK_BELOW * local_open_level(aperture, fps), False)
+    below = aperture < BLINK_BELOW * local_open_level(aperture, fps)
     open_around = OPEN_AROUND * geo.open_level(aperture)
     reach = int(round(MAX_BLINK_S * fps))
-    spans, start = [], None
-    for i, is_below in enumerate(below):
-        if is_below and start is None:
-            start = i
-        elif not is_below and start is not None:
-            beside = (aperture[max(0, start - reach):start], aperture[i:i + reach])
-            if i - start <= reach and all(side.size == 0 or side.max() >= open_around for side in beside):
-                spans.append((start, i))
-            start = None
-    return spans
+
+    def is_blink(start: int, stop: int) -> bool:
+        beside = (aperture[max(0, start - reach):start], aperture[stop:stop + reach])
+        return stop - start <= reach and all(side.size == 0 or side.max() >= open_around for side in beside)
+
+    return [(start, stop) for start, stop in true_runs(below) if is_blink(start, stop)]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from stages.errors import StageInputError
-from stages.motion.driving.video import frame_step, open_video, tracked_frames
+from stages.motion.driving.video import DRIVING_FIELD, frame_step, open_video, tracked_frames
 from stages.warp.liveportrait import keypoints as kpm
 from stages.warp.liveportrait.checkpoints import LivePortraitNetworks
 from stages.warp.liveportrait.driving import face_ratios
@@ -26,7 +26,6 @@ from stages.warp.liveportrait.templates import MotionTemplate
 
 BATCH_FRAMES = 16
 """Crops per M call: amortises the call on a GPU, and M's activations stay small (~40 MB at fp32)."""
-FIELD = "motion.driving"
 
 
 def _motion_batch(nets: LivePortraitNetworks, crops: list[np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
@@ -50,7 +49,7 @@ def template_from_video(nets: LivePortraitNetworks, path: str | Path, device: to
             last = landmarks if landmarks is not None else last
             if last is None:
                 continue  # no face yet: the clip starts at its first tracked frame
-            crops.append(face_crop(last, FIELD).crop(rgb))
+            crops.append(face_crop(last, DRIVING_FIELD).crop(rgb))
             ratios = face_ratios(last)
             eye.append((ratios.eye_left, ratios.eye_right))
             lip.append((ratios.lip,))
@@ -60,7 +59,7 @@ def template_from_video(nets: LivePortraitNetworks, path: str | Path, device: to
     if crops:
         parts.append(_motion_batch(nets, crops, device))
     if not parts:
-        raise StageInputError(FIELD, f"{path.name}: no frame with a face to drive from")
+        raise StageInputError(DRIVING_FIELD, f"{path.name}: no frame with a face to drive from")
 
     def stacked(key: str) -> np.ndarray:
         return torch.cat([part[key] for part in parts]).cpu().numpy().astype(np.float32)
