@@ -14,6 +14,7 @@ Run from the repository root:  .venv/bin/python benchmarks/bench_clip.py [--thre
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -50,8 +51,10 @@ def small_tokenizer():
     import tempfile
     from pathlib import Path
 
-    from stages.verify.clip.testing import write_small_merges
     from stages.verify.clip.tokenizer import MERGES_FILE_NAME, ClipTokenizer
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support is not in the wheel
+    from tests.support.clip import write_small_merges
 
     folder = Path(tempfile.mkdtemp(prefix="bench-clip-"))
     return ClipTokenizer.from_merges_file(write_small_merges(folder / MERGES_FILE_NAME))

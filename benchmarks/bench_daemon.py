@@ -17,12 +17,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from vortexd.testing import liveportrait_settings
-from vortexd.testing_daemon import DaemonProcess, write_config
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support is not in the wheel
+
+from tests.support.daemon import DaemonProcess, write_config  # noqa: E402
+from tests.support.slots import liveportrait_settings  # noqa: E402
 
 SCRIPT = ("Good evening. This is the director node with the latest from the network. Markets were calm "
           "today, while the weather turned bright across the coast. People gathered by the harbour to watch "

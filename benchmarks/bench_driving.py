@@ -13,12 +13,15 @@ checked against the speech with the lip-sync judge.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
-from vortexd import pipeline
-from vortexd.settings import Settings
-from vortexd.testing import judge_driven_slot, liveportrait_settings
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support is not in the wheel
+
+from tests.support.slots import judge_driven_slot, liveportrait_settings  # noqa: E402
+from vortexd import pipeline  # noqa: E402
+from vortexd.settings import Settings  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "driving"
 TEXT = ("Good evening from the director node. Tonight the weather looks bright across the valley, the roads "

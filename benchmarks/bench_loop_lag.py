@@ -16,12 +16,15 @@ import json
 import random
 import socket
 import statistics
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from vortexd.testing_daemon import DaemonProcess, write_config
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support is not in the wheel
+
+from tests.support.daemon import DaemonProcess, write_config  # noqa: E402
 
 
 def fuzz_lines(rng: random.Random):

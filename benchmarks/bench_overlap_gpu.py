@@ -40,10 +40,11 @@ def _arena():
 def _judge(arena):
     from stages.verify.clip.config import VIT_B_32, VIT_L_14
     from stages.verify.clip.judge import ClipJudge
-    from stages.verify.clip.testing import random_clip_model
 
     sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support is not in the wheel
     from bench_clip import small_tokenizer
+    from tests.support.clip import random_clip_model
 
     region = arena.stage_pool("clip")
     with region:

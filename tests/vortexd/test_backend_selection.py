@@ -8,7 +8,7 @@ import pytest
 
 from vortexd import pipeline
 from vortexd.settings import Settings
-from vortexd.testing_daemon import DaemonProcess, write_config
+from tests.support.daemon import DaemonProcess, write_config
 
 
 def test_missing_liveportrait_weights_refuse_with_the_reason(tmp_path: Path) -> None:

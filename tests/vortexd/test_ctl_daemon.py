@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vortexd.testing_daemon import DaemonProcess, write_config
+from tests.support.daemon import DaemonProcess, write_config
 
 pytestmark = pytest.mark.slow
 

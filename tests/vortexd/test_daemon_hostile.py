@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vortexd.testing_daemon import DaemonProcess, wait_for, write_config
+from tests.support.daemon import DaemonProcess, wait_for, write_config
 
 pytestmark = pytest.mark.slow
 

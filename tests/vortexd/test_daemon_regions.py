@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("torch")
 
 from stages.warp.liveportrait.random_weights import TINY, write_random_checkpoints  # noqa: E402
-from vortexd.testing_daemon import DaemonProcess, wait_for, write_config  # noqa: E402
+from tests.support.daemon import DaemonProcess, wait_for, write_config  # noqa: E402
 from vram import MIB  # noqa: E402
 
 pytestmark = pytest.mark.slow

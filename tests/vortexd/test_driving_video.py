@@ -109,7 +109,7 @@ def test_a_driven_slot_follows_its_video_on_the_encoded_output(tmp_path: Path) -
     the clip's, and the mouth stays on the speech."""
     from vortexd import pipeline
     from vortexd.settings import Settings
-    from vortexd.testing import judge_driven_slot
+    from tests.support.slots import judge_driven_slot
 
     backends = pipeline.Backends(Settings(output_dir=tmp_path))
     text = "Good evening from the director node. Tonight the weather looks bright and the roads are clear."
@@ -129,7 +129,7 @@ def test_the_slot_blinks_when_the_clip_does_and_only_then(tmp_path: Path) -> Non
     frame and the slot has no blink of its own (measured here: 10 of 10, none extra)."""
     from vortexd import pipeline
     from vortexd.settings import Settings
-    from vortexd.testing import judge_driven_slot
+    from tests.support.slots import judge_driven_slot
 
     backends = pipeline.Backends(Settings(output_dir=tmp_path))
     text = "Good evening from the director node. Tonight the weather looks bright and the roads are clear."
@@ -147,7 +147,7 @@ def test_the_daemon_renders_a_driven_recipe_and_refuses_a_faceless_clip(tmp_path
     import hashlib
     import json
 
-    from vortexd.testing_daemon import DaemonProcess, wait_for, write_config
+    from tests.support.daemon import DaemonProcess, wait_for, write_config
 
     shutil.copy(DRIVING / "d12.mp4", tmp_path / "talk.mp4")
     _faceless_video(tmp_path / "sky.mp4")

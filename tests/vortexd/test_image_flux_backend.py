@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("diffusers", reason="the Flux image backend needs diffusers")
 
 from stages.errors import NoFaceError  # noqa: E402
-from stages.image.flux_testing import build_tiny_flux  # noqa: E402
+from tests.support.flux import build_tiny_flux  # noqa: E402
 from vortexd import pipeline  # noqa: E402
 from vortexd.recipe import parse_recipe  # noqa: E402
 from vortexd.render import render_slot  # noqa: E402

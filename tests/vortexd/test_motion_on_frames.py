@@ -11,7 +11,7 @@ from stages.image.face import track_landmarks
 from stages.verify.lipsync import mouth_aperture
 from vortexd import pipeline
 from vortexd.settings import Settings
-from vortexd.testing import head_motion_energy, head_positions, render_frames
+from tests.support.slots import head_motion_energy, head_positions, render_frames
 
 pytestmark = pytest.mark.slow
 

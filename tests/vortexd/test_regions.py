@@ -8,7 +8,7 @@ import pytest
 
 from vortexd.regions import model_region_budgets
 from vortexd.settings import load_settings
-from vortexd.testing_daemon import DaemonProcess, write_config
+from tests.support.daemon import DaemonProcess, write_config
 from vram import MIB
 
 BUDGETS = {"liveportrait": 3584, "flux": 10240, "kokoro": 512, "clip": 1280}

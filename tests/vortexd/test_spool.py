@@ -93,7 +93,7 @@ def test_a_fifo_in_the_roots_is_refused_without_hanging(tmp_path: Path) -> None:
 def test_a_finished_slots_inputs_leave_the_spool_while_a_waiting_slots_stay(tmp_path: Path, shared_dir: Path) -> None:
     """A real daemon holding two slots (drained): cancelling one sweeps its spooled portrait and
     keeps the other's; resumed, the other publishes from its copy, and then the spool is empty."""
-    from vortexd.testing_daemon import DaemonProcess, wait_for, write_config
+    from tests.support.daemon import DaemonProcess, wait_for, write_config
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("torch", reason="the CLIP verify backend needs torch")
 
-from stages.verify.clip.testing import write_random_clip_folder  # noqa: E402
+from tests.support.clip import write_random_clip_folder  # noqa: E402
 from vortexd import pipeline  # noqa: E402
 from vortexd.recipe import parse_recipe  # noqa: E402
 from vortexd.render import render_slot  # noqa: E402
@@ -78,7 +78,7 @@ def test_daemon_publishes_with_clip_scores(tmp_path: Path) -> None:
     """A real daemon with the CLIP ensemble publishes a submitted slot whose verdict has CLIP scores."""
     import time
 
-    from vortexd.testing_daemon import DaemonProcess, write_config
+    from tests.support.daemon import DaemonProcess, write_config
 
     clip_dir = write_random_clip_folder(tmp_path / "clip")
     config = write_config(tmp_path, verify_backend="clip", clip_weights_dir=str(clip_dir),

@@ -13,7 +13,7 @@ pytest.importorskip("diffusers")
 
 from stages.errors import NoFaceError, StageInputError
 from stages.image.flux import FluxImageBackend, FluxOptions
-from stages.image.flux_testing import build_tiny_flux
+from tests.support.flux import build_tiny_flux
 
 PROMPT = "a woman with red hair"
 SIZE_PX = 128  # a multiple of 16 that keeps every render tiny; make_actor uses the slot size

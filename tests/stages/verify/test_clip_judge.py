@@ -19,7 +19,7 @@ from stages.verify.clip.judge import (  # noqa: E402
     clip_problems,
     sample_frame_indices,
 )
-from stages.verify.clip.testing import (  # noqa: E402
+from tests.support.clip import (  # noqa: E402
     random_clip_model,
     small_config,
     write_random_clip_folder,

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch", reason="the CLIP networks need torch")
 
 from stages.verify.clip.config import CONFIGS, VIT_B_32, VIT_L_14, ClipConfig  # noqa: E402
 from stages.verify.clip.model import ClipModel  # noqa: E402
-from stages.verify.clip.testing import random_clip_model  # noqa: E402
+from tests.support.clip import random_clip_model  # noqa: E402
 
 TINY = ClipConfig(embed_dim=16, image_size=32, patch_size=8, vision_width=32, vision_layers=2,
                   vision_head_width=16, text_width=24, text_heads=2, text_layers=2, context_length=12,

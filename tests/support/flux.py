@@ -1,10 +1,9 @@
-"""Test helpers shipped with the package: a tiny random-weight Flux pipeline saved to a folder.
+"""Test helpers: a tiny random-weight Flux pipeline saved to a folder.
 
-FLUX.1-schnell weights cannot be downloaded on a build machine, so tests (ours, and an
-operator's smoke test of a node) build every Flux component at toy size with random weights,
-tokenizers from a small local vocabulary, and save them with save_pretrained in the same
-diffusers layout as the real release. The backend then loads that folder exactly as it loads
-the real one. The shapes keep the real model's structure: an 8× VAE with 16 packed latent
+FLUX.1-schnell weights cannot be downloaded on a build machine, so tests build every Flux
+component at toy size with random weights, tokenizers from a small local vocabulary, and save
+them with save_pretrained in the same diffusers layout as the real release. The backend then
+loads that folder exactly as it loads the real one. The shapes keep the real model's structure: an 8× VAE with 16 packed latent
 channels (4 latent channels × 2×2 patches), CLIP pooled output and T5 sequence as conditioning.
 """
 

@@ -1,8 +1,8 @@
-"""Test helpers shipped with the package: small random CLIP models and weight folders.
+"""Test helpers: small random CLIP models and weight folders.
 
-Real CLIP weights cannot be downloaded on a build machine, so tests (ours, and an operator's
-smoke test of a node) build models with random weights from a local generator and save them in
-the official layout, next to a small merges file in open_clip's format.
+Real CLIP weights cannot be downloaded on a build machine, so tests and benchmarks build
+models with random weights from a local generator and save them in the official layout,
+next to a small merges file in open_clip's format.
 """
 
 from __future__ import annotations
