@@ -21,6 +21,11 @@ from stages.motion.driving.blinks import blink_spans
 
 JITTER_SIGMA_FRAMES = 2.0
 """What is left after a Gaussian of σ = 2 slot frames (83 ms: ≈ 5 Hz and up) counts as jitter."""
+POSITION_DECIMALS = 6
+"""Clip positions are read to a millionth of a frame before they are cut to whole frames. Slot and
+clip rates are small ratios, so positions often land exactly on a clip frame, and the fit's
+arithmetic (a convolution, summed in whatever order the BLAS build picks) leaves them an ulp
+either side: floored as they come, 70 − 1e-14 would be frame 69 on one machine and 70 on another."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,7 @@ def blinks_on_slot(aperture: np.ndarray, fps: float, positions: np.ndarray) -> l
     of each run of slot frames whose clip `positions` lie on a blink frame or next to one. Found on
     the clip's frames because reading the clip at the slot's positions blends neighbouring frames,
     and a blink one or two clip frames deep loses half its depth in the blend."""
-    before = np.floor(positions).astype(np.int64)
+    before = np.floor(np.round(positions, POSITION_DECIMALS)).astype(np.int64)
     frames = []
     for start, stop in blink_spans(aperture, fps):
         # Each pass of the looped clip over the blink is one run of slot frames.
