@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
@@ -10,24 +11,97 @@ from hypothesis import strategies as st
 
 from stages.errors import StageInputError
 from vortexd.clock import ManualClock, MonotonicClock
-from vortexd.scheduler import (
-    STAGES,
-    Action,
-    Scheduler,
-    SchedulerOptions,
-    SchedulerStateError,
-    SlotState,
-    TERMINAL_STATES,
-)
+from vortexd.scheduler import STAGES, Action, Scheduler, SchedulerOptions, SchedulerStateError
+from vortexd.slot import Slot
+from vortexd.slot_state import TERMINAL_STATES, SlotState
+from vortexd.slot_table import SlotTable
 
 STAGE_ACTIONS = set(STAGES)
+
+
+class Book:
+    """The engine's side of the scheduler in miniature: its slot table, its drain flag and the
+    calls the engine makes, by slot id (the scheduler under test is the real one)."""
+
+    def __init__(self, scheduler: Scheduler, history_size: int = 256) -> None:
+        self.scheduler = scheduler
+        self.clock = scheduler.clock
+        self.table = SlotTable(history_size)
+        self.draining = False
+
+    @property
+    def stats(self):
+        return self.scheduler.stats
+
+    @property
+    def t0_s(self):
+        return self.scheduler.t0_s
+
+    def submit(self, slot_id: str, seq: int, now_s: float | None = None) -> Slot:
+        slot = Slot(slot_id, seq, recipe=None)
+        if isinstance(slot_id, str) and slot_id and self.table.find(slot_id) is not None:
+            raise StageInputError("slot_id", "a slot with this id was already accepted", slot_id=slot_id)
+        self.table.add(slot)
+        try:
+            self.scheduler.admit(slot, self.table, now_s)
+        except StageInputError:
+            self.table._live.pop(slot_id)
+            raise
+        return slot
+
+    def restore(self, slot_id: str, seq: int, state, air_s: float | None = None) -> Slot:
+        slot = Slot(slot_id, seq, recipe=None)
+        self.scheduler.restore(slot, state, air_s)
+        return self.table.add(slot)
+
+    def slot(self, slot_id: str) -> Slot:
+        return self.table.get(slot_id)
+
+    def next_actions(self, now_s: float) -> list[Action]:
+        actions = self.scheduler.next_actions(self.table, now_s, draining=self.draining)
+        self.table.retire_finished()
+        return actions
+
+    def on_stage_done(self, slot_id: str, stage: str, ok: bool, now_s: float, error: str | None = None,
+                      transient: bool = False) -> Slot:
+        slot = self.table.get(slot_id)
+        self.scheduler.on_stage_done(slot, stage, ok, now_s, error=error, transient=transient)
+        self.table.retire_finished()
+        return slot
+
+    def cancel(self, slot_id: str, now_s: float | None = None) -> str | None:
+        return self.scheduler.cancel(self.table.get(slot_id), now_s)
+
+    def reanchor(self, now_s: float, lead_s: float | None = None):
+        return self.scheduler.reanchor(self.table, now_s, lead_s)
+
+    def next_wakeup_s(self, now_s: float):
+        return self.scheduler.next_wakeup_s(self.table, now_s)
+
+    def estimate_s(self, stage: str) -> float:
+        return self.scheduler.estimate_s(stage)
+
+    def drain(self) -> None:
+        self.draining = True
+
+    def resume(self) -> None:
+        self.draining = False
+
+    def is_idle(self) -> bool:
+        return all(slot.running_stage is None for slot in self.table)
+
+    def snapshot(self, now_s: float | None = None):
+        slots = self.table.everything()
+        return SimpleNamespace(slots=slots, stats=self.stats,
+                               slabs_in_use=sum(slot.holds_slab for slot in slots))
+
 
 
 @dataclass
 class Timeline:
     """Runs a scheduler against fixed stage durations on a manual clock, recording intervals."""
 
-    scheduler: Scheduler
+    scheduler: Book
     durations_s: dict[str, float]
     clock: ManualClock
     step_s: float = 0.5
@@ -65,11 +139,11 @@ class Timeline:
         return [a.kind for _, a in self.actions if a.slot_id == slot_id]
 
 
-def make(clock: ManualClock | None = None, **options: object) -> tuple[Scheduler, ManualClock]:
-    """A scheduler on a manual clock with t0 = 60 s unless overridden."""
+def make(clock: ManualClock | None = None, history_size: int = 256, **options: object) -> tuple[Book, ManualClock]:
+    """A scheduler on a manual clock with t0 = 60 s unless overridden, with its slot table."""
     clock = clock or ManualClock(0.0)
     options.setdefault("t0_s", 60.0)
-    return Scheduler(SchedulerOptions(**options), clock), clock
+    return Book(Scheduler(SchedulerOptions(**options), clock), history_size), clock
 
 
 def overlaps(a: list[float], b: list[float]) -> bool:
@@ -92,7 +166,7 @@ def test_five_slot_timeline_overlaps_prepare_and_finish_with_warp() -> None:
     assert line.max_warps == 1
     views = {v.slot_id: v for v in sched.snapshot().slots}
     assert all(views[f"s{k}"].state is SlotState.PUBLISHED for k in range(5))
-    assert all(views[f"s{k}"].deadline_slack_s > 0 for k in range(5))
+    assert all(views[f"s{k}"].slack_s > 0 for k in range(5))
     assert sched.stats.published == 5 and sched.stats.missed_deadlines == 0
 
 
@@ -158,7 +232,7 @@ def test_air_time_and_deadline_follow_t0_and_cadence() -> None:
 def test_t0_is_anchored_from_the_first_accepted_slot() -> None:
     """Without a configured t0, the first slot airs one cadence after it is accepted."""
     clock = ManualClock(1000.0)
-    sched = Scheduler(SchedulerOptions(), clock)
+    sched = Book(Scheduler(SchedulerOptions(), clock))
     first = sched.submit("a", 7)
     second = sched.submit("b", 8)
     assert first.air_s == pytest.approx(1045.0)
@@ -245,7 +319,7 @@ def test_publish_late_policy_runs_the_slot_and_publishes_it_marked_late() -> Non
     assert line.kinds("s0") == ["prepare", "warp", "mark_late", "finish"]
     view = sched.slot("s0")
     assert view.state is SlotState.PUBLISHED and view.late
-    assert sched.deadline_slack_s("s0") == pytest.approx(10.0 - 19.0)
+    assert sched.slot("s0").slack_s == pytest.approx(10.0 - 19.0)
     stats = sched.stats
     assert (stats.late, stats.published_late, stats.missed_deadlines) == (1, 1, 1)
 
@@ -480,9 +554,9 @@ def test_random_event_orders_keep_the_invariants(events, policy, slab_count, pre
     time, slabs within limit, warps in seq order, no stage started twice, no slot acted on after
     it is final, every published slot went prepare → warp → finish."""
     clock = ManualClock(0.0)
-    sched = Scheduler(SchedulerOptions(t0_s=40.0, late_policy=policy, slab_count=slab_count,
-                                       prepare_ahead=prepare_ahead,
-                                       warp_estimate_s=warp_estimate_s), clock)
+    sched = Book(Scheduler(SchedulerOptions(t0_s=40.0, late_policy=policy, slab_count=slab_count,
+                                            prepare_ahead=prepare_ahead,
+                                            warp_estimate_s=warp_estimate_s), clock))
     running: list[tuple[str, str]] = []
     started: dict[str, list[str]] = {}
     warp_seqs: list[int] = []
@@ -546,3 +620,38 @@ def test_random_event_orders_keep_the_invariants(events, policy, slab_count, pre
     for view in final.slots:
         if view.state is SlotState.PUBLISHED:
             assert started[view.slot_id] == ["prepare", "warp", "finish"]
+
+
+def test_a_transient_failure_is_retried_after_its_back_off_and_the_slot_publishes() -> None:
+    """A finish that fails for the node's reason (disk full) goes back to warped, keeps its slab,
+    waits its back-off, runs again and publishes; the retry is counted, no failure is."""
+    sched, _ = make(t0_s=100.0, retry_backoff_s=2.0)
+    sched.submit("s0", 0)
+    sched.next_actions(0.0)
+    sched.on_stage_done("s0", "prepare", True, 1.0)
+    sched.next_actions(1.0)
+    sched.on_stage_done("s0", "warp", True, 2.0)
+    assert [a.kind for a in sched.next_actions(2.0)] == ["finish"]
+    slot = sched.on_stage_done("s0", "finish", False, 3.0, error="OSError: No space left", transient=True)
+    assert slot.state is SlotState.WARPED and slot.holds_slab and slot.attempts == 1
+    assert sched.next_actions(4.0) == []
+    assert sched.next_wakeup_s(4.0) == pytest.approx(5.0, abs=1e-3)
+    assert [a.kind for a in sched.next_actions(5.0)] == ["finish"]
+    assert sched.on_stage_done("s0", "finish", True, 6.0).state is SlotState.PUBLISHED
+    assert (sched.stats.retries, sched.stats.failed, sched.stats.published) == (1, 0, 1)
+
+
+def test_transient_failures_stop_being_retried_after_max_attempts_or_near_the_deadline() -> None:
+    """The last attempt's failure, or one whose retry could not end before the deadline, fails
+    the slot for good."""
+    sched, _ = make(t0_s=100.0, max_attempts=2, retry_backoff_s=1.0)
+    sched.submit("a", 0)
+    sched.next_actions(0.0)
+    assert sched.on_stage_done("a", "prepare", False, 1.0, error="crash", transient=True).state is SlotState.QUEUED
+    sched.next_actions(2.0)
+    slot = sched.on_stage_done("a", "prepare", False, 3.0, error="crash", transient=True)
+    assert slot.state is SlotState.FAILED and slot.error == "crash"
+    late, _ = make(t0_s=10.0, margin_s=2.0, retry_backoff_s=5.0)
+    late.submit("b", 0)
+    late.next_actions(0.0)
+    assert late.on_stage_done("b", "prepare", False, 4.0, transient=True).state is SlotState.FAILED
