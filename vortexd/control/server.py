@@ -6,18 +6,17 @@ the server buffer more than `max_line_bytes` (plus one read chunk), raise out of
 task, or block another connection. A `subscribe` request turns its connection into an event
 stream fed through a bounded queue, so a slow or stalled subscriber loses its oldest events
 (and is told how many) instead of holding up the daemon.
+
+No flood locks an operator out of `health`: connections are held within a limit in all and a
+limit per process, and a connection over either is still heard (admission.py): its first line
+is read, `health` is answered, anything else gets `busy` naming the limit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import grp
-import os
-import socket
-import stat
-import struct
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,9 @@ from typing import Any
 
 import structlog
 
+from vortexd.control.admission import Admission, AdmissionLimits, Refusal
+from vortexd.control.lines import LineReader, TooLong, until_eof
+from vortexd.control.listen import ControlServerError, bind_socket, peer_of
 from vortexd.control.protocol import (
     MAX_LINE_BYTES,
     ControlError,
@@ -36,26 +38,26 @@ from vortexd.control.protocol import (
     ok_response,
     parse_request,
 )
+from vortexd.control.subscription import Subscription
+
+__all__ = ["ControlServer", "ControlServerError", "ControlServerOptions", "Handler"]
 
 Handler = Callable[[Request], Awaitable["Mapping[str, Any] | AsyncIterator[Mapping[str, Any]]"]]
 """Answers a request: a result mapping, or for `subscribe` an async iterator of event mappings."""
 
-_READ_CHUNK_BYTES = 64 * 1024
-_UNIX_PATH_MAX_BYTES = 107  # sun_path is 108 bytes including the terminating NUL
-
 log = structlog.get_logger("vortexd.control")
-
-
-class ControlServerError(RuntimeError):
-    """The server cannot start: the socket path is taken, too long, or not a socket."""
 
 
 @dataclass(frozen=True)
 class ControlServerOptions:
-    """Limits of the control server (the lead maps daemon settings onto these)."""
+    """Limits of the control server (the daemon maps its settings onto these)."""
 
     max_line_bytes: int = MAX_LINE_BYTES
     max_connections: int = 64
+    """Connections served at once, from all clients together."""
+    max_connections_per_peer: int = 16
+    """Connections served at once for one client process (SO_PEERCRED uid and pid), so that one
+    client cannot take the house; its extra connections get `busy` naming this limit."""
     subscriber_queue: int = 1024
     """Events buffered per subscriber before the oldest are dropped."""
     write_timeout_s: float = 30.0
@@ -65,143 +67,18 @@ class ControlServerOptions:
     idle_timeout_s: float = 30.0
     """A connection that sends no request for this long is told so and closed (blank lines do
     not count as requests), so idle clients cannot hold the connection slots."""
-    reserve_connections: int = 8
-    """Connections beyond max_connections that may still ask `health` (one line, then closed)."""
-    reserve_timeout_s: float = 2.0
-    """How long a reserve connection has to send its one line."""
+    first_line_timeout_s: float = 1.0
+    """A connection over a limit has this long to send its one line (`health` is answered)."""
+    max_heard: int = 64
+    """Connections over a limit whose first line is awaited at once; a newcomer pushes out the
+    oldest of the client that has the most, so silent connections cannot hold the way in."""
+    max_heard_per_peer: int = 4
+    """... and from one client process (its own oldest is pushed out first)."""
 
-
-@dataclass(frozen=True)
-class _TooLong:
-    """Marker for a line that exceeded the limit and was discarded."""
-
-    line_bytes: int
-
-
-class _LineReader:
-    """Newline-terminated lines from a stream, each at most `limit_bytes`; longer lines are skipped.
-
-    asyncio's `readline` clears its buffer on overflow but then returns the rest of the long line
-    as if it were a new line; this reader discards up to the next newline instead.
-    """
-
-    def __init__(self, reader: asyncio.StreamReader, limit_bytes: int) -> None:
-        self._reader = reader
-        self._limit_bytes = limit_bytes
-        self._buffer = bytearray()
-        self._discarded_bytes = 0
-        self._discarding = False
-        self._eof = False
-
-    async def next(self) -> bytes | _TooLong | None:
-        """The next line (without its newline), a `_TooLong` marker, or None at end of stream."""
-        while True:
-            newline = self._buffer.find(b"\n")
-            if newline >= 0:
-                line = bytes(self._buffer[:newline])
-                del self._buffer[:newline + 1]
-                if self._discarding or newline > self._limit_bytes:
-                    too_long = _TooLong(self._discarded_bytes + newline)
-                    self._discarding, self._discarded_bytes = False, 0
-                    return too_long
-                return line
-            if self._discarding or len(self._buffer) > self._limit_bytes:
-                # Drop what we hold: memory stays bounded however long the line is.
-                self._discarding = True
-                self._discarded_bytes += len(self._buffer)
-                self._buffer.clear()
-            if self._eof:
-                if self._discarding:
-                    self._discarding = False
-                    return _TooLong(self._discarded_bytes)
-                if self._buffer:
-                    line = bytes(self._buffer)
-                    self._buffer.clear()
-                    return line
-                return None
-            chunk = await self._reader.read(_READ_CHUNK_BYTES)
-            if not chunk:
-                self._eof = True
-            self._buffer += chunk
-
-
-def _peer_of(writer: asyncio.StreamWriter) -> Peer | None:
-    """SO_PEERCRED of the connection (pid, uid, gid), or None where the platform lacks it."""
-    sock = writer.get_extra_info("socket")
-    try:
-        pid, uid, gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                            struct.calcsize("3i")))
-    except (AttributeError, OSError, struct.error):
-        return None
-    return Peer(pid=pid, uid=uid, gid=gid)
-
-
-def _clear_stale_socket(path: Path) -> None:
-    """Remove a socket file nobody listens on; refuse to touch a live socket or a non-socket."""
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise ControlServerError(f"{path} exists and is not a socket; refusing to replace it")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(1.0)
-    try:
-        probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError):
-        path.unlink(missing_ok=True)  # stale: left behind by a daemon that died
-        return
-    except OSError as exc:
-        raise ControlServerError(f"cannot probe existing socket {path}: {exc}") from None
-    finally:
-        probe.close()
-    raise ControlServerError(f"another process is already serving on {path}")
-
-
-def _bind(path: Path, mode: int, group: str | int | None) -> socket.socket:
-    """A listening socket at `path` that is never reachable with the wrong mode or group.
-
-    It is bound under a temporary name, chmod/chgrp'd, then renamed into place, so no client can
-    connect in the window between bind and chmod.
-    """
-    if len(os.fsencode(path)) > _UNIX_PATH_MAX_BYTES:
-        raise ControlServerError(f"socket path {path} is longer than {_UNIX_PATH_MAX_BYTES} bytes")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _clear_stale_socket(path)
-    temporary = path.parent / f".vx{os.getpid()}.tmp"
-    if len(os.fsencode(temporary)) > _UNIX_PATH_MAX_BYTES:
-        temporary = path  # no room for the temporary name: bind in place, chmod right after
-    temporary.unlink(missing_ok=True)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(str(temporary))
-        os.chmod(temporary, mode)
-        gid = _group_id(group)
-        if gid is not None:
-            try:
-                os.chown(temporary, -1, gid)
-            except PermissionError as exc:
-                log.warning("control_socket_chgrp_failed", path=str(path), group=group, error=str(exc))
-        if temporary != path:
-            os.rename(temporary, path)
-        sock.listen(128)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        temporary.unlink(missing_ok=True)
-        raise
-    return sock
-
-
-def _group_id(group: str | int | None) -> int | None:
-    """The gid of `group` if it exists; a missing group is logged and skipped (e.g. on a dev box)."""
-    if group is None:
-        return None
-    try:
-        return grp.getgrgid(group).gr_gid if isinstance(group, int) else grp.getgrnam(group).gr_gid
-    except KeyError:
-        log.warning("control_socket_group_missing", group=group)
-        return None
+    def admission_limits(self) -> AdmissionLimits:
+        """The connection limits, for `Admission`."""
+        return AdmissionLimits(self.max_connections, self.max_connections_per_peer,
+                               self.max_heard, self.max_heard_per_peer)
 
 
 class ControlServer:
@@ -213,23 +90,23 @@ class ControlServer:
         self.mode = mode
         self.group = group
         self.options = options or ControlServerOptions()
+        self.admission = Admission(self.options.admission_limits())
         self._handler = handler
         self._server: asyncio.AbstractServer | None = None
         self._inode: int | None = None
-        self._connections: dict[asyncio.Task, str] = {}  # task -> "idle" | "busy" | "stream"
+        self._connections: dict[asyncio.Task, str] = {}  # task -> "idle" | "busy" | "stream" | "heard"
         self._closing = False
         self.requests_total = 0
         self.errors_by_code: Counter[str] = Counter()
-        self._reserve_in_use = 0
 
     @property
     def connection_count(self) -> int:
-        """Clients connected right now."""
+        """Clients connected right now (served and heard)."""
         return len(self._connections)
 
     async def start(self) -> None:
         """Bind the socket (mode/group applied before it is reachable) and start accepting."""
-        sock = _bind(self.path, self.mode, self.group)
+        sock = bind_socket(self.path, self.mode, self.group)
         self._inode = self.path.stat().st_ino
         self._server = await asyncio.start_unix_server(self._on_connection, sock=sock)
         log.info("control_socket_listening", path=str(self.path), mode=oct(self.mode), group=self.group)
@@ -269,14 +146,19 @@ class ControlServer:
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if self._closing or len(self._connections) >= self.options.max_connections:
-            await self._full_house(reader, writer)
-            return
-        self._connections[task] = "idle"
-        peer = _peer_of(writer)
+        peer = peer_of(writer)
         clog = log.bind(peer_pid=peer.pid if peer else None, peer_uid=peer.uid if peer else None)
+        if self._closing:
+            self.errors_by_code["busy"] += 1
+            await self._send_and_close(writer, error_response(None, "busy", "the daemon is shutting down"))
+            return
+        refusal = self.admission.hold(peer)
+        self._connections[task] = "idle" if refusal is None else "heard"
         try:
-            await self._serve(reader, writer, peer, clog, task)
+            if refusal is None:
+                await self._serve(reader, writer, peer, clog, task)
+            else:
+                await self._hear(reader, writer, peer, refusal, clog)
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
             clog.debug("control_connection_lost", error=repr(exc))
         except asyncio.CancelledError:
@@ -285,6 +167,8 @@ class ControlServer:
             clog.exception("control_connection_failed")
         finally:
             self._connections.pop(task, None)
+            if refusal is None:
+                self.admission.release(peer)
             writer.close()
             try:
                 async with asyncio.timeout(1.0):
@@ -292,39 +176,49 @@ class ControlServer:
             except (OSError, asyncio.TimeoutError, asyncio.CancelledError):
                 pass
 
-    async def _full_house(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """A connection over the limit: within the reserve it may still ask `health` (one line,
-        answered, closed), so a full house never locks an operator out; anything else is `busy`."""
-        response = None
-        if not self._closing and self._reserve_in_use < self.options.reserve_connections:
-            response = await self._health_only(reader, writer)
-        if response is None:
-            self.errors_by_code["busy"] += 1
-            reason = "the daemon is shutting down" if self._closing else \
-                f"too many control connections (limit {self.options.max_connections}); only health is answered"
-            response = encode_line(error_response(None, "busy", reason))
+    async def _hear(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer | None,
+                    refusal: Refusal, clog: Any) -> None:
+        """A connection over a limit: its first line is read, so that `health` is answered
+        whatever the flood; anything else (or nothing in time) is told `busy`, naming the limit."""
+        item = await self._first_line(reader, peer)
+        request = None
+        if isinstance(item, bytes):
+            try:
+                request = parse_request(item, peer)
+            except ControlError:
+                pass  # a malformed line from a client over its limit gets the same busy answer
+        if request is not None and request.op == "health":
+            self.requests_total += 1
+            await self._send_and_close(writer, await self._respond(request, clog))
+            return
+        self.errors_by_code["busy"] += 1
+        clog.debug("control_connection_refused", limit=refusal.limit, value=refusal.value)
+        await self._send_and_close(writer, error_response(
+            request.id if request else None, "busy", refusal.message(), refusal.details()))
+
+    async def _first_line(self, reader: asyncio.StreamReader, peer: Peer | None) -> bytes | TooLong | None:
+        """The connection's first request line, or None at end of stream, after the first-line
+        timeout, or when a newer connection pushes this one out of the heard connections."""
+        loop = asyncio.get_running_loop()
         try:
-            writer.write(response)
+            async with asyncio.timeout(self.options.first_line_timeout_s) as deadline:
+                hearing = self.admission.hear(peer, lambda: deadline.reschedule(loop.time()))
+                try:
+                    return await LineReader(reader, self.options.max_line_bytes).next_request()
+                finally:
+                    self.admission.done(hearing)
+        except TimeoutError:
+            return None
+
+    async def _send_and_close(self, writer: asyncio.StreamWriter, message: Mapping[str, Any] | bytes) -> None:
+        """One answer to a connection that is then closed; a client that does not read is left."""
+        try:
+            writer.write(message if isinstance(message, bytes) else encode_line(message))
             async with asyncio.timeout(1.0):
                 await writer.drain()
-        except (OSError, asyncio.TimeoutError):
+        except (OSError, TimeoutError):
             pass
         writer.close()
-
-    async def _health_only(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes | None:
-        """The answer to one `health` line sent within the reserve timeout, else None."""
-        self._reserve_in_use += 1
-        try:
-            async with asyncio.timeout(self.options.reserve_timeout_s):
-                item = await _LineReader(reader, self.options.max_line_bytes).next()
-                if not isinstance(item, bytes):
-                    return None
-                request = parse_request(item, _peer_of(writer))
-                return await self._respond(request, log) if request.op == "health" else None
-        except (ControlError, OSError, TimeoutError):
-            return None
-        finally:
-            self._reserve_in_use -= 1
 
     async def _send(self, writer: asyncio.StreamWriter, message: Mapping[str, Any] | bytes) -> None:
         writer.write(message if isinstance(message, bytes) else encode_line(message))
@@ -336,13 +230,13 @@ class ControlServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      peer: Peer | None, clog: Any, task: asyncio.Task) -> None:
-        lines = _LineReader(reader, self.options.max_line_bytes)
+        lines = LineReader(reader, self.options.max_line_bytes)
         loop = asyncio.get_running_loop()
         idle_until = loop.time() + self.options.idle_timeout_s
         while True:
             try:
                 async with asyncio.timeout_at(idle_until):
-                    item = await lines.next()
+                    item = await lines.next_request()  # blank lines do not keep a connection
             except TimeoutError:
                 self.errors_by_code["idle_timeout"] += 1
                 await self._send(writer, error_response(
@@ -351,10 +245,8 @@ class ControlServer:
                 return
             if item is None:
                 return
-            if isinstance(item, bytes) and not item.strip():
-                continue  # blank lines are ignored (typing noise); they do not keep a connection
             idle_until = loop.time() + self.options.idle_timeout_s
-            if isinstance(item, _TooLong):
+            if isinstance(item, TooLong):
                 self.errors_by_code["line_too_long"] += 1
                 await self._send(writer, error_response(
                     None, "line_too_long",
@@ -414,7 +306,7 @@ class ControlServer:
             self.errors_by_code["internal"] += 1
             return encode_line(self._internal(request, clog, "bad_result", exc).response(request.id))
 
-    async def _stream(self, request: Request, lines: _LineReader, writer: asyncio.StreamWriter,
+    async def _stream(self, request: Request, lines: LineReader, writer: asyncio.StreamWriter,
                       clog: Any) -> None:
         """Serve a subscription until the client leaves, the events end, or the server closes."""
         events = await self._call(request, clog)
@@ -428,9 +320,9 @@ class ControlServer:
             await self._send(writer, error.response(request.id))
             return
         await self._send(writer, ok_response(request.id, {"subscribed": True, **request.args}))
-        stream = _Subscription(events, self.options.subscriber_queue)
+        stream = Subscription(events, self.options.subscriber_queue)
         pump = asyncio.create_task(stream.pump(), name="control-subscribe-pump")
-        leave = asyncio.create_task(_until_eof(lines), name="control-subscribe-eof")
+        leave = asyncio.create_task(until_eof(lines), name="control-subscribe-eof")
         try:
             while True:
                 event = await stream.next(leave)
@@ -455,56 +347,3 @@ class ControlServer:
                     await aclose()
                 except Exception:
                     clog.exception("control_subscribe_close_failed")
-
-
-async def _until_eof(lines: _LineReader) -> None:
-    """Consume (and ignore) what a subscriber sends, returning when it disconnects."""
-    while await lines.next() is not None:
-        pass
-
-
-class _Subscription:
-    """A bounded buffer between an event source and one subscriber: the oldest events drop first."""
-
-    def __init__(self, events: AsyncIterator[Mapping[str, Any]], capacity: int) -> None:
-        self._events = events
-        self._queue: deque[Mapping[str, Any]] = deque()
-        self._capacity = max(1, capacity)
-        self._dropped = 0
-        self._wake = asyncio.Event()
-        self._ended = False
-        self.error: BaseException | None = None
-
-    async def pump(self) -> None:
-        """Move events from the source into the buffer as fast as they come (never blocks the source)."""
-        try:
-            async for event in self._events:
-                if len(self._queue) >= self._capacity:
-                    self._queue.popleft()
-                    self._dropped += 1
-                self._queue.append(event)
-                self._wake.set()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.error = exc
-        self._ended = True
-        self._wake.set()
-
-    async def next(self, leave: asyncio.Task) -> Mapping[str, Any] | None:
-        """The next event to write (a "dropped" notice first if events were lost), or None when done."""
-        while not self._queue:
-            if self._ended or leave.done():
-                return None
-            self._wake.clear()
-            waiter = asyncio.ensure_future(self._wake.wait())
-            try:
-                await asyncio.wait({waiter, leave}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-        if leave.done():
-            return None
-        if self._dropped:
-            count, self._dropped = self._dropped, 0
-            return {"kind": "dropped", "count": count}
-        return self._queue.popleft()
