@@ -82,7 +82,15 @@ class Settings(BaseSettings):
     socket_group: str | None = "vortex"
     control_idle_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     """A control connection that sends no request for this long is closed (health still gets
-    through a full house on reserve connections)."""
+    through a full house: see control_first_line_timeout_s)."""
+    control_max_connections: Annotated[int, Field(ge=1, le=4096)] = 64
+    """Control connections served at once, from all clients together."""
+    control_max_connections_per_peer: Annotated[int, Field(ge=1, le=4096)] = 16
+    """Control connections served at once for one client process (its uid and pid), so one
+    client cannot take the house; its extra connections are answered `busy` naming this limit."""
+    control_first_line_timeout_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    """A connection over either limit has this long to send its first line: `health` is
+    answered whatever the flood, anything else gets `busy`."""
     journal_path: Path = Path("/var/lib/vortexd/journal.sqlite3")
     """Its folder is the daemon's state folder: one daemon per folder (vortexd.lock), the spool."""
     metrics_host: str = "127.0.0.1"

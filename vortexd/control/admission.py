@@ -96,6 +96,10 @@ class Admission:
         """Connections over a limit whose first line is being read right now."""
         return self._heard_total
 
+    def held_by(self, peer: Peer | None) -> int:
+        """Connections held right now for `peer`'s process."""
+        return self._held.get(peer_key(peer), 0)
+
     def hold(self, peer: Peer | None) -> Refusal | None:
         """Hold a connection from `peer` (None), or say which limit refuses it (counted nothing)."""
         key = peer_key(peer)

@@ -75,6 +75,14 @@ class ControlServerOptions:
     max_heard_per_peer: int = 4
     """... and from one client process (its own oldest is pushed out first)."""
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> ControlServerOptions:
+        """The options a daemon's `vortexd.settings.Settings` give (its `control_*` keys)."""
+        return cls(idle_timeout_s=settings.control_idle_timeout_s,
+                   max_connections=settings.control_max_connections,
+                   max_connections_per_peer=settings.control_max_connections_per_peer,
+                   first_line_timeout_s=settings.control_first_line_timeout_s)
+
     def admission_limits(self) -> AdmissionLimits:
         """The connection limits, for `Admission`."""
         return AdmissionLimits(self.max_connections, self.max_connections_per_peer,
@@ -98,6 +106,8 @@ class ControlServer:
         self._closing = False
         self.requests_total = 0
         self.errors_by_code: Counter[str] = Counter()
+        self._refused_unlogged = 0
+        self._next_refusal_log = 0.0
 
     @property
     def connection_count(self) -> int:
@@ -192,9 +202,19 @@ class ControlServer:
             await self._send_and_close(writer, await self._respond(request, clog))
             return
         self.errors_by_code["busy"] += 1
-        clog.debug("control_connection_refused", limit=refusal.limit, value=refusal.value)
+        self._log_refusal(refusal, clog)
         await self._send_and_close(writer, error_response(
             request.id if request else None, "busy", refusal.message(), refusal.details()))
+
+    def _log_refusal(self, refusal: Refusal, clog: Any) -> None:
+        """Warn that connections are being refused, at most once per 10 s: a flood must not
+        flood the log too, but an operator should see that one is going on and who sends it."""
+        self._refused_unlogged += 1
+        now = asyncio.get_running_loop().time()
+        if now >= self._next_refusal_log:
+            clog.warning("control_connections_refused", limit=refusal.limit, value=refusal.value,
+                         refused=self._refused_unlogged)
+            self._refused_unlogged, self._next_refusal_log = 0, now + 10.0
 
     async def _first_line(self, reader: asyncio.StreamReader, peer: Peer | None) -> bytes | TooLong | None:
         """The connection's first request line, or None at end of stream, after the first-line
