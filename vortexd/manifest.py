@@ -7,14 +7,31 @@ import datetime as dt
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from vortexd.recipe import Recipe
 
-if TYPE_CHECKING:  # types only: the pipeline imports this module
-    from vortexd.pipeline import Backends, StageClock
+
+class ManifestBackends(Protocol):
+    """What a manifest reads of the slot's stage backends (vortexd.pipeline.Backends is one):
+    the warp backend's `name`, and Kokoro's `model_info()` when Kokoro spoke. Described here, not
+    imported, because the pipeline imports this module."""
+
+    @property
+    def warp(self) -> Any:
+        """The warp backend (its `name` goes in the manifest)."""
+
+    @property
+    def kokoro(self) -> Any:
+        """The Kokoro TTS backend (its `model_info()` goes in the manifest)."""
+
+
+class StageTimes(Protocol):
+    """Wall-clock seconds per stage, in the order they ran (vortexd.pipeline.StageClock is one)."""
+
+    seconds: dict[str, float]
 
 
 def _plain(value: Any) -> Any:
@@ -42,7 +59,7 @@ def input_hashes(recipe: Recipe) -> dict[str, str]:
             for field, path in files.items() if path is not None}
 
 
-def build_manifest(recipe: Recipe, backends: Backends, speech, plan, verdict, clock: StageClock,
+def build_manifest(recipe: Recipe, backends: ManifestBackends, speech, plan, verdict, clock: StageTimes,
                    warnings_seen: list[str], actor_source: str, versions: dict[str, str]) -> dict[str, Any]:
     """The manifest.json content of a slot (file hashes are added by publish_slot)."""
     verdict_fields = dataclasses.asdict(verdict) if verdict is not None else None

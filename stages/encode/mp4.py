@@ -119,6 +119,32 @@ def _open_output(path: Path, fps: int, width: int, height: int, sample_rate_hz: 
     return container, video, audio
 
 
+def _mux_interleaved(container, video, audio_stream, frames: np.ndarray, samples: np.ndarray, fps: int,
+                     sample_rate_hz: int) -> None:
+    """Encode every frame and audio block into the open `container`, interleaved, then flush both."""
+    import av
+
+    n_frames, n_samples = len(frames), len(samples)
+    # Audio block k starts at sample k·1024; after video frame i we feed every block that starts
+    # before that frame ends, so the muxer receives both streams in time order (a well
+    # interleaved file that plays while it downloads) without buffering the whole video.
+    block_starts = np.arange(0, n_samples, AAC_FRAME_SAMPLES)
+    blocks_due = np.searchsorted(block_starts, (np.arange(1, n_frames + 1) * sample_rate_hz) / fps, side="left")
+    next_block = 0
+    for i in range(n_frames):
+        picture = _rgb_to_i420(frames[i])
+        picture.pts = i
+        container.mux(video.encode(picture))
+        for start in block_starts[next_block : blocks_due[i]]:
+            block = samples[start : start + AAC_FRAME_SAMPLES]
+            sound = av.AudioFrame.from_ndarray(block[None, :], format="fltp", layout="mono")
+            sound.sample_rate, sound.pts = sample_rate_hz, int(start)
+            container.mux(audio_stream.encode(sound))
+        next_block = max(next_block, int(blocks_due[i]))
+    container.mux(video.encode(None))
+    container.mux(audio_stream.encode(None))
+
+
 def encode_mp4(
     frames: np.ndarray,
     audio: np.ndarray,
@@ -134,8 +160,6 @@ def encode_mp4(
     silence or trimmed to exactly that length and starts at video time 0 (the AAC priming delay
     is hidden by the MP4 edit list). Frames are converted one at a time, never copied as a whole.
     """
-    import av
-
     _check_frames(frames)
     if not isinstance(fps, (int, np.integer)) or fps <= 0:
         raise StageInputError("output.fps", "fps must be a positive integer", fps=fps)
@@ -149,24 +173,7 @@ def encode_mp4(
     started = time.perf_counter()
     container, video, audio_stream = _open_output(path, int(fps), width, height, sample_rate_hz, crf, preset)
     try:
-        # Audio block k starts at sample k·1024; after video frame i we feed every block that starts
-        # before that frame ends, so the muxer receives both streams in time order (a well
-        # interleaved file that plays while it downloads) without buffering the whole video.
-        block_starts = np.arange(0, n_samples, AAC_FRAME_SAMPLES)
-        blocks_due = np.searchsorted(block_starts, (np.arange(1, n_frames + 1) * sample_rate_hz) / fps, side="left")
-        next_block = 0
-        for i in range(n_frames):
-            picture = _rgb_to_i420(frames[i])
-            picture.pts = i
-            container.mux(video.encode(picture))
-            for start in block_starts[next_block : blocks_due[i]]:
-                block = samples[start : start + AAC_FRAME_SAMPLES]
-                sound = av.AudioFrame.from_ndarray(block[None, :], format="fltp", layout="mono")
-                sound.sample_rate, sound.pts = sample_rate_hz, int(start)
-                container.mux(audio_stream.encode(sound))
-            next_block = max(next_block, int(blocks_due[i]))
-        container.mux(video.encode(None))
-        container.mux(audio_stream.encode(None))
+        _mux_interleaved(container, video, audio_stream, frames, samples, fps, sample_rate_hz)
     except BaseException:
         # Never leave a truncated MP4 behind; closing a half-written container may itself fail.
         with contextlib.suppress(Exception):

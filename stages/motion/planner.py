@@ -74,6 +74,14 @@ def _check_request(speech: Speech, seed: int, n_frames: int, fps: int) -> None:
         raise StageInputError("motion.seed", f"seed must be a non-negative integer, got {seed!r}")
 
 
+def _mouth_tracks(speech: Speech, duration_s: float, fps: int):
+    """The mouth's tracks over `duration_s` and what they were read from: the phoneme timeline
+    when the speech has one ("phonemes"), else the audio's loudness and spectrum ("audio")."""
+    if speech.phonemes:
+        return viseme_tracks(speech.phonemes, duration_s, MIN_CLOSURE_FRAMES / fps), "phonemes"
+    return audio_mouth_tracks(speech.audio, speech.sample_rate_hz, duration_s), "audio"
+
+
 def plan_motion(speech: Speech, expression: tuple[PresetSegment, ...] | str, seed: int,
                 n_frames: int, fps: int = 24, driving: DrivingMotion | None = None,
                 driving_mode: str = "pose") -> MotionPlan:
@@ -92,12 +100,7 @@ def plan_motion(speech: Speech, expression: tuple[PresetSegment, ...] | str, see
     frame_s = np.arange(n_frames) / fps
     lead_s = LEAD_FRAMES / fps
 
-    if speech.phonemes:
-        tracks = viseme_tracks(speech.phonemes, duration_s + lead_s, MIN_CLOSURE_FRAMES / fps)
-        source = "phonemes"
-    else:
-        tracks = audio_mouth_tracks(speech.audio, speech.sample_rate_hz, duration_s + lead_s)
-        source = "audio"
+    tracks, source = _mouth_tracks(speech, duration_s + lead_s, fps)
     mouth = tracks.sample(frame_s + lead_s)
     params = preset_curves(segments, frame_s)
     # Independent streams per component, so e.g. the number of blinks drawn never shifts the

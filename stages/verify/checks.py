@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -271,6 +272,23 @@ def _audio_checks(audio: np.ndarray, voiced: np.ndarray) -> tuple[bool, float | 
     return silent, peak_dbfs, clipped, problems
 
 
+def _lipsync_fields(offset: AVOffset | None) -> dict[str, Any]:
+    """The Verdict's lip-sync fields from the measured `offset` (all None where none was measured)."""
+    best = offset.best if offset is not None else None
+    envelope = offset.envelope if offset is not None else None
+    phoneme = offset.phoneme if offset is not None else None
+    return {
+        "av_lag_frames": best.lag_frames if best else None,
+        "av_lag_ms": round(offset.lag_ms, 1) if best else None,
+        "av_correlation": round(best.correlation, 4) if best else None,
+        "av_reference": offset.reference if offset is not None else None,
+        "av_lag_envelope_frames": envelope.lag_frames if envelope else None,
+        "av_lag_phonemes_frames": phoneme.lag_frames if phoneme else None,
+        "av_correlation_envelope": round(envelope.correlation, 4) if envelope else None,
+        "av_correlation_phonemes": round(phoneme.correlation, 4) if phoneme else None,
+    }
+
+
 def verify_slot(
     frames: np.ndarray,
     speech: Speech,
@@ -312,20 +330,9 @@ def verify_slot(
     n_black, first_black, black_problems = _black_check(frames)
     problems += frozen_problems + black_problems + audio_problems
 
-    best = offset.best if offset is not None else None
-    envelope = offset.envelope if offset is not None else None
-    phoneme = offset.phoneme if offset is not None else None
     return Verdict(
         passed=not problems, problems=tuple(problems), n_frames=len(frames), fps=int(fps),
-        faces_checked=len(faces), face_ratio=round(face_ratio, 4),
-        av_lag_frames=best.lag_frames if best else None,
-        av_lag_ms=round(offset.lag_ms, 1) if best else None,
-        av_correlation=round(best.correlation, 4) if best else None,
-        av_reference=offset.reference if offset is not None else None,
-        av_lag_envelope_frames=envelope.lag_frames if envelope else None,
-        av_lag_phonemes_frames=phoneme.lag_frames if phoneme else None,
-        av_correlation_envelope=round(envelope.correlation, 4) if envelope else None,
-        av_correlation_phonemes=round(phoneme.correlation, 4) if phoneme else None,
+        faces_checked=len(faces), face_ratio=round(face_ratio, 4), **_lipsync_fields(offset),
         av_window_frames=window,
         longest_frozen_run_frames=frozen_run, frozen_run_start_frame=frozen_start,
         black_frames=n_black, first_black_frame=first_black,

@@ -89,71 +89,110 @@ def build_controls(landmarks_px: np.ndarray, frame: an.FaceFrame, mouth: an.Mout
     return _with_rings_and_ghosts(lm, frame, mouth, rules, skin)
 
 
+@dataclass(frozen=True)
+class _MouthPoints:
+    """What every mouth rule reads of the mesh points: which are lips, how far in from the lips'
+    outer edge (0) to their inner edge (1), where they sit across the mouth and against the slit."""
+
+    is_upper_lip: np.ndarray
+    is_lower_lip: np.ndarray
+    is_corner: np.ndarray
+    is_lip: np.ndarray
+    inner: np.ndarray  # 0 on the outer lip edge … 1 on the inner edge
+    uh: np.ndarray  # u over the half mouth width: ±1 at the mouth corners
+    uc: np.ndarray  # uh clipped to ±1
+    v_slit: np.ndarray  # the lip slit's v at each point's u
+    below_slit: np.ndarray
+    corner_dist2: np.ndarray  # squared distance (px²) to the nearest corner, past the corners only
+
+    @classmethod
+    def of(cls, r: _Rules) -> "_MouthPoints":
+        """The mouth's view of the table's mesh points."""
+        u, v = r.u, r.v
+        mhw = 0.5 * r.frame.mouth_w_px
+        is_upper_lip, is_lower_lip, is_corner = r.ids(an.UPPER_LIP), r.ids(an.LOWER_LIP), r.ids(an.MOUTH_CORNERS)
+        inner = np.zeros(an.N_MESH)
+        for i, t in an.lip_innerness().items():
+            inner[i] = t
+        uh = u / mhw
+        v_slit = r.mouth.slit(u)
+        corner_dist2 = (np.maximum(np.abs(uh) - 1.0, 0.0) * mhw) ** 2 + (v - v_slit) ** 2
+        return cls(is_upper_lip, is_lower_lip, is_corner, is_upper_lip | is_lower_lip | is_corner, inner,
+                   uh, np.clip(uh, -1.0, 1.0), v_slit, v > v_slit, corner_dist2)
+
+
 def _mouth_rules(r: _Rules) -> None:
     """Jaw, lip closure, width, rounding and smile."""
-    u, v, mouth, frame = r.u, r.v, r.mouth, r.frame
-    face_h, mouth_w = frame.face_h_px, frame.mouth_w_px
-    mhw = 0.5 * mouth_w
-    is_upper_lip, is_lower_lip, is_corner = r.ids(an.UPPER_LIP), r.ids(an.LOWER_LIP), r.ids(an.MOUTH_CORNERS)
-    is_lip = is_upper_lip | is_lower_lip | is_corner
-    inner = np.zeros(an.N_MESH)
-    for i, t in an.lip_innerness().items():
-        inner[i] = t
-    uh = u / mhw  # ±1 at the mouth corners
-    uc = np.clip(uh, -1.0, 1.0)
-    v_slit = mouth.slit(u)
-    below_slit = v > v_slit
-    face_mid_u = 0.5 * (u[an.CHEEK_RIGHT] + u[an.CHEEK_LEFT])
+    m = _MouthPoints.of(r)
+    _jaw_rules(r, m)
+    _lip_closing_rules(r, m)
+    _mouth_shape_rules(r, m)
 
-    # Jaw: a hinge near the ears — the middle of the lower face drops fully, the jaw line less
-    # and less toward the ear; the lower lip as one piece; corners lag; upper lip lifts a hair.
+
+def _jaw_rules(r: _Rules, m: _MouthPoints) -> None:
+    """Jaw: a hinge near the ears — the middle of the lower face drops fully, the jaw line less
+    and less toward the ear; the lower lip as one piece; corners lag; upper lip lifts a hair."""
+    u, v, frame, uh, uc = r.u, r.v, r.frame, m.uh, m.uc
+    face_h, mhw = frame.face_h_px, 0.5 * frame.mouth_w_px
+    face_mid_u = 0.5 * (u[an.CHEEK_RIGHT] + u[an.CHEEK_LEFT])
     jaw = JAW_DROP * face_h
-    r.add("jaw", is_lower_lip, du=-0.12 * jaw * uc, dv=jaw * (1.0 - (1.0 - CORNER_DROP) * uc**2))
-    r.add("jaw", is_upper_lip, du=-0.12 * jaw * uc,
+    r.add("jaw", m.is_lower_lip, du=-0.12 * jaw * uc, dv=jaw * (1.0 - (1.0 - CORNER_DROP) * uc**2))
+    r.add("jaw", m.is_upper_lip, du=-0.12 * jaw * uc,
           dv=jaw * (-UPPER_LIP_LIFT + (UPPER_LIP_LIFT + CORNER_DROP) * uc**2))
-    r.add("jaw", is_corner, du=-0.12 * jaw * np.sign(uh), dv=CORNER_DROP * jaw)
+    r.add("jaw", m.is_corner, du=-0.12 * jaw * np.sign(uh), dv=CORNER_DROP * jaw)
     hinge_v = 0.5 * (v[an.CHEEK_RIGHT] + v[an.CHEEK_LEFT])
     lateral = 1.0 - 0.75 * smoothstep(0.35, 1.0, np.abs(u - face_mid_u) / (0.5 * frame.face_w_px))
-    vertical = smoothstep(hinge_v, v_slit + 0.08 * face_h, v)
+    vertical = smoothstep(hinge_v, m.v_slit + 0.08 * face_h, v)
     # Above the slit only the cheeks follow the jaw; the nose and upper-lip skin stay.
-    medial_hold = np.where(below_slit, 1.0, smoothstep(1.0, 1.8, np.abs(uh)))
-    corner_dist2 = (np.maximum(np.abs(uh) - 1.0, 0.0) * mhw) ** 2 + (v - v_slit) ** 2
-    corner_lag = 1.0 - (1.0 - CORNER_DROP) * np.exp(-corner_dist2 / (0.35 * mhw) ** 2) * (np.abs(uh) > 0.6)
-    r.add("jaw", ~is_lip, dv=jaw * lateral * vertical * medial_hold * corner_lag)
+    medial_hold = np.where(m.below_slit, 1.0, smoothstep(1.0, 1.8, np.abs(uh)))
+    corner_lag = 1.0 - (1.0 - CORNER_DROP) * np.exp(-m.corner_dist2 / (0.35 * mhw) ** 2) * (np.abs(uh) > 0.6)
+    r.add("jaw", ~m.is_lip, dv=jaw * lateral * vertical * medial_hold * corner_lag)
 
-    # Lips closed (p, b, m): inner lips meet at their rest midline, pressed a little thinner…
+
+def _lip_closing_rules(r: _Rules, m: _MouthPoints) -> None:
+    """Lips closed (p, b, m): the inner lips meet at their rest midline, and with `jaw_closed`
+    they undo the jaw's parting; the skin next to the lips follows part-way."""
+    u, v, mouth, inner, uc = r.u, r.v, r.mouth, m.inner, m.uc
+    face_h = r.frame.face_h_px
+    jaw = JAW_DROP * face_h
+    # The inner lips meet at their rest midline, pressed a little thinner…
     gap = mouth.rest_gap_px(u)
     press = 0.012 * face_h * (1.0 - inner) * (1.0 - uc**2)
     # …and a hair past it, so pressed lips overlap instead of leaving a seam of teeth.
     overlap = 0.018 * face_h * inner * (1.0 - uc**2)
-    r.add("closed", is_upper_lip, dv=0.5 * gap * (0.35 + 0.65 * inner) + press + overlap)
-    r.add("closed", is_lower_lip, dv=-0.5 * gap * (0.35 + 0.65 * inner) - press - overlap)
+    r.add("closed", m.is_upper_lip, dv=0.5 * gap * (0.35 + 0.65 * inner) + press + overlap)
+    r.add("closed", m.is_lower_lip, dv=-0.5 * gap * (0.35 + 0.65 * inner) - press - overlap)
     parting = (1.0 + UPPER_LIP_LIFT) * jaw * (1.0 - uc**2)  # what the jaw opened between the lips
-    r.add("jaw_closed", is_lower_lip, dv=-LIP_CLOSE_LOWER_SHARE * parting * (0.85 + 0.15 * inner))
-    r.add("jaw_closed", is_upper_lip, dv=(1.0 - LIP_CLOSE_LOWER_SHARE) * parting * (0.7 + 0.3 * inner))
+    r.add("jaw_closed", m.is_lower_lip, dv=-LIP_CLOSE_LOWER_SHARE * parting * (0.85 + 0.15 * inner))
+    r.add("jaw_closed", m.is_upper_lip, dv=(1.0 - LIP_CLOSE_LOWER_SHARE) * parting * (0.7 + 0.3 * inner))
     # The skin next to the lips follows their closing part-way (fading over 0.1 × face height),
     # so the stretch is spread over the chin and philtrum instead of tearing at the lip border.
-    mid = np.abs(uh) < 1.1
+    mid = np.abs(m.uh) < 1.1
     below_lip = np.clip(1.0 - (v - mouth.outer_lower(u)) / (0.1 * face_h), 0.0, 1.0) ** 2
     above_lip = np.clip(1.0 - (mouth.outer_upper(u) - v) / (0.1 * face_h), 0.0, 1.0) ** 2
-    skin_below, skin_above = ~is_lip & below_slit & mid, ~is_lip & ~below_slit & mid
+    skin_below, skin_above = ~m.is_lip & m.below_slit & mid, ~m.is_lip & ~m.below_slit & mid
     outer_press = 0.012 * face_h * (1.0 - uc**2)
     r.add("closed", skin_below, dv=-0.8 * below_lip * (0.5 * gap * 0.35 + outer_press))
     r.add("closed", skin_above, dv=0.8 * above_lip * (0.5 * gap * 0.35 + outer_press))
     r.add("jaw_closed", skin_below, dv=-0.8 * below_lip * LIP_CLOSE_LOWER_SHARE * parting * 0.7)
     r.add("jaw_closed", skin_above, dv=0.8 * above_lip * (1.0 - LIP_CLOSE_LOWER_SHARE) * parting * 0.5)
 
-    # Width, rounding, smile: the corners lead, the lips and nearby cheeks follow.
-    near_mouth = np.exp(-corner_dist2 / (0.5 * mouth_w) ** 2)
+
+def _mouth_shape_rules(r: _Rules, m: _MouthPoints) -> None:
+    """Width, rounding, smile: the corners lead, the lips and nearby cheeks follow."""
+    v, inner, uh, uc, is_lip = r.v, m.inner, m.uh, m.uc, m.is_lip
+    face_h, mouth_w = r.frame.face_h_px, r.frame.mouth_w_px
+    mhw = 0.5 * mouth_w
+    near_mouth = np.exp(-m.corner_dist2 / (0.5 * mouth_w) ** 2)
     thin = 0.015 * face_h * (1.0 - inner) * (1.0 - uc**2)
-    r.add("width", is_lip, du=WIDTH_SPREAD * mouth_w * uc, dv=np.where(is_upper_lip, thin, -thin))
+    r.add("width", is_lip, du=WIDTH_SPREAD * mouth_w * uc, dv=np.where(m.is_upper_lip, thin, -thin))
     r.add("width", ~is_lip, du=WIDTH_SPREAD * mouth_w * uc * near_mouth)
     pout = 0.02 * face_h * (1.0 - inner) * (1.0 - uc**2) + 0.008 * face_h * inner * (1.0 - uc**2) ** 2
-    r.add("round", is_lip, du=-ROUND_PULL * mouth_w * uc, dv=np.where(is_upper_lip, -pout, pout))
+    r.add("round", is_lip, du=-ROUND_PULL * mouth_w * uc, dv=np.where(m.is_upper_lip, -pout, pout))
     r.add("round", ~is_lip, du=-ROUND_PULL * mouth_w * uc * near_mouth)
     r.add("smile", is_lip, du=SMILE_OUT * mouth_w * uc * np.abs(uc), dv=-SMILE_UP * face_h * uc**2)
-    corner_near = np.exp(-corner_dist2 / (0.4 * mouth_w) ** 2) * (np.abs(uh) > 0.5)
-    cheek_apple = np.exp(-(((np.abs(uh) - 1.6) * mhw) ** 2 + (v - v_slit + 0.18 * face_h) ** 2)
+    corner_near = np.exp(-m.corner_dist2 / (0.4 * mouth_w) ** 2) * (np.abs(uh) > 0.5)
+    cheek_apple = np.exp(-(((np.abs(uh) - 1.6) * mhw) ** 2 + (v - m.v_slit + 0.18 * face_h) ** 2)
                          / (0.16 * face_h) ** 2)
     r.add("smile", ~is_lip, du=SMILE_OUT * mouth_w * np.sign(uh) * corner_near,
           dv=-SMILE_UP * face_h * corner_near - 0.03 * face_h * cheek_apple)

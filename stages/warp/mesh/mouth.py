@@ -109,47 +109,60 @@ class MouthPatch:
         # The patch's maps and the face map agree at its border only up to their grids'
         # interpolation error; a short feather hides that seam.
         feather_px = 2.0 * step + 4.0
-        ys, xs = np.mgrid[0:grid.box.h, 0:grid.box.w]
-        edge = np.minimum(np.minimum(xs, grid.box.w - 1 - xs), np.minimum(ys, grid.box.h - 1 - ys))
-        feather = smoothstep(0.0, feather_px, edge.astype(np.float64)).astype(np.float32)
-        b = grid.box
-        # Where the mouth layers can differ from the face layer: the window and its ramp.
-        sx0, sy0, sx1, sy1 = face_rect_box(frame, (inner[0] - ramp, inner[1] - ramp, inner[2] + ramp,
-                                                   inner[3] + ramp), 10**6)
-        support = (int(max(np.floor(sx0) - b.x0, 0)), int(max(np.floor(sy0) - b.y0, 0)),
-                   int(min(np.ceil(sx1) - b.x0, b.w)), int(min(np.ceil(sy1) - b.y0, b.h)))
-        ox, oy = grid.origin_px
-        node = lambda lo, hi, o: slice(max(int(np.floor((lo - o) / step)), 0),  # noqa: E731
-                                       int(np.ceil((hi - o) / step)) + 1)
-        support_nodes = (node(support[1] + b.y0, support[3] + b.y0, oy),
-                         node(support[0] + b.x0, support[2] + b.x0, ox))
+        support, support_nodes = _support(frame, grid, inner, ramp)
         lips_rgb = _paint_out_teeth_specks(image, frame, mouth) if interior.max() > 0 else image
-
-        def with_alpha(rgb: np.ndarray, alpha_patch: np.ndarray) -> np.ndarray:
-            """Frame-sized premultiplied RGBA uint8: `rgb`·label, alpha = the label.
-
-            Premultiplied, so bilinear sampling at a label's edge never pulls in the colour of
-            the pixels beyond it (teeth into a lip edge, lip into the teeth).
-            """
-            pad = ((b.y0, rgb.shape[0] - b.y0 - b.h), (b.x0, rgb.shape[1] - b.x0 - b.w))
-            alpha = np.pad(np.clip(alpha_patch, 0, 1), pad, mode="edge")[..., None]
-            rgba = np.dstack([rgb * alpha, 255.0 * alpha])
-            return np.ascontiguousarray(np.round(rgba).astype(np.uint8))
-
-        def patch_to_frame(rgba_patch: np.ndarray) -> np.ndarray:
-            """A patch-sized painted texture, edge-extended to frame size, as uint8."""
-            pad = ((b.y0, image.shape[0] - b.y0 - b.h), (b.x0, image.shape[1] - b.x0 - b.w), (0, 0))
-            return np.ascontiguousarray(np.pad(np.clip(np.round(rgba_patch), 0, 255), pad, mode="edge")
-                                        .astype(np.uint8))
-
+        b = grid.box
         return cls(grid, inner, ramp,
-                   upper=with_alpha(lips_rgb, (1.0 - below) * (1.0 - interior)),
-                   lower=with_alpha(lips_rgb, below * (1.0 - interior)),
-                   teeth=with_alpha(image, interior),
-                   teeth_paint=patch_to_frame(teeth_tex),
-                   cavity_paint=patch_to_frame(np.dstack([lower_tex, 255.0 * may_open])),
-                   feather=feather, feather_px=feather_px, support_px=support, support_nodes=support_nodes,
-                   has_interior=bool(interior.max() > 0.0))
+                   upper=_label_rgba(lips_rgb, (1.0 - below) * (1.0 - interior), b),
+                   lower=_label_rgba(lips_rgb, below * (1.0 - interior), b),
+                   teeth=_label_rgba(image, interior, b),
+                   teeth_paint=_patch_to_frame(teeth_tex, b, image.shape),
+                   cavity_paint=_patch_to_frame(np.dstack([lower_tex, 255.0 * may_open]), b, image.shape),
+                   feather=_border_feather(b, feather_px), feather_px=feather_px, support_px=support,
+                   support_nodes=support_nodes, has_interior=bool(interior.max() > 0.0))
+
+
+def _border_feather(box: Box, feather_px: float) -> np.ndarray:
+    """(h, w) float32 over the patch `box`: 0 on its border, rising to 1 `feather_px` in."""
+    ys, xs = np.mgrid[0:box.h, 0:box.w]
+    edge = np.minimum(np.minimum(xs, box.w - 1 - xs), np.minimum(ys, box.h - 1 - ys))
+    return smoothstep(0.0, feather_px, edge.astype(np.float64)).astype(np.float32)
+
+
+def _support(frame: an.FaceFrame, grid: Grid, inner: tuple[float, float, float, float],
+             ramp: float) -> tuple[tuple[int, int, int, int], tuple[slice, slice]]:
+    """Where the mouth layers can differ from the face layer (the window `inner` and its `ramp`):
+    (x0, y0, x1, y1) in the patch, and the grid nodes (rows, columns) that cover it."""
+    b, step = grid.box, grid.step
+    sx0, sy0, sx1, sy1 = face_rect_box(frame, (inner[0] - ramp, inner[1] - ramp, inner[2] + ramp,
+                                               inner[3] + ramp), 10**6)
+    support = (int(max(np.floor(sx0) - b.x0, 0)), int(max(np.floor(sy0) - b.y0, 0)),
+               int(min(np.ceil(sx1) - b.x0, b.w)), int(min(np.ceil(sy1) - b.y0, b.h)))
+    ox, oy = grid.origin_px
+
+    def nodes(lo: float, hi: float, origin: float) -> slice:
+        return slice(max(int(np.floor((lo - origin) / step)), 0), int(np.ceil((hi - origin) / step)) + 1)
+
+    return support, (nodes(support[1] + b.y0, support[3] + b.y0, oy), nodes(support[0] + b.x0, support[2] + b.x0, ox))
+
+
+def _label_rgba(rgb: np.ndarray, alpha_patch: np.ndarray, box: Box) -> np.ndarray:
+    """Frame-sized premultiplied RGBA uint8: `rgb`·label, alpha = the label (`alpha_patch` over
+    the patch `box`, edge-extended beyond it).
+
+    Premultiplied, so bilinear sampling at a label's edge never pulls in the colour of the pixels
+    beyond it (teeth into a lip edge, lip into the teeth).
+    """
+    pad = ((box.y0, rgb.shape[0] - box.y0 - box.h), (box.x0, rgb.shape[1] - box.x0 - box.w))
+    alpha = np.pad(np.clip(alpha_patch, 0, 1), pad, mode="edge")[..., None]
+    rgba = np.dstack([rgb * alpha, 255.0 * alpha])
+    return np.ascontiguousarray(np.round(rgba).astype(np.uint8))
+
+
+def _patch_to_frame(rgba_patch: np.ndarray, box: Box, frame_shape: tuple[int, ...]) -> np.ndarray:
+    """A texture painted over the patch `box`, edge-extended to the frame's size, as uint8."""
+    pad = ((box.y0, frame_shape[0] - box.y0 - box.h), (box.x0, frame_shape[1] - box.x0 - box.w), (0, 0))
+    return np.ascontiguousarray(np.pad(np.clip(np.round(rgba_patch), 0, 255), pad, mode="edge").astype(np.uint8))
 
 
 def _paint_out_teeth_specks(image: np.ndarray, frame: an.FaceFrame, mouth: an.MouthGeometry) -> np.ndarray:
@@ -334,13 +347,30 @@ class MouthCompositor:
         area = self._active((upper_field, lower_field) + ((teeth_field,) if p.has_interior else ()))
         if area[0].start >= area[0].stop or area[1].start >= area[1].stop:
             return
+        s_l, s_t, c_low = self._claim_sides(area, upper_field, lower_field, teeth_field)
+        opening = self._open_rows(area)
+        if opening is not None:
+            # Only between the mouth corners may nobody's claim become an opening; elsewhere the
+            # shortfall is renormalised away below.
+            may_open = self._sample("cavity", p.cavity_paint, s_l, opening)
+            np.multiply(self.hole[opening], may_open, out=self.hole[opening])
+        scale = self._blend_sides(area, out_view, c_low, with_teeth=s_t is not None)
+        if opening is not None:
+            self._paint_opening(opening, scale, s_t if s_t is not None else self.teeth.invert(teeth_field))
+        cv2.convertScaleAbs(self._acc[area], dst=out_view[area])
+
+    def _claim_sides(self, area: tuple[slice, slice], upper_field: np.ndarray, lower_field: np.ndarray,
+                     teeth_field: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Each side's claim over `area`, in priority order: upper lip, then lower lip, then teeth,
+        each taking at most what the ones before it left; what is left after all three (in
+        `self.hole`, unclipped in `self._free`) is the opened mouth. Returns the jaw side's map,
+        the teeth side's (None when the actor shows no teeth of its own) and the jaw side's claim."""
+        p = self.patch
         s_u = self.upper.invert(upper_field)
         s_l = self.lower.invert(lower_field)
         c_up = self._sample("upper", p.upper, s_u, area)
         c_low = self._sample("lower", p.lower, s_l, area)
         np.copyto(self._label["lower"][area], c_low)
-        # Claims in priority order: upper lip, then lower lip, then teeth, each taking at most
-        # what the ones before it left; what is left after all three is the opened mouth.
         free, hole = self._free[area], self.hole[area]
         np.subtract(1.0, c_up, out=free)
         np.minimum(c_low, free, out=c_low)
@@ -353,14 +383,13 @@ class MouthCompositor:
             np.minimum(c_teeth, free, out=c_teeth)
             np.subtract(free, c_teeth, out=free)
         np.clip(free, 0.0, 1.0, out=hole)
-        opening = self._open_rows(area)
-        if opening is not None:
-            # Only between the mouth corners may nobody's claim become an opening; elsewhere the
-            # shortfall is renormalised away below.
-            may_open = self._sample("cavity", p.cavity_paint, s_l, opening)
-            np.multiply(self.hole[opening], may_open, out=self.hole[opening])
-        # scale = feather / (claims + opening); out = face·(1 − feather) + Σ colour·claim·scale.
-        weight = self._weight[area]
+        return s_l, s_t, c_low
+
+    def _blend_sides(self, area: tuple[slice, slice], out_view: np.ndarray, c_low: np.ndarray,
+                     with_teeth: bool) -> np.ndarray:
+        """Start `self._acc` over `area` as the face layer times (1 − feather) and add each side's
+        colour by its claim; returns the patch-sized scale, feather / (claims + opening)."""
+        free, hole, weight = self._free[area], self.hole[area], self._weight[area]
         np.subtract(1.0, free, out=weight)
         np.add(weight, hole, out=weight)
         np.maximum(weight, 1e-4, out=weight)
@@ -375,22 +404,22 @@ class MouthCompositor:
         # Sides are premultiplied by their labels: a side's colour weight is the share of its
         # label it kept after the priorities (1 for the upper side), times the scale.
         self._accumulate(self._rgba["upper"], scale, area)
-        sides = [("lower", c_low)] + ([("teeth", self._claim["teeth"][area])] if s_t is not None else [])
+        sides = [("lower", c_low)] + ([("teeth", self._claim["teeth"][area])] if with_teeth else [])
         for name, claim in sides:
             np.maximum(self._label[name][area], 1e-3, out=weight)
             np.divide(claim, weight, out=weight)
             np.multiply(weight, scale[area], out=weight)
             self._accumulate(self._rgba[name], self._weight, area)
-        if opening is not None:
-            # The opening: painted upper teeth (riding on the teeth side: they hang from the
-            # skull) over the tongue and cavity (riding on the jaw side), only on its rows.
-            if s_t is None:
-                s_t = self.teeth.invert(teeth_field)
-            alpha = self._sample("paint", p.teeth_paint, s_t, opening)
-            weight = self._weight[opening]
-            np.multiply(self.hole[opening], scale[opening], out=weight)
-            np.multiply(alpha, weight, out=alpha)
-            np.subtract(weight, alpha, out=weight)
-            self._accumulate(self._rgba["cavity"], self._weight, opening)
-            self._accumulate(self._rgba["paint"], self._claim["paint"], opening)
-        cv2.convertScaleAbs(acc, dst=out_view[area])
+        return scale
+
+    def _paint_opening(self, opening: tuple[slice, slice], scale: np.ndarray, s_t: np.ndarray) -> None:
+        """Add the opening to `self._acc`, only on its rows: painted upper teeth (riding on the
+        teeth side's map `s_t`: they hang from the skull) over the tongue and cavity (riding on
+        the jaw side, sampled by `render`)."""
+        alpha = self._sample("paint", self.patch.teeth_paint, s_t, opening)
+        weight = self._weight[opening]
+        np.multiply(self.hole[opening], scale[opening], out=weight)
+        np.multiply(alpha, weight, out=alpha)
+        np.subtract(weight, alpha, out=weight)
+        self._accumulate(self._rgba["cavity"], self._weight, opening)
+        self._accumulate(self._rgba["paint"], self._claim["paint"], opening)
