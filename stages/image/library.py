@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from stages.errors import StageInputError
+from stages.files import read_inside
 from stages.image.crop import crop_face
-from stages.image.load import decode_image, read_image_bytes
+from stages.image.load import MAX_FILE_BYTES, decode_image, read_image_bytes
 from stages.types import Actor
 
 BUILTIN_SOURCE = "builtin:astronaut"
@@ -73,12 +74,33 @@ def _builtin_portrait() -> tuple[np.ndarray, str]:
 
 
 def library_images(library_dir: Path) -> list[Path]:
-    """The picture files directly inside `library_dir`, sorted by name (the order choices index)."""
+    """The picture entries directly inside `library_dir`, sorted by name (the order choices index).
+
+    Symbolic links are listed like files (so adding one never shifts which picture a prompt
+    picks) but are refused when picked (read_library_image): a link could lead anywhere."""
     library_dir = Path(library_dir)
     if not library_dir.is_dir():
         raise StageInputError("actor.prompt", "the actor library folder does not exist", library_dir=str(library_dir))
-    files = [p for p in library_dir.iterdir() if p.is_file() and p.suffix.lower() in LIBRARY_SUFFIXES]
+    files = [p for p in library_dir.iterdir()
+             if (p.is_symlink() or p.is_file()) and p.suffix.lower() in LIBRARY_SUFFIXES]
     return sorted(files, key=lambda p: p.name)
+
+
+def read_library_image(path: Path, library_dir: Path) -> bytes:
+    """The bytes of the library picture `path`, read once and never through a symlink, from a file
+    that really lies in `library_dir` (a folder swapped for a link elsewhere is refused too).
+    Refusals name actor.prompt and the picture's name, never where a link leads."""
+    return read_inside(Path(path), [Path(library_dir)], "actor.prompt", MAX_FILE_BYTES,
+                       shown=f"library picture {Path(path).name}")
+
+
+def pick_library_image(prompt: str, library_dir: Path) -> tuple[Path, bytes]:
+    """The library picture a prompt picks (choose_library_image) and its bytes (read_library_image):
+    what the daemon snapshots at submit, and what load_actor prepares."""
+    if not prompt.strip():
+        raise StageInputError("actor.prompt", "the prompt is empty")
+    path = choose_library_image(prompt, Path(library_dir))
+    return path, read_library_image(path, Path(library_dir))
 
 
 def choose_library_image(prompt: str, library_dir: Path) -> Path:
@@ -132,14 +154,13 @@ def actor_from_pixels(pixels: np.ndarray, source: str, field: str) -> Actor:
     return _remember(_prepare(pixels, source, sha256, field))
 
 
-def _actor_from_file(path: Path, field: str) -> Actor:
-    data = read_image_bytes(path, field)
+def _actor_from_bytes(data: bytes, source: str, field: str) -> Actor:
     sha256 = hashlib.sha256(data).hexdigest()
     actor = _cached(sha256)
     if actor is not None:
         return actor
-    pixels = decode_image(data, field, str(path))
-    return _remember(_prepare(pixels, str(path), sha256, field))
+    pixels = decode_image(data, field, source)
+    return _remember(_prepare(pixels, source, sha256, field))
 
 
 def load_actor(image: Path | None = None, prompt: str | None = None, library_dir: Path | None = None) -> Actor:
@@ -147,16 +168,18 @@ def load_actor(image: Path | None = None, prompt: str | None = None, library_dir
 
     `image` (recipe field actor.image) wins when given. Otherwise, with a `prompt` and a
     configured `library_dir`, a picture is chosen from the folder (choose_library_image).
-    Otherwise the built-in astronaut portrait is used. The same source content returns the
-    same (cached, read-only) Actor object. Raises StageInputError naming the recipe field for
+    Otherwise the built-in astronaut portrait is used. A library picture is read never through a
+    symlink and only from inside the folder (read_library_image). The same source content returns
+    the same (cached, read-only) Actor object. Raises StageInputError naming the recipe field for
     an unusable file, and NoFaceError when the picture shows no human face.
     """
     if image is not None:
-        return _actor_from_file(Path(image), "actor.image")
+        return _actor_from_bytes(read_image_bytes(Path(image), "actor.image"), str(image), "actor.image")
     if prompt is not None and not prompt.strip():
         raise StageInputError("actor.prompt", "the prompt is empty")
     if prompt is not None and library_dir is not None:
-        return _actor_from_file(choose_library_image(prompt, Path(library_dir)), "actor.prompt")
+        path, data = pick_library_image(prompt, Path(library_dir))
+        return _actor_from_bytes(data, str(path), "actor.prompt")
     pixels, sha256 = _builtin_portrait()
     actor = _cached(sha256)
     if actor is not None:

@@ -96,8 +96,8 @@ def test_an_unusable_driving_video_is_refused_at_submit(tmp_path: Path, name: st
 def test_a_usable_driving_video_is_snapshotted_and_hashed(tmp_path: Path) -> None:
     """A real clip is copied into the spool under its sha256 and the recipe names the copy."""
     shutil.copy(DRIVING / "d11.mp4", tmp_path / "idle.mp4")
-    recipe, hashes = snapshot_inputs(_recipe(tmp_path, "idle.mp4"), [tmp_path], tmp_path / "spool")
-    assert recipe.motion.driving == tmp_path / "spool" / f"{hashes['motion.driving']}.mp4"
+    recipe, inputs = snapshot_inputs(_recipe(tmp_path, "idle.mp4"), [tmp_path], tmp_path / "spool")
+    assert recipe.motion.driving == tmp_path / "spool" / f"{inputs['motion.driving']['sha256']}.mp4"
     assert recipe.motion.driving.read_bytes() == (DRIVING / "d11.mp4").read_bytes()
 
 

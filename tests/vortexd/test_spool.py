@@ -23,8 +23,9 @@ def test_the_image_is_copied_by_content_and_the_recipe_names_the_copy(tmp_path: 
     inbox.mkdir()
     shutil.copy(shared_dir / "faces" / "s9.jpg", inbox / "a.jpg")
     digest = hashlib.sha256((inbox / "a.jpg").read_bytes()).hexdigest()
-    recipe, hashes = snapshot_inputs(_recipe(inbox / "a.jpg", inbox), [inbox], spool)
-    assert hashes == {"actor.image": digest}
+    recipe, inputs = snapshot_inputs(_recipe(inbox / "a.jpg", inbox), [inbox], spool)
+    assert inputs == {"actor.image": {"path": str(inbox / "a.jpg"), "sha256": digest,
+                                      "bytes": (inbox / "a.jpg").stat().st_size}}
     assert recipe.actor.image == spool / f"{digest}.jpg" and recipe.actor.image.read_bytes() == (inbox / "a.jpg").read_bytes()
     (inbox / "a.jpg").write_bytes(b"changed")
     assert hashlib.sha256(recipe.actor.image.read_bytes()).hexdigest() == digest

@@ -29,6 +29,9 @@ a 120 s clip at 1080p already takes 25–45 s of the submit (measured: 166 track
 MAX_TRACKED_FPS = 30.0
 """Faster clips are read at every k-th frame, k = ⌈fps / 30⌉: 30 readings a second still put a
 100 ms blink on three frames, and a 60 fps clip is checked at submit as fast as a 30 fps one."""
+MAX_SOURCE_FPS = 240.0
+"""Faster streams are refused: even read at every k-th frame, each frame must still be decoded, and
+a 120 s clip at 240 fps is already 28,800 decoded frames."""
 MIN_FACE_FRACTION = 0.8
 """The face must be found in at least this share of the frames ("most frames")."""
 
@@ -53,9 +56,40 @@ def _refuse(path: Path, reason: str, **details: object) -> StageInputError:
     return StageInputError(DRIVING_FIELD, f"{path.name}: {reason}", **details)
 
 
+def _declared_duration_s(container: Any, stream: Any, fps: float) -> float:
+    """The longest length the file's metadata declares (container, stream, or frame count ÷ fps):
+    read from headers, so a clip too long is refused before a single frame is decoded."""
+    import av
+
+    lengths = [0.0]
+    if container.duration is not None:
+        lengths.append(container.duration / av.time_base)
+    if stream.duration is not None and stream.time_base is not None:
+        lengths.append(float(stream.duration * stream.time_base))
+    if stream.frames:
+        lengths.append(stream.frames / fps)
+    return max(lengths)
+
+
+def _check_cheap_facts(path: Path, container: Any, stream: Any, fps: float) -> None:
+    """Refuse what the headers already show is too much: frame size, frame rate and length."""
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if width * height > MAX_FRAME_PIXELS:
+        raise _refuse(path, f"frames of {width}×{height} are larger than 1920×1080; scale the clip down",
+                      width=width, height=height)
+    if fps > MAX_SOURCE_FPS:
+        raise _refuse(path, f"{fps:g} frames a second is faster than {MAX_SOURCE_FPS:.0f}", fps=fps)
+    length_s = _declared_duration_s(container, stream, fps)
+    # Half a frame of slack: containers round their duration up to their own time base.
+    if length_s > MAX_DRIVING_S + 0.5 / fps:
+        raise _refuse(path, f"the clip is {length_s:.0f} s long; longer than {MAX_DRIVING_S:.0f} s",
+                      duration_s=round(length_s, 3), max_s=MAX_DRIVING_S)
+
+
 @contextlib.contextmanager
 def open_video(path: Path) -> Iterator[tuple[Any, Any, float]]:
-    """(container, video stream, fps) of a readable video; refusals name motion.driving."""
+    """(container, video stream, fps) of a readable video whose headers pass the cheap checks (frame
+    size, frame rate, declared length); refusals name motion.driving."""
     import av
 
     try:
@@ -69,10 +103,7 @@ def open_video(path: Path) -> Iterator[tuple[Any, Any, float]]:
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         if not np.isfinite(fps) or fps <= 0:
             raise _refuse(path, "the video stream has no frame rate")
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if width * height > MAX_FRAME_PIXELS:
-            raise _refuse(path, f"frames of {width}×{height} are larger than 1920×1080; scale the clip down",
-                          width=width, height=height)
+        _check_cheap_facts(path, container, stream, fps)
         yield container, stream, fps
 
 
