@@ -70,6 +70,25 @@ def test_sweep_keeps_what_unfinished_slots_name(tmp_path: Path) -> None:
     assert sweep_spool(tmp_path / "absent", set()) == 0
 
 
+def test_sweep_removes_a_dead_submits_staging_but_not_a_live_one(tmp_path: Path) -> None:
+    """A daemon killed mid-submit leaves its staging folder: the next process's sweep removes it, while
+    a sweep never touches the staging folder of a submit this process is still checking."""
+    import subprocess
+    import sys
+
+    spool = tmp_path / "spool"
+    script = ("import sys; from pathlib import Path; from vortexd.spool import STAGING_DIR, _PROCESS_TAG; "
+              "d = Path(sys.argv[1]) / STAGING_DIR / f'{_PROCESS_TAG}-dead'; d.mkdir(parents=True); "
+              "(d / 'big.mp4').write_bytes(bytes(1000))")
+    subprocess.run([sys.executable, "-c", script, str(spool)], check=True)
+    from vortexd.spool import STAGING_DIR, _PROCESS_TAG
+
+    live = spool / STAGING_DIR / f"{_PROCESS_TAG}-live"
+    live.mkdir()
+    assert sweep_spool(spool, set()) == 0
+    assert [p.name for p in (spool / STAGING_DIR).iterdir()] == [live.name]
+
+
 def test_input_files_lists_image_and_audio(tmp_path: Path) -> None:
     """Both kinds of input a recipe can name."""
     recipe = parse_recipe({"slot_id": "s", "actor": {"image": str(tmp_path / "x.jpg")},

@@ -13,7 +13,8 @@ from stages.errors import NoFaceError, StageInputError
 from stages.image import load_actor, read_image
 from stages.image.crop import EYE_MIDPOINT_PX, INTEROCULAR_PX, eye_geometry
 from stages.image.face import detect_landmarks
-from stages.image.library import BUILTIN_SOURCE, choose_library_image, clear_actor_cache
+from stages.image.library import (BUILTIN_SOURCE, choose_library_image, clear_actor_cache, library_images,
+                                  read_library_image)
 
 FACES_DIR = Path(__file__).resolve().parents[3] / ".." / "shared" / "faces"
 HUMAN_FACES = ("s5.jpg", "s9.jpg", "s10.jpg", "s12.jpg")
@@ -203,3 +204,30 @@ def test_load_actor_by_prompt_uses_the_library(tmp_path):
         shutil.copyfile(FACES_DIR / name, folder / name)
     actor = load_actor(prompt="S12 reads the evening news", library_dir=folder)
     assert actor.source == str(folder / "s12.jpg")
+
+
+@needs_faces
+def test_a_library_symlink_is_refused_when_picked(tmp_path):
+    """A symlink in the library to a face elsewhere is listed (picks do not shift) but refused when a
+    prompt picks it, naming actor.prompt and the picture, never where the link leads."""
+    folder, outside = tmp_path / "library", tmp_path / "outside"
+    folder.mkdir(), outside.mkdir()
+    shutil.copyfile(FACES_DIR / "s5.jpg", folder / "anna.jpg")
+    shutil.copyfile(FACES_DIR / "s12.jpg", outside / "secret.jpg")
+    (folder / "evil.jpg").symlink_to(outside / "secret.jpg")
+    assert [p.name for p in library_images(folder)] == ["anna.jpg", "evil.jpg"]
+    with pytest.raises(StageInputError, match="symbolic link") as caught:
+        load_actor(prompt="evil", library_dir=folder)
+    assert caught.value.field == "actor.prompt" and "outside" not in str(caught.value)
+    assert load_actor(prompt="anna", library_dir=folder).source == str(folder / "anna.jpg")
+
+
+@needs_faces
+def test_a_library_folder_reached_through_a_link_out_of_it_is_refused(tmp_path):
+    """The picture's real place must be in the library: a subfolder link cannot smuggle one in."""
+    folder, outside = tmp_path / "library", tmp_path / "outside"
+    folder.mkdir(), outside.mkdir()
+    shutil.copyfile(FACES_DIR / "s12.jpg", outside / "secret.jpg")
+    with pytest.raises(StageInputError, match="outside the allowed roots") as caught:
+        read_library_image(folder / ".." / "outside" / "secret.jpg", folder)
+    assert caught.value.field == "actor.prompt"
