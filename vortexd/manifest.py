@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -60,8 +61,13 @@ def input_hashes(recipe: Recipe) -> dict[str, str]:
 
 
 def build_manifest(recipe: Recipe, backends: ManifestBackends, speech, plan, verdict, clock: StageTimes,
-                   warnings_seen: list[str], actor_source: str, versions: dict[str, str]) -> dict[str, Any]:
-    """The manifest.json content of a slot (file hashes are added by publish_slot)."""
+                   warnings_seen: list[str], actor_source: str, versions: dict[str, str],
+                   inputs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The manifest.json content of a slot (file hashes are added by publish_slot).
+
+    `inputs` is the record made at submit (vortexd.spool.snapshot_inputs: field → {path, sha256,
+    bytes}, a library pick included); its hashes are listed as they are. Without it (a one-shot
+    render) the files the recipe names are hashed here."""
     verdict_fields = dataclasses.asdict(verdict) if verdict is not None else None
     return _plain({
         "slot_id": recipe.slot_id,
@@ -77,8 +83,9 @@ def build_manifest(recipe: Recipe, backends: ManifestBackends, speech, plan, ver
                      "verify": "objective+clip" if verdict_fields and verdict_fields.get("clip") else "objective",
                      "motion_source": plan.meta.get("source")},
         "actor_source": actor_source,
-        "inputs": (inputs := input_hashes(recipe)),
-        "driving": ({"sha256": inputs["motion.driving"], **plan.meta["driving"]}
+        "inputs": (hashes := input_hashes(recipe) if inputs is None
+                   else {field: entry["sha256"] for field, entry in inputs.items()}),
+        "driving": ({"sha256": hashes["motion.driving"], **plan.meta["driving"]}
                     if "driving" in plan.meta else None),
         "versions": versions,
         "models": {"tts": backends.kokoro.model_info()} if speech.backend == "kokoro" else {},
