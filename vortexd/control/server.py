@@ -89,6 +89,13 @@ class ControlServerOptions:
                                self.max_heard, self.max_heard_per_peer)
 
 
+def _expire_now(deadline: asyncio.Timeout, loop: asyncio.AbstractEventLoop) -> None:
+    """End a wait at once (a heard connection pushed out by a newer one), unless it already ended:
+    a deadline that has just fired cannot be rescheduled."""
+    if not deadline.expired():
+        deadline.reschedule(loop.time())
+
+
 class ControlServer:
     """The daemon's control socket. `await start()`, later `await close()` (or `async with`)."""
 
@@ -222,7 +229,7 @@ class ControlServer:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.options.first_line_timeout_s) as deadline:
-                hearing = self.admission.hear(peer, lambda: deadline.reschedule(loop.time()))
+                hearing = self.admission.hear(peer, lambda: _expire_now(deadline, loop))
                 try:
                     return await LineReader(reader, self.options.max_line_bytes).next_request()
                 finally:
