@@ -1,297 +1,398 @@
-"""The slot engine: it owns every slot and every operation on slots.
+"""The slot engine: it owns every slot, runs their stages and decides every outcome.
 
-One object holds a slot's whole state: the journal (durable), the scheduler (pure timing logic
-it consults), each slot's in-memory work between stages, and the event bus that tells
-subscribers. Submit, cancel, drain, resume, status and slots are its methods; the control
-server's op table (ops.py) only adapts requests to them, and the daemon only runs the stages the
-engine dispatches and reports their outcome back to `stage_done`.
+One `Slot` record per slot (slot.py) lives in the engine's table from submit to retirement. The
+engine asks the scheduler (pure policy) what is due, hands each stage to its lane's
+`StageWorker` as `Job(slot, stage)`, runs the stage body through the one `SlotRunner`, and takes
+every outcome back in `_stage_done`: the failure policy (failures.py) says what kind of fault it
+was, the scheduler what follows, and the journal is written from the record (outcomes.py). The
+control server's op table (ops.py) is a thin adapter over the typed operations here; the daemon
+only starts the engine, serves, and asks it to stop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-import json
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
-from stages.errors import StageInputError
 from vortexd.clock import Clock
-from vortexd.control.protocol import ControlError, parse_submit
+from vortexd.engine_errors import NotServing, SlotAlreadyFinal, UnknownSlot
 from vortexd.events import EventBus
-from vortexd.journal import Journal, SlotFinished
+from vortexd.failures import classify, describe
+from vortexd.journal import Journal
 from vortexd.metrics import Metrics
+from vortexd.outcomes import OutcomeRecorder
 from vortexd.recipe import Recipe
-from vortexd.scheduler import Action, Scheduler
+from vortexd.scheduler import STAGES, Action, Scheduler
 from vortexd.settings import Settings
-from vortexd.slot_state import RUNNING_STATE, TERMINAL_STATES, SlotState
-from vortexd.slot_work import SlotWork
+from vortexd.slot import Slot
+from vortexd.slot_state import RUNNING_STATE, SlotState
+from vortexd.slot_table import SlotTable
 from vortexd.spool import input_files, snapshot_inputs, sweep_spool
+from vortexd.stage_worker import Job, StageWorker
+from vortexd.tasks import TaskManager
 
 log = structlog.get_logger("vortexd.engine")
 
+_LOOP_TICK_S = 1.0
+"""Longest the scheduling loop sleeps without an event: deadlines are checked at least this often."""
+_IN_FLIGHT = frozenset({SlotState.PREPARING, SlotState.PREPARED, SlotState.WARPING, SlotState.WARPED,
+                        SlotState.FINISHING})
+"""States of a slot that has started and will go on to publish unless stopped: what a drain waits for."""
+
+
+class StageRunner(Protocol):
+    """The stage bodies the engine runs in worker threads (vortexd.slot_runner.SlotRunner)."""
+
+    def prepare(self, slot: Slot, progress: Callable[[str, int, int], None]) -> Any:
+        """Make the slot's actor, speech and plan; returns `pipeline.Prepared`."""
+
+    def warp(self, slot: Slot, progress: Callable[[str, int, int], None]) -> Any:
+        """Render the slot's frames into its slab."""
+
+    def finish(self, slot: Slot, progress: Callable[[str, int, int], None]) -> Any:
+        """Verify, encode and publish; returns the published folder and manifest."""
+
 
 @dataclass(frozen=True)
-class StageWorkers:
-    """How the engine reaches the stage actors the daemon runs."""
+class SubmitReceipt:
+    """What `submit` tells the client: the slot's place on the timeline."""
 
-    send: Callable[[str, str], None]
-    """send(stage, slot_id): start that stage of the slot."""
-    cancel: Callable[[str, str | None], None]
-    """cancel(slot_id, stage): interrupt the slot's work (in every stage when stage is None)."""
+    slot_id: str
+    seq: int
+    state: SlotState
+    duplicate: bool
+    air_in_s: float | None = None
+    deadline_in_s: float | None = None
+
+
+@dataclass(frozen=True)
+class EngineSnapshot:
+    """Everything status and health read, taken at one moment."""
+
+    accepting: bool
+    draining: bool
+    slots: tuple[Slot, ...]
+    stats: Any
+    slab_count: int
+    predicted_publish_s: dict[str, float]
+    lanes: dict[str, dict[str, Any]]
+    now_s: float
 
 
 class SlotEngine:
-    """Every slot's state and the operations on it (see the module docstring)."""
+    """Every slot's state and every operation on slots (see the module docstring)."""
 
     def __init__(self, settings: Settings, clock: Clock, journal: Journal, scheduler: Scheduler,
-                 events: EventBus, metrics: Metrics, spool_dir: Path, workers: StageWorkers,
-                 wake: Callable[[], None]) -> None:
+                 events: EventBus, metrics: Metrics, spool_dir: Path, runner: StageRunner, slabs: Any) -> None:
         self.settings, self.clock, self.journal, self.scheduler = settings, clock, journal, scheduler
-        self.events, self.metrics, self.spool_dir, self.workers = events, metrics, spool_dir, workers
-        self._wake = wake
+        self.events, self.metrics, self.spool_dir, self.runner, self.slabs = events, metrics, spool_dir, runner, slabs
+        self.table = SlotTable()
         self.accepting = False
-        """Whether submit takes recipes (false while starting and draining)."""
-        self._work: dict[str, SlotWork] = {}
-        self._misses_reported = 0
-        # Submits snapshot into the spool and sweeps empty it: the lock keeps a sweep from taking a
-        # file a submit has just stored (or found stored) but not yet registered.
-        self._spool_lock = asyncio.Lock()
+        """Whether submit takes recipes (false while starting and stopping)."""
+        self.draining = False
+        """The one drain flag: no slot starts preparing; slots already started go on to publish."""
+        self._stopping = False
+        self._workers = {stage: StageWorker(stage, self._run_stage, self._stage_done) for stage in STAGES}
+        self._record = OutcomeRecorder(journal, events, metrics, settings.output_dir)
+        self._wake_event = asyncio.Event()
+        self._settled = asyncio.Event()
+        # Journal, then admit, in seq order: two submits' acks must not overtake each other.
+        self._accept_lock = asyncio.Lock()
+        self._submits_in_progress = 0
         self._sweep_due = False
-        self._journal_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        self._sweep_task: asyncio.Task | None = None
 
-    def work(self, slot_id: str) -> SlotWork:
-        """The in-memory artefacts of a slot in flight."""
-        return self._work[slot_id]
+    # ----- life cycle ----------------------------------------------------------------------
 
-    def in_flight(self) -> list[str]:
-        """Slots with in-memory work (accepted, not yet final)."""
-        return list(self._work)
+    def start(self, tasks: TaskManager) -> None:
+        """Start the stage workers and the scheduling loop under the daemon's task manager."""
+        for stage, worker in self._workers.items():
+            tasks.spawn(worker.run(), f"worker:{stage}")
+        tasks.spawn(self._schedule_loop(), "scheduler")
+        self.accepting = True
+
+    async def stop(self, timeout_s: float) -> bool:
+        """Drain: take no recipes, start no slot, wait up to `timeout_s` for every slot in flight
+        (queued jobs included) to publish or fail. Out of time, interrupt them without failing
+        them: the journal keeps them where they were and a restart resumes them. Returns whether
+        everything in flight finished."""
+        self.accepting = False
+        self.draining = True
+        deadline = time.monotonic() + timeout_s
+        while self.in_flight() and time.monotonic() < deadline:
+            self._settled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), min(0.5, max(0.01, deadline - time.monotonic())))
+        clean = not self.in_flight()
+        if not clean:
+            log.warning("drain_timeout", in_flight=self.in_flight(), timeout_s=timeout_s)
+            self._stopping = True
+            for slot in self.table:
+                slot.cancel.set()
+            await self._wait_for_workers(timeout_s=30.0)
+        for worker in self._workers.values():
+            worker.stop()
+        return clean
+
+    async def _wait_for_workers(self, timeout_s: float) -> None:
+        """Wait for the running stages to notice their cancel flags (they poll between chunks)."""
+        deadline = time.monotonic() + timeout_s
+        while any(w.current or w.queue_depth for w in self._workers.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     def close(self) -> None:
         """Give back every slab and stop the journal thread (after the last write)."""
-        for work in self._work.values():
-            work.release_slab()
-        self._journal_thread.shutdown(wait=True)
+        for slot in self.table:
+            slot.release_slab()
+        self._record.close()
+
+    def in_flight(self) -> list[str]:
+        """Slots that started and have not reached a final state, or whose stage still runs."""
+        return [slot.slot_id for slot in self.table if slot.state in _IN_FLIGHT or slot.running_stage]
 
     # ----- operations ----------------------------------------------------------------------
 
-    async def submit(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Check, snapshot and journal a recipe, then put it on the timeline."""
-        if not self.accepting:
-            raise ControlError("draining", "the daemon is not serving (starting or draining); submit again later")
-        async with self._spool_lock:
-            recipe = await self._checked_recipe(args)
-            recipe_json = json.dumps(recipe.model_dump(mode="json"), sort_keys=True)
-            # Committed to disk before the answer: an acknowledged recipe survives kill -9.
-            seq = await asyncio.to_thread(self.journal.accept, recipe.slot_id, recipe_json, recipe.content_hash())
-            record = self.journal.get(recipe.slot_id)
-            if recipe.slot_id in self._work or record.state != SlotState.QUEUED:
-                return {"slot_id": recipe.slot_id, "seq": seq, "state": record.state, "duplicate": True}
-            self._work[recipe.slot_id] = SlotWork(recipe=recipe, seq=seq)
-        now = self.clock.now_s()
-        view = self.scheduler.submit(recipe.slot_id, seq, now)
-        self.events.publish(recipe.slot_id, "state", state=SlotState.QUEUED, error=None)
-        self._wake()
-        return {"slot_id": recipe.slot_id, "seq": seq, "state": SlotState.QUEUED, "duplicate": False,
-                "air_in_s": round(view.air_s - now, 3), "deadline_in_s": round(view.deadline_s - now, 3)}
+    async def submit(self, recipe: Recipe) -> SubmitReceipt:
+        """Check and snapshot the recipe's inputs, journal it, then put it on the timeline.
 
-    async def _checked_recipe(self, args: dict[str, Any]) -> Recipe:
-        """The request's recipe, paths inside the roots, sized for a slab, inputs snapshotted."""
-        recipe = parse_submit(args, self.settings.allowed_roots)
+        Raises NotServing while starting or stopping, and RecipeError / StageInputError naming
+        the field for a recipe that cannot render. Checking inputs holds no lock the scheduler
+        needs: slow checks of one client delay only that client.
+        """
+        if not self.accepting:
+            raise NotServing("the daemon is not serving (starting or draining); submit again later")
+        await self._no_sweep_running()
+        self._submits_in_progress += 1
+        try:
+            recipe, inputs = await self._checked_inputs(recipe)
+            async with self._accept_lock:
+                return await self._accept(recipe, inputs)
+        finally:
+            self._submits_in_progress -= 1
+
+    async def _checked_inputs(self, recipe: Recipe) -> tuple[Recipe, dict[str, Any]]:
+        """The recipe sized for a slab, its input files read, checked and copied to the spool."""
+        from vortexd.recipe import RecipeError
+
         limit = self.settings.max_slot_frames
         if recipe.output.n_frames > limit:
-            raise ControlError("invalid_recipe", f"output.duration_s: {recipe.output.n_frames} frames do not fit "
-                               f"a video slab of {limit} frames", {"field": "output.duration_s", "max_frames": limit})
-        # Read, check and copy the input files now: a bad or swapped file is refused here, never
-        # accepted and then failed at prepare time. (A trusted base_dir lies inside the roots.)
+            raise RecipeError("output.duration_s", f"{recipe.output.n_frames} frames do not fit a video slab "
+                              f"of {limit} frames", max_frames=limit)
         roots = [Path(root).resolve() for root in self.settings.allowed_roots]
-        recipe, _ = await asyncio.to_thread(snapshot_inputs, recipe, roots, self.spool_dir)
-        return recipe
+        return await asyncio.to_thread(snapshot_inputs, recipe, roots, self.spool_dir)
 
-    async def cancel(self, args: dict[str, Any]) -> dict[str, Any]:
-        """End a slot that is not final yet, interrupting the stage it is in."""
-        slot_id = args["slot_id"]
-        record = self._record(slot_id)
-        if record.terminal:
-            raise ControlError("conflict", f"slot {slot_id!r} is already {record.state}",
-                               {"slot_id": slot_id, "state": record.state})
-        running = self.scheduler.cancel(slot_id, self.clock.now_s())
-        if running is not None:
-            self.workers.cancel(slot_id, running)
-        else:
-            self.forget(slot_id)
-        await self.record_state(slot_id, SlotState.CANCELLED, error=args.get("reason"))
-        self.metrics.count_slot("cancelled")
+    async def _accept(self, recipe: Recipe, inputs: dict[str, Any]) -> SubmitReceipt:
+        # Committed to disk before the answer: an acknowledged recipe survives kill -9.
+        seq = await self._record.accept(recipe)
+        row = self.journal.get(recipe.slot_id)
+        if self.table.find(recipe.slot_id) is not None or row.state != SlotState.QUEUED:
+            return SubmitReceipt(recipe.slot_id, seq, SlotState(row.state), duplicate=True)
+        slot = self.table.add(Slot(recipe.slot_id, seq, recipe, inputs))
+        now = self.clock.now_s()
+        self.scheduler.admit(slot, self.table, now)
+        self.events.publish(slot.slot_id, "state", state=SlotState.QUEUED, error=None)
         self._wake()
-        return {"slot_id": slot_id, "state": SlotState.CANCELLED, "interrupted_stage": running}
+        return SubmitReceipt(slot.slot_id, seq, SlotState.QUEUED, duplicate=False,
+                             air_in_s=round(slot.air_s - now, 3), deadline_in_s=round(slot.deadline_s - now, 3))
+
+    async def cancel(self, slot_id: str, reason: str | None = None) -> tuple[SlotState, str | None]:
+        """End a slot that is not final yet, interrupting the stage it is in; returns the new
+        state and the interrupted stage. Raises UnknownSlot / SlotAlreadyFinal."""
+        slot = self.table.find(slot_id)
+        if slot is None:
+            row = self.journal.get(slot_id)
+            if row is None:
+                raise UnknownSlot(slot_id)
+            raise SlotAlreadyFinal(slot_id, row.state)
+        if slot.terminal or not slot.gate.withdraw():
+            raise SlotAlreadyFinal(slot_id, SlotState.PUBLISHED if slot.gate.published else slot.state)
+        running = self.scheduler.cancel(slot, self.clock.now_s())
+        slot.cancel.set()
+        await self._record.state(slot, error=reason)
+        self.metrics.count_slot("cancelled")
+        self._settle(slot)
+        return SlotState.CANCELLED, running
 
     def drain(self) -> None:
-        """No new slot starts preparing; slots already prepared still warp and finish."""
-        self.scheduler.drain()
-
-    def resume(self) -> None:
-        """Undo `drain`."""
-        self.scheduler.resume()
+        """No new slot starts preparing; slots already started still warp and finish."""
+        self.draining = True
         self._wake()
 
-    async def status(self, args: dict[str, Any]) -> dict[str, Any]:
-        """One slot's journal record and schedule, or the timeline of every pending slot."""
-        slot_id = args.get("slot_id")
-        if slot_id is not None:
-            summary = self._record(slot_id).summary()
-            try:
-                summary["schedule"] = self.scheduler.slot(slot_id).to_dict()
-            except (KeyError, ValueError, LookupError):
-                pass  # the scheduler forgets old final slots; the journal keeps them
-            return summary
-        snapshot = self.scheduler.snapshot()
-        stats = snapshot.stats
-        return {"draining": snapshot.draining, "queue_depth": snapshot.queue_depth,
-                "warping": snapshot.warping_slot_id,
-                "slabs": {"count": snapshot.slab_count, "in_use": snapshot.slabs_in_use},
-                "stats": {k: getattr(stats, k) for k in stats.__dataclass_fields__},
-                "cadence_s": self.settings.cadence_s,
-                "pending": [v.to_dict() for v in snapshot.slots if v.state not in TERMINAL_STATES]}
+    def resume(self) -> None:
+        """Undo `drain` (not a stop: a stopping engine stays drained)."""
+        if not self._stopping and self.accepting:
+            self.draining = False
+        self._wake()
 
-    async def slots(self, args: dict[str, Any]) -> dict[str, Any]:
-        """The newest slots from the journal, optionally only some states."""
-        records = self.journal.list(limit=args.get("limit", 100), states=args.get("states"))
-        return {"slots": [record.summary() for record in records]}
+    def snapshot(self) -> EngineSnapshot:
+        """The slots, counters and lanes as they are now."""
+        now = self.clock.now_s()
+        lanes = {name: {"current": w.current.slot_id if w.current else None, "queued": w.queue_depth,
+                        "done": w.jobs_done, "failed": w.jobs_failed} for name, w in self._workers.items()}
+        return EngineSnapshot(self.accepting, self.draining, tuple(self.table.everything()), self.scheduler.stats,
+                              self.settings.slab_count, self.scheduler.predicted_publish_s(self.table, now),
+                              lanes, now)
 
-    def _record(self, slot_id: str):
-        record = self.journal.get(slot_id)
-        if record is None:
-            raise ControlError("not_found", f"no slot {slot_id!r}", {"slot_id": slot_id})
-        return record
+    def slot_row(self, slot_id: str):
+        """The journal's row of a slot (any slot ever accepted); raises UnknownSlot."""
+        row = self.journal.get(slot_id)
+        if row is None:
+            raise UnknownSlot(slot_id)
+        return row
 
-    # ----- the slot's life -----------------------------------------------------------------
+    # ----- restart -------------------------------------------------------------------------
 
     def resume_from_journal(self) -> int:
-        """Put every accepted-but-unfinished slot back on the timeline; skip what was published.
-        Returns how many were restored."""
+        """Put every accepted-but-unfinished slot back on the timeline (from its first stage: the
+        work between stages did not survive); skip what was published. Returns how many."""
         now = self.clock.now_s()
-        restored = 0
         unfinished = self.journal.unfinished()
         # Inputs of finished slots are no longer needed (their hashes are in the manifests).
-        sweep_spool(self.spool_dir, {path for record in unfinished
-                                     for path in input_files(Recipe.model_validate(record.recipe))})
-        for record in unfinished:
-            if (self.settings.output_dir / record.slot_id / "manifest.json").is_file():
+        sweep_spool(self.spool_dir, {path for row in unfinished
+                                     for path in input_files(Recipe.model_validate(row.recipe))})
+        restored = 0
+        for row in unfinished:
+            if (self.settings.output_dir / row.slot_id / "manifest.json").is_file():
                 # Published, but the process died before journaling it: never publish twice.
-                self.journal.set_state(record.slot_id, SlotState.PUBLISHED, result={"recovered": True})
+                self.journal.set_state(row.slot_id, SlotState.PUBLISHED, result={"recovered": True})
                 continue
-            self.journal.begin_attempt(record.slot_id)  # `vortexctl slots` shows it as RESTARTS
-            self._work[record.slot_id] = SlotWork(recipe=Recipe.model_validate(record.recipe), seq=record.seq)
+            self.journal.begin_attempt(row.slot_id)  # `vortexctl slots` shows it as RESTARTS
+            recipe = Recipe.model_validate(row.recipe)
+            slot = self.table.add(Slot(row.slot_id, row.seq, recipe, _spool_inputs(recipe)))
             restored += 1
-            self.scheduler.restore(record.slot_id, record.seq, SlotState.QUEUED,
-                                   air_s=now + self.settings.cadence_s * restored)
+            self.scheduler.restore(slot, SlotState.QUEUED, air_s=now + self.settings.cadence_s * restored)
         if restored:
-            self.scheduler.reanchor(now)
+            self.scheduler.reanchor(self.table, now)
         return restored
+
+    # ----- the scheduling loop -------------------------------------------------------------
+
+    def _wake(self) -> None:
+        self._wake_event.set()
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            self._wake_event.clear()
+            now = self.clock.now_s()
+            wake_at = None
+            try:
+                wake_at = await self.tick()
+            except Exception:  # supervision: a bad decision must not stop every future slot
+                log.exception("scheduling_failed")
+            timeout_s = _LOOP_TICK_S if wake_at is None else min(_LOOP_TICK_S, max(0.0, wake_at - now))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_event.wait(), timeout_s)
 
     async def tick(self) -> float | None:
         """Run what the scheduler says is due now; returns when it next wants to be asked."""
         now = self.clock.now_s()
-        for action in self.scheduler.next_actions(now):
+        for action in self.scheduler.next_actions(self.table, now, draining=self.draining):
             await self._dispatch(action)
-        self._refresh_gauges()
-        if self._sweep_due:
-            await self._sweep_spool()
-        return self.scheduler.next_wakeup_s(now)
-
-    async def _sweep_spool(self) -> None:
-        """Remove the spool files no slot in flight names (a finished slot's inputs live on only as
-        the hashes in its manifest), so the spool does not grow with every new input."""
-        async with self._spool_lock:
-            self._sweep_due = False
-            keep = {path for work in self._work.values() for path in input_files(work.recipe)}
-            removed = await asyncio.to_thread(sweep_spool, self.spool_dir, keep)
-        if removed:
-            log.info("spool_swept", removed=removed)
+        self._retire()
+        self._record.gauges(self.scheduler.stats, len([s for s in self.table if not s.terminal]))
+        self._maybe_sweep()
+        return self.scheduler.next_wakeup_s(self.table, now)
 
     async def _dispatch(self, action: Action) -> None:
-        slot_id = action.slot_id
+        slot = self.table.get(action.slot_id)
         if action.kind in RUNNING_STATE:
-            await self.record_state(slot_id, RUNNING_STATE[action.kind])
-            self.workers.send(action.kind, slot_id)
+            if action.kind == "warp":
+                slot.lease = self.slabs.lease_nowait(slot.slot_id)  # the scheduler reserved it
+            await self._record.state(slot)
+            self._workers[action.kind].send(Job(slot, action.kind))
             return
         # mark_late / abandon: the slot will not air on time.
+        if action.kind == "abandon" and not slot.gate.withdraw():
+            return  # its finish already published it: the finish's report records that
         if action.kind == "abandon":
-            self.workers.cancel(slot_id, None)
-        if self.scheduler.slot(slot_id).state is SlotState.LATE:
-            await self.record_state(slot_id, SlotState.LATE, error=action.reason)
+            slot.cancel.set()
+        log.warning("slot_late", slot_id=slot.slot_id, action=action.kind, reason=action.reason)
+        if slot.state is SlotState.LATE:
+            await self._record.state(slot, error=action.reason)
             self.metrics.count_slot("late")
-            if action.kind == "mark_late":
-                self.forget(slot_id)
-        log.warning("slot_late", slot_id=slot_id, action=action.kind, reason=action.reason)
+        self._settle(slot)
 
-    async def stage_done(self, stage: str, slot_id: str, result: Any, error: BaseException | None) -> None:
-        """Every stage outcome lands here: scheduler, journal, metrics, events, in that order."""
-        message = None if error is None else (f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
-        # A bad input (no face, unspeakable text) fails its slot as rejected: the operator's
-        # deadline alerts are for the daemon's own failures, not for user errors.
-        rejected = isinstance(error, StageInputError)
-        view = self.scheduler.on_stage_done(slot_id, stage, error is None, self.clock.now_s(), error=message,
-                                            input_error=rejected)
-        if view.stage_durations_s.get(stage) is not None:
-            self.metrics.observe_stage(stage, view.stage_durations_s[stage])
-        if view.state is SlotState.PUBLISHED or (view.published_s is not None and stage == "finish"):
-            await self._published(slot_id, view, result or {})
-        elif view.state is SlotState.FAILED:
-            log.error("slot_failed", slot_id=slot_id, stage=stage, error=message)
-            await self.record_state(slot_id, SlotState.FAILED, error=message)
-            self.metrics.count_slot("rejected" if rejected else "failed")
-            self.forget(slot_id)
-        elif view.state in (SlotState.LATE, SlotState.CANCELLED):
-            self.forget(slot_id)
+    # ----- stages --------------------------------------------------------------------------
+
+    def _progress(self, slot: Slot) -> Callable[[str, int, int], None]:
+        loop = asyncio.get_running_loop()
+
+        def report(stage: str, done: int, total: int) -> None:
+            loop.call_soon_threadsafe(functools.partial(self.events.publish, slot.slot_id, "progress",
+                                                        stage=stage, done=done, total=total))
+        return report
+
+    async def _run_stage(self, job: Job) -> Any:
+        """A worker's handler: the stage body of the runner, in a thread."""
+        body = getattr(self.runner, job.stage)
+        return await asyncio.to_thread(body, job.slot, self._progress(job.slot))
+
+    async def _stage_done(self, job: Job, result: Any, error: BaseException | None) -> None:
+        """Every stage outcome lands here: failure policy, scheduler, record, journal, metrics."""
+        slot, stage = job.slot, job.stage
+        kind = classify(error, slot.cancel.is_set())
+        if kind == "withdrawn" and self._stopping and not slot.terminal:
+            # Interrupted by a stop, not failed: the journal keeps its state; a restart resumes it.
+            self.scheduler.on_stage_interrupted(slot, stage)
         else:
-            await self.record_state(slot_id, view.state)
+            self.scheduler.on_stage_done(slot, stage, error is None, self.clock.now_s(), error=describe(error),
+                                         input_error=kind == "input", transient=kind == "transient")
+            if error is None and stage == "prepare":
+                slot.prepared = result
+            await self._record.outcome(slot, stage, result, self.runner, rejected=kind == "input")
+        self._settle(slot)
+
+    def _settle(self, slot: Slot) -> None:
+        """After a decision about `slot`: its slab follows the scheduler's reservation, finished
+        slots retire, and the loop and any drain look again."""
+        if not slot.holds_slab:
+            slot.release_slab()
+        if slot.terminal and slot.running_stage is None:
+            slot.prepared = None  # the actor, speech and plan are not needed any more
+            self._sweep_due = self._sweep_due or bool(input_files(slot.recipe))
+        self._retire()
+        self._settled.set()
         self._wake()
 
-    async def _published(self, slot_id: str, view, result: dict[str, Any]) -> None:
-        slack_s = view.deadline_slack_s if view.deadline_slack_s is not None else 0.0
-        await self.record_state(slot_id, SlotState.PUBLISHED,
-                                result={**result, "deadline_slack_s": round(slack_s, 3), "late": view.late})
-        work = self._work.get(slot_id)
-        end_to_end_s = time.monotonic() - work.accepted_monotonic_s if work is not None else None
-        self.metrics.observe_published(end_to_end_s, slack_s, late=view.late)
-        log.info("slot_published", slot_id=slot_id, slack_s=round(slack_s, 3), late=view.late)
-        self.forget(slot_id)
+    def _retire(self) -> None:
+        self.table.retire_finished()
 
-    async def record_state(self, slot_id: str, state: SlotState, error: str | None = None,
-                           result: dict[str, Any] | None = None) -> None:
-        """Journal a slot's new state, then tell subscribers (never the other way round).
+    # ----- the spool -----------------------------------------------------------------------
 
-        The write (an fsync) runs on the journal's own thread, never on the event loop; one
-        thread, so the journal sees the transitions in the order they were decided.
-        """
-        write = functools.partial(self.journal.set_state, slot_id, state, error=error, result=result)
+    async def _no_sweep_running(self) -> None:
+        if self._sweep_task is not None:
+            await asyncio.shield(self._sweep_task)
+
+    def _maybe_sweep(self) -> None:
+        """Start a sweep of the spool when slots with input files finished and no submit is
+        storing files (a sweep never waits for a submit, and nothing waits for a sweep but a
+        submit that starts during one, for the few ms of its unlinks)."""
+        if not self._sweep_due or self._submits_in_progress or self._sweep_task is not None:
+            return
+        self._sweep_due = False
+        keep = {path for slot in self.table for path in input_files(slot.recipe)}
+        self._sweep_task = asyncio.get_running_loop().create_task(self._sweep(keep), name="spool-sweep")
+
+    async def _sweep(self, keep: set[Path]) -> None:
         try:
-            await asyncio.get_running_loop().run_in_executor(self._journal_thread, write)
-        except SlotFinished:
-            return  # e.g. a cancelled slot's stage reporting back: the final state stands
-        self.events.publish(slot_id, "state", state=state, error=error)
+            removed = await asyncio.to_thread(sweep_spool, self.spool_dir, keep)
+            if removed:
+                log.info("spool_swept", removed=removed)
+        finally:
+            self._sweep_task = None
 
-    def forget(self, slot_id: str) -> None:
-        """Drop a finished slot's in-memory artefacts and give its slab back; its spool files go
-        at the next tick."""
-        work = self._work.pop(slot_id, None)
-        if work is not None:
-            work.release_slab()
-            self._sweep_due = self._sweep_due or bool(input_files(work.recipe))
 
-    def _refresh_gauges(self) -> None:
-        snapshot = self.scheduler.snapshot()
-        self.metrics.set_queue_depth(snapshot.queue_depth)
-        # The scheduler counts a miss when it sees the clock pass a deadline; mirror new ones.
-        new_misses = snapshot.stats.missed_deadlines - self._misses_reported
-        if new_misses > 0:
-            self.metrics.count_deadline_misses(new_misses)
-            self._misses_reported = snapshot.stats.missed_deadlines
+def _spool_inputs(recipe: Recipe) -> dict[str, Any]:
+    """The inputs record of a restored recipe: its files are spool copies, named by their sha256."""
+    files = {"actor.image": recipe.actor.image, "speech.audio": recipe.speech.audio,
+             "motion.driving": recipe.motion.driving}
+    return {field: {"path": str(path), "sha256": Path(path).stem, "bytes": Path(path).stat().st_size}
+            for field, path in files.items() if path is not None and Path(path).is_file()}

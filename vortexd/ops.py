@@ -1,19 +1,26 @@
-"""The control socket's op table: a thin adapter from validated requests to the slot engine's
-operations (submit, status, slots, cancel, drain, resume) and to the daemon's own questions
-(health, voices, subscribe). Each returns a JSON-ready dict, or raises an error the server turns
-into a structured response."""
+"""The control socket's op table: a thin adapter between the wire and the slot engine.
+
+Each op parses its request into the engine's terms, calls one typed engine operation, and turns
+the answer (or the engine's domain error) into the JSON the protocol promises. Status and health
+read one engine snapshot. Nothing here decides anything about a slot.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-from vortexd.control.protocol import OPS, Request
+from vortexd.control.protocol import OPS, ControlError, Request, parse_submit
+from vortexd.engine import EngineSnapshot, SlotEngine
+from vortexd.engine_errors import EngineError, NotServing, SlotAlreadyFinal, UnknownSlot
+from vortexd.slot import Slot
+from vortexd.slot_state import TERMINAL_STATES
 
-if TYPE_CHECKING:
-    from vortexd.daemon import Daemon
+_ERROR_CODES: dict[type[EngineError], str] = {NotServing: "draining", UnknownSlot: "not_found",
+                                              SlotAlreadyFinal: "conflict"}
 
 
 def arena_status(arena) -> dict[str, dict[str, Any]]:
@@ -24,14 +31,37 @@ def arena_status(arena) -> dict[str, dict[str, Any]]:
             for region, u in arena.usage().items()}
 
 
+@dataclass
+class DaemonFacts:
+    """What the ops read of the daemon itself (not of its slots): its phase, arena, tasks."""
+
+    phase: Callable[[], str]
+    arena: Any
+    running_tasks: Callable[[], list[str]]
+    loop_lag_s: Callable[[], float]
+    metrics_port: Callable[[], int | None]
+    started_monotonic_s: float
+    voices: Callable[[], dict[str, list[str]]]
+    subscribe: Callable[[str | None], Any]
+    notify_status: Callable[[str], None]
+
+
+def slot_view(slot: Slot, predicted_s: float | None) -> dict[str, Any]:
+    """One slot's place on the timeline, JSON-ready (what `status` lists as pending)."""
+    return {"slot_id": slot.slot_id, "seq": slot.seq, "state": str(slot.state), "air_s": slot.air_s,
+            "deadline_s": slot.deadline_s, "late": slot.late, "running_stage": slot.running_stage,
+            "holds_slab": slot.holds_slab, "error": slot.error, "published_s": slot.published_s,
+            "deadline_slack_s": slot.slack_s, "predicted_publish_s": predicted_s, "attempts": slot.attempts,
+            "stage_durations_s": dict(slot.durations_s)}
+
+
 class ControlOps:
     """Dispatches each request through an explicit table, one entry per protocol op."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        engine = daemon.engine
+    def __init__(self, engine: SlotEngine, daemon: DaemonFacts) -> None:
+        self.engine, self.daemon = engine, daemon
         self._table: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
-            "submit": engine.submit, "status": self._status, "slots": engine.slots, "cancel": engine.cancel,
+            "submit": self._submit, "status": self._status, "slots": self._slots, "cancel": self._cancel,
             "drain": self._drain, "resume": self._resume, "health": self._health, "voices": self._voices,
             "subscribe": self._subscribe,
         }
@@ -39,41 +69,77 @@ class ControlOps:
 
     async def handle(self, request: Request) -> Any:
         """The answer to one request (an async iterator of events for `subscribe`)."""
-        return await self._table[request.op](request.args)
+        try:
+            return await self._table[request.op](request.args)
+        except EngineError as exc:
+            raise ControlError(_ERROR_CODES.get(type(exc), "conflict"), exc.message, exc.details) from None
+
+    async def _submit(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not self.engine.accepting:  # before parsing: a draining daemon reads no files
+            raise NotServing("the daemon is not serving (starting or draining); submit again later")
+        recipe = parse_submit(args, self.engine.settings.allowed_roots)
+        receipt = await self.engine.submit(recipe)
+        answer = {"slot_id": receipt.slot_id, "seq": receipt.seq, "state": receipt.state,
+                  "duplicate": receipt.duplicate}
+        if not receipt.duplicate:
+            answer |= {"air_in_s": receipt.air_in_s, "deadline_in_s": receipt.deadline_in_s}
+        return answer
+
+    async def _cancel(self, args: dict[str, Any]) -> dict[str, Any]:
+        state, interrupted = await self.engine.cancel(args["slot_id"], args.get("reason"))
+        return {"slot_id": args["slot_id"], "state": state, "interrupted_stage": interrupted}
+
+    async def _slots(self, args: dict[str, Any]) -> dict[str, Any]:
+        rows = self.engine.journal.list(limit=args.get("limit", 100), states=args.get("states"))
+        return {"slots": [row.summary() for row in rows]}
 
     async def _status(self, args: dict[str, Any]) -> dict[str, Any]:
-        status = await self.daemon.engine.status(args)
-        if args.get("slot_id") is not None:
-            return status
+        snapshot = self.engine.snapshot()
+        slot_id = args.get("slot_id")
+        if slot_id is not None:
+            return self._slot_status(slot_id, snapshot)
+        stats = snapshot.stats
         daemon = self.daemon
-        return {"phase": daemon.phase, **status,
-                "arena": arena_status(daemon.arena),
-                "metrics_port": daemon.metrics_port,
+        return {"phase": daemon.phase(), "draining": snapshot.draining,
+                "queue_depth": sum(not s.terminal for s in snapshot.slots),
+                "warping": next((s.slot_id for s in snapshot.slots if s.running_stage == "warp"), None),
+                "slabs": {"count": snapshot.slab_count, "in_use": sum(s.holds_slab for s in snapshot.slots)},
+                "stats": {k: getattr(stats, k) for k in stats.__dataclass_fields__},
+                "cadence_s": self.engine.settings.cadence_s,
+                "pending": [slot_view(s, snapshot.predicted_publish_s.get(s.slot_id)) for s in snapshot.slots
+                            if s.state not in TERMINAL_STATES],
+                "arena": arena_status(daemon.arena), "metrics_port": daemon.metrics_port(),
                 "uptime_s": round(time.monotonic() - daemon.started_monotonic_s, 1)}
 
+    def _slot_status(self, slot_id: str, snapshot: EngineSnapshot) -> dict[str, Any]:
+        summary = self.engine.slot_row(slot_id).summary()
+        slot = next((s for s in snapshot.slots if s.slot_id == slot_id), None)
+        if slot is not None:  # the engine forgets old final slots; the journal keeps them
+            summary["schedule"] = slot_view(slot, snapshot.predicted_publish_s.get(slot_id))
+        return summary
+
     async def _drain(self, args: dict[str, Any]) -> dict[str, Any]:
-        self.daemon.engine.drain()
-        self.daemon.notifier.status("drained: no new slots start")
+        self.engine.drain()
+        self.daemon.notify_status("drained: no new slots start")
         return {"draining": True}
 
     async def _resume(self, args: dict[str, Any]) -> dict[str, Any]:
-        self.daemon.engine.resume()
-        self.daemon.notifier.status("serving")
-        return {"draining": False}
+        self.engine.resume()
+        self.daemon.notify_status("serving")
+        return {"draining": self.engine.draining}
 
     async def _health(self, args: dict[str, Any]) -> dict[str, Any]:
         daemon = self.daemon
-        actors = {name: {"alive": f"actor:{name}" in daemon.tasks.running,
-                         "current": actor.current.slot_id if actor.current else None,
-                         "queued": actor.queue_depth, "done": actor.jobs_done, "failed": actor.jobs_failed}
-                  for name, actor in daemon.actors.items()}
-        healthy = (daemon.phase == "serving" and all(a["alive"] for a in actors.values())
-                   and "scheduler" in daemon.tasks.running)
-        return {"healthy": healthy, "phase": daemon.phase, "loop_lag_s": round(daemon.loop_lag_s, 4),
-                "actors": actors, "tasks": daemon.tasks.running}
+        running = daemon.running_tasks()
+        lanes = self.engine.snapshot().lanes
+        workers = {name: {"alive": f"worker:{name}" in running, **lane} for name, lane in lanes.items()}
+        phase = daemon.phase()
+        healthy = phase == "serving" and all(w["alive"] for w in workers.values()) and "scheduler" in running
+        return {"healthy": healthy, "phase": phase, "loop_lag_s": round(daemon.loop_lag_s(), 4),
+                "workers": workers, "tasks": running}
 
     async def _voices(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"voices": await asyncio.to_thread(self.daemon.backends.voices)}
+        return {"voices": await asyncio.to_thread(self.daemon.voices)}
 
     async def _subscribe(self, args: dict[str, Any]):
-        return self.daemon.events.subscribe(args.get("slot_id"))
+        return self.daemon.subscribe(args.get("slot_id"))

@@ -396,12 +396,16 @@ class Rendered:
     frames: np.ndarray
     clock: StageClock
     warnings: list[str]
+    inputs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The recipe's input files as snapshotted at submit: field → {path, sha256, bytes}."""
 
 
 def finish(out_root: Path, slot: Rendered, backends: Backends, verify: bool, progress: Progress = _no_progress,
-           should_stop: Callable[[], bool] = lambda: False) -> PublishedSlot:
+           should_stop: Callable[[], bool] = lambda: False,
+           gate: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> PublishedSlot:
     """The finish stage: verify (when enabled), encode and publish atomically; returns the
-    folder and its manifest. `should_stop()` true after verifying: nothing is published."""
+    folder and its manifest. `should_stop()` true after verifying: nothing is published; the
+    final rename happens inside `gate()`, which refuses it for a slot withdrawn meanwhile."""
     verdict = None
     if verify:
         with slot.clock.time("verify"):
@@ -410,11 +414,11 @@ def finish(out_root: Path, slot: Rendered, backends: Backends, verify: bool, pro
         progress("verify", 1, 1)
     if should_stop():
         raise InterruptedError("finish cancelled")
-    return _encode_and_publish(out_root, slot, backends, verdict, progress)
+    return _encode_and_publish(out_root, slot, backends, verdict, progress, gate)
 
 
 def _encode_and_publish(out_root: Path, slot: Rendered, backends: Backends, verdict,
-                        progress: Progress) -> PublishedSlot:
+                        progress: Progress, gate: Callable[[], contextlib.AbstractContextManager]) -> PublishedSlot:
     from stages.encode import encode_mp4, publish_slot
 
     def write(folder: Path) -> dict[str, Any]:
@@ -426,7 +430,7 @@ def _encode_and_publish(out_root: Path, slot: Rendered, backends: Backends, verd
                               slot.actor.source, versions())
 
     out_root.mkdir(parents=True, exist_ok=True)
-    return publish_slot(out_root, slot.recipe.slot_id, write)
+    return publish_slot(out_root, slot.recipe.slot_id, write, gate)
 
 
 @dataclasses.dataclass(frozen=True)

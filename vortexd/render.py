@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from vortexd import pipeline
-from vortexd.pipeline import Backends, Progress, StageClock
+from vortexd.pipeline import Backends, Progress
 from vortexd.recipe import Recipe, RecipeError
 from vortexd.settings import Settings
+from vortexd.slot import HeldSlab, Slot
+from vortexd.slot_runner import SlotRunner
 
 
 @dataclass(frozen=True)
@@ -42,13 +44,6 @@ def render_slot(recipe: Recipe, settings: Settings, out_root: Path, progress: Pr
         backends.clip
     # The video's memory first, too: a slot this process cannot hold fails before any work.
     slab = pipeline.allocate_slab(recipe.output.n_frames)
-    clock = StageClock()
-
-    prepared = pipeline.prepare(recipe, settings, backends, clock, progress)
-    plan = prepared.plan
-    slab = slab[: plan.n_frames]
-    with clock.time("warp"):
-        pipeline.warp_frames(backends, prepared.actor, plan, slab, progress)
-    rendered = pipeline.Rendered(recipe, prepared.actor, prepared.speech, plan, slab, clock, prepared.warnings)
-    published = pipeline.finish(out_root, rendered, backends, settings.verify, progress)
+    slot = Slot(recipe.slot_id, 0, recipe, lease=HeldSlab(slab))
+    published = SlotRunner(settings, backends, out_root).render(slot, progress)
     return RenderResult(slot_dir=published.path, manifest=published.manifest)

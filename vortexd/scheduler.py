@@ -222,6 +222,18 @@ class Scheduler:
         else:
             self._fail(slot, stage, error, input_error)
 
+    def on_stage_interrupted(self, slot: Slot, stage: str) -> None:
+        """A stage stopped because the daemon is stopping: the slot goes back to where the stage
+        began (a restart resumes it there), nothing is counted or learned."""
+        if slot.running_stage != stage:
+            raise SchedulerStateError(
+                f"slot {slot.slot_id!r} reported {stage!r} interrupted but {slot.running_stage!r} is running")
+        slot.running_stage = slot.stage_started_s = None
+        if not slot.terminal:
+            slot.state = _BEFORE_STATE[stage]
+        if stage == "warp" or slot.terminal:
+            slot.holds_slab = False
+
     # ----- decisions ---------------------------------------------------------------------------
 
     def next_actions(self, slots: Iterable[Slot], now_s: float, draining: bool = False) -> list[Action]:

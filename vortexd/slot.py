@@ -56,6 +56,17 @@ class PublishGate:
         return self._outcome == "published"
 
 
+@dataclass(frozen=True)
+class HeldSlab:
+    """A slab the caller owns outright (the one-shot renderer's, the warm-up's): a lease with
+    nothing to give back."""
+
+    slab: Any
+
+    def release(self) -> None:
+        """Nothing to give back: the caller owns the memory."""
+
+
 @dataclass(eq=False)
 class Slot:
     """One slot's whole state (see the module docstring). Mutated on the event loop only, except

@@ -112,14 +112,17 @@ class PublishedSlot:
     manifest: dict[str, Any]
 
 
-def publish_slot(out_root: Path, slot_id: str, write: Callable[[Path], dict]) -> PublishedSlot:
+def publish_slot(out_root: Path, slot_id: str, write: Callable[[Path], dict],
+                 gate: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> PublishedSlot:
     """Publish `out_root/slot_id` atomically; return its path and manifest.
 
     `write(tmp)` writes the slot's files into the temporary folder `tmp` and returns the manifest
     dict; this adds `"files": {name: {"sha256", "bytes"}}`, writes manifest.json, fsyncs, and
     renames the folder into place. Raises SlotExistsError (a FileExistsError) if the slot is
     already published — before calling `write`, and again atomically at the rename. On any
-    exception the temporary folder is removed, so no partial slot is ever left behind.
+    exception the temporary folder is removed, so no partial slot is ever left behind. The final
+    rename runs inside `gate()`, which may refuse it (raise): a slot withdrawn while it was being
+    written is then never published.
     """
     _check_slot_id(slot_id)
     out_root = Path(out_root)
@@ -128,7 +131,7 @@ def publish_slot(out_root: Path, slot_id: str, write: Callable[[Path], dict]) ->
         raise SlotExistsError(target)
     out_root.mkdir(parents=True, exist_ok=True)
     with _writer_lock(out_root, slot_id) as tmp:
-        manifest = _write_and_rename(tmp, target, write)
+        manifest = _write_and_rename(tmp, target, write, gate)
     # Make the rename itself durable: it lives in out_root's directory entry.
     fsync_path(out_root)
     return PublishedSlot(target, manifest)
@@ -149,7 +152,8 @@ def _writer_lock(out_root: Path, slot_id: str) -> Iterator[Path]:
         os.close(fd)
 
 
-def _write_and_rename(tmp: Path, target: Path, write: Callable[[Path], dict]) -> dict[str, Any]:
+def _write_and_rename(tmp: Path, target: Path, write: Callable[[Path], dict],
+                      gate: Callable[[], contextlib.AbstractContextManager]) -> dict[str, Any]:
     """Fill `tmp` (files, manifest), make it durable and rename it to `target`; return the
     manifest. On any error remove it, so no partial slot is ever left behind."""
     try:
@@ -169,7 +173,8 @@ def _write_and_rename(tmp: Path, target: Path, write: Callable[[Path], dict]) ->
         # The temporary folder is 0700; a published slot is read by other users (players, uploaders).
         os.chmod(tmp, 0o755)
         fsync_path(tmp)
-        _rename_no_replace(tmp, target)
+        with gate():
+            _rename_no_replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

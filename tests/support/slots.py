@@ -13,6 +13,8 @@ from stages.types import MotionPlan, Speech
 from vortexd import pipeline
 from vortexd.recipe import Recipe, parse_recipe
 from vortexd.settings import Settings
+from vortexd.slot import HeldSlab, Slot
+from vortexd.slot_runner import SlotRunner
 
 # Landmarks that move with the skull but not with the mouth or eyes: forehead, nose bridge,
 # outer eye corners, cheek edges. Their centroid is the "head position" the judge tracks.
@@ -35,12 +37,11 @@ def render_frames(recipe_data: dict[str, Any], base_dir: Path, settings: Setting
     settings = settings or Settings(output_dir=base_dir)
     backends = backends or pipeline.Backends(settings)
     recipe = parse_recipe(recipe_data, base_dir)
-    actor = pipeline.make_actor(recipe, settings, backends)
-    speech, _ = pipeline.make_speech(recipe, backends)
-    plan = pipeline.make_plan(recipe, speech)
-    slab = pipeline.allocate_slab(plan.n_frames)
-    pipeline.warp_frames(backends, actor, plan, slab)
-    return RenderedFrames(slab, speech, plan, recipe)
+    slot = Slot(recipe.slot_id, 0, recipe, lease=HeldSlab(pipeline.allocate_slab(recipe.output.n_frames)))
+    runner = SlotRunner(settings, backends, base_dir)
+    slot.prepared = runner.prepare(slot)
+    frames = runner.warp(slot)
+    return RenderedFrames(frames, slot.prepared.speech, slot.prepared.plan, recipe)
 
 
 def liveportrait_settings(folder: Path, weights: str) -> dict[str, Any]:
@@ -91,13 +92,9 @@ def judge_driven_slot(video: Path, text: str, seconds: float, mode: str, out: Pa
                            "motion": {"driving": str(video), "driving_mode": mode, "seed": 1},
                            "output": {"duration_s": seconds}}, video.parent)
     started = time.perf_counter()
-    clock = pipeline.StageClock()
-    prepared = pipeline.prepare(recipe, backends.settings, backends, clock)
-    frames = pipeline.allocate_slab(prepared.plan.n_frames)
-    pipeline.warp_frames(backends, prepared.actor, prepared.plan, frames)
-    rendered = pipeline.Rendered(recipe, prepared.actor, prepared.speech, prepared.plan, frames, clock,
-                                 prepared.warnings)
-    published = pipeline.finish(out, rendered, backends, verify=True)
+    slot = Slot(recipe.slot_id, 0, recipe, lease=HeldSlab(pipeline.allocate_slab(recipe.output.n_frames)))
+    published = SlotRunner(backends.settings.model_copy(update={"verify": True}), backends, out).render(slot)
+    prepared = slot.prepared
     render_s = time.perf_counter() - started
     decoded = decode_mp4(published.path / "video.mp4")
     tracked = track_video(video)

@@ -1,16 +1,23 @@
-"""Stage actors: control before work, supervision of failing jobs, task-manager shutdown, sd_notify."""
+"""Stage workers: Stop before work, supervision of failing jobs, cancelled slots skipped, task-manager
+shutdown, sd_notify."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 
-from vortexd.actor import Cancel, Job, StageActor, Stop
+from vortexd.slot import Slot
+from vortexd.stage_worker import Job, StageWorker
 from vortexd.sdnotify import Notifier
 from vortexd.tasks import TaskManager
 
 
-def test_a_failing_job_fails_only_its_slot_and_the_actor_keeps_serving() -> None:
+def job(slot_id: str, stage: str = "warp") -> Job:
+    """A job for a fresh slot record (the recipe is not read by the worker)."""
+    return Job(Slot(slot_id, 0, recipe=None), stage)
+
+
+def test_a_failing_job_fails_only_its_slot_and_the_worker_keeps_serving() -> None:
     """A job that raises reports its error; the next job still runs."""
     outcomes: list[tuple[str, object, str | None]] = []
 
@@ -22,20 +29,20 @@ def test_a_failing_job_fails_only_its_slot_and_the_actor_keeps_serving() -> None
     async def sink(job: Job, result: object, error: BaseException | None) -> None:
         outcomes.append((job.slot_id, result, None if error is None else str(error)))
 
-    async def scenario() -> StageActor:
-        actor = StageActor("warp", handler, sink)
-        runner = asyncio.create_task(actor.run())
-        actor.send(Job("bad"))
-        actor.send(Job("good"))
+    async def scenario() -> StageWorker:
+        worker = StageWorker("warp", handler, sink)
+        runner = asyncio.create_task(worker.run())
+        worker.send(job("bad"))
+        worker.send(job("good"))
         while len(outcomes) < 2:
             await asyncio.sleep(0.01)
-        actor.control(Stop())
+        worker.stop()
         await asyncio.wait_for(runner, 2)
-        return actor
+        return worker
 
-    actor = asyncio.run(scenario())
+    worker = asyncio.run(scenario())
     assert outcomes == [("bad", None, "boom"), ("good", "done good", None)]
-    assert actor.jobs_failed == 1 and actor.jobs_done == 1
+    assert worker.jobs_failed == 1 and worker.jobs_done == 1
 
 
 def test_stop_jumps_ahead_of_queued_work() -> None:
@@ -49,18 +56,18 @@ def test_stop_jumps_ahead_of_queued_work() -> None:
         pass
 
     async def scenario() -> None:
-        actor = StageActor("warp", handler, sink)
-        actor.send(Job("a"))
-        actor.send(Job("b"))
-        actor.control(Stop())
-        await asyncio.wait_for(actor.run(), 2)
+        worker = StageWorker("warp", handler, sink)
+        worker.send(job("a"))
+        worker.send(job("b"))
+        worker.stop()
+        await asyncio.wait_for(worker.run(), 2)
 
     asyncio.run(scenario())
     assert ran == []
 
 
-def test_cancel_overtakes_queued_work() -> None:
-    """A Cancel sent after a job is queued still removes that job before it starts."""
+def test_a_queued_job_of_a_cancelled_slot_never_runs() -> None:
+    """A slot cancelled after its job was queued is reported as interrupted, never run."""
     ran: list[str] = []
     reported: list[tuple[str, bool]] = []
 
@@ -72,14 +79,15 @@ def test_cancel_overtakes_queued_work() -> None:
         reported.append((job.slot_id, error is not None))
 
     async def scenario() -> None:
-        actor = StageActor("tts", handler, sink)
-        actor.send(Job("a"))
-        actor.send(Job("b"))
-        actor.control(Cancel("b"))
-        runner = asyncio.create_task(actor.run())
+        worker = StageWorker("tts", handler, sink)
+        worker.send(job("a"))
+        cancelled = job("b")
+        worker.send(cancelled)
+        cancelled.slot.cancel.set()
+        runner = asyncio.create_task(worker.run())
         while len(reported) < 2:
             await asyncio.sleep(0.01)
-        actor.control(Stop())
+        worker.stop()
         await asyncio.wait_for(runner, 2)
 
     asyncio.run(scenario())
@@ -144,8 +152,8 @@ def test_notifier_never_blocks_when_nobody_reads(tmp_path) -> None:
     assert time.monotonic() - started < 2.0
 
 
-def test_a_failing_result_sink_does_not_kill_the_actor() -> None:
-    """If reporting an outcome raises, the actor logs it and still runs the next job."""
+def test_a_failing_result_sink_does_not_kill_the_worker() -> None:
+    """If reporting an outcome raises, the worker logs it and still runs the next job."""
     ran: list[str] = []
 
     async def handler(job: Job) -> None:
@@ -156,13 +164,13 @@ def test_a_failing_result_sink_does_not_kill_the_actor() -> None:
             raise RuntimeError("sink broke")
 
     async def scenario() -> None:
-        actor = StageActor("finish", handler, sink)
-        runner = asyncio.create_task(actor.run())
-        actor.send(Job("first"))
-        actor.send(Job("second"))
+        worker = StageWorker("finish", handler, sink)
+        runner = asyncio.create_task(worker.run())
+        worker.send(job("first"))
+        worker.send(job("second"))
         while len(ran) < 2:
             await asyncio.sleep(0.01)
-        actor.control(Stop())
+        worker.stop()
         await asyncio.wait_for(runner, 2)
 
     asyncio.run(scenario())

@@ -1,0 +1,91 @@
+"""The one slot runner: a slot's three stage bodies on this process's backends.
+
+`vortexd render`, the daemon's warm-up, the daemon's stage workers and the test helpers all run a
+slot through a `SlotRunner`, so there is one way to make a slot. Each body takes the slot record,
+reads what the earlier stage left in it, honours its cancel flag between chunks, and returns its
+result as a value: `prepare` → `Prepared`, `warp` → the frames written into the slot's slab,
+`finish` → the `PublishedSlot` (published through the slot's gate, so a withdrawn slot never is).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vortexd import pipeline
+from vortexd.pipeline import Backends, Prepared, Progress
+from vortexd.recipe import Recipe
+from vortexd.settings import Settings
+from vortexd.slot import HeldSlab, Slot
+
+if TYPE_CHECKING:
+    from stages.encode import PublishedSlot
+
+WARM_UP_TEXT = "Warm up."
+WARM_UP_PROMPT = "a person looking at the camera"
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    """Progress sink that drops reports (the default)."""
+
+
+class SlotRunner:
+    """Runs slots' stages (see the module docstring). Stateless beyond the backends' caches, so
+    stages of different slots may run on different threads at once."""
+
+    def __init__(self, settings: Settings, backends: Backends, output_dir: Path) -> None:
+        self.settings, self.backends, self.output_dir = settings, backends, Path(output_dir)
+
+    def prepare(self, slot: Slot, progress: Progress = _no_progress) -> Prepared:
+        """Image (and the warp's one-off work for it) beside speech, then the motion plan."""
+        return pipeline.prepare(slot.recipe, self.settings, self.backends, slot.clock, progress,
+                                should_stop=slot.cancel.is_set)
+
+    def warp(self, slot: Slot, progress: Progress = _no_progress) -> np.ndarray:
+        """Every frame of the slot's plan into its slab; returns the frames."""
+        prepared = self._prepared(slot, "warp")
+        with slot.clock.time("warp"):
+            pipeline.warp_frames(self.backends, prepared.actor, prepared.plan, slot.frames, progress,
+                                 should_stop=slot.cancel.is_set)
+        return slot.frames
+
+    def finish(self, slot: Slot, progress: Progress = _no_progress) -> PublishedSlot:
+        """Verify, encode and publish the slot's frames atomically, through its publish gate."""
+        prepared = self._prepared(slot, "finish")
+        rendered = pipeline.Rendered(slot.recipe, prepared.actor, prepared.speech, prepared.plan, slot.frames,
+                                     slot.clock, prepared.warnings, slot.inputs)
+        return pipeline.finish(self.output_dir, rendered, self.backends, self.settings.verify, progress,
+                               should_stop=slot.cancel.is_set, gate=slot.gate.publishing)
+
+    def render(self, slot: Slot, progress: Progress = _no_progress) -> PublishedSlot:
+        """All three stages in a row (the one-shot `vortexd render`); the slot must hold a slab."""
+        slot.prepared = self.prepare(slot, progress)
+        self.warp(slot, progress)
+        return self.finish(slot, progress)
+
+    def warm_up(self, slab: np.ndarray) -> None:
+        """Load every configured backend and run each once (prepare and a chunk of warp into
+        `slab`, then the CLIP judge on it), so the first slot pays no first-call costs."""
+        settings = self.settings
+        flux = self.backends.flux  # loads Flux if configured: missing weights stop the start-up here
+        recipe = Recipe.model_validate({
+            "slot_id": "warm-up",
+            "actor": {"prompt": WARM_UP_PROMPT} if flux is not None else {},
+            "speech": {"text": WARM_UP_TEXT, "voice": settings.default_voice},
+            "output": {"duration_s": settings.warp_chunk_frames / 24, "fps": 24}})
+        if settings.kokoro_warm_up:
+            self.backends.kokoro.warm_up()
+        slot = Slot("warm-up", 0, recipe, lease=HeldSlab(slab))
+        slot.prepared = self.prepare(slot)
+        frames = self.warp(slot)
+        judge = self.backends.clip if settings.verify else None
+        if judge is not None:  # loads the ensemble now: missing weights stop the start-up
+            judge.score(frames, slot.prepared.actor.image)
+
+    @staticmethod
+    def _prepared(slot: Slot, stage: str) -> Prepared:
+        if slot.prepared is None:
+            raise RuntimeError(f"{stage} of slot {slot.slot_id!r} before its prepare stage")
+        return slot.prepared
