@@ -427,7 +427,7 @@ def _encode_and_publish(out_root: Path, slot: Rendered, backends: Backends, verd
                        sample_rate_hz=slot.speech.sample_rate_hz)
         progress("encode", 1, 1)
         return build_manifest(slot.recipe, backends, slot.speech, slot.plan, verdict, slot.clock, slot.warnings,
-                              slot.actor.source, versions())
+                              slot.actor.source, versions(), inputs=slot.inputs or None)
 
     out_root.mkdir(parents=True, exist_ok=True)
     return publish_slot(out_root, slot.recipe.slot_id, write, gate)
