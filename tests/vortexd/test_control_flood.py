@@ -122,7 +122,7 @@ def test_over_a_limit_health_is_answered_and_anything_else_is_busy_naming_the_li
     path = short_dir / "control.sock"
 
     async def scenario(**limits: Any) -> list[dict[str, Any]]:
-        async with _serving(path, short_dir, first_line_timeout_s=0.3, **limits):
+        async with _serving(path, short_dir, first_line_timeout_s=0.8, **limits):
             held = [await asyncio.open_unix_connection(str(path)) for _ in range(2)]
             await asyncio.sleep(0.05)
             answers = [await _request(path, {"id": "h", "op": "health"}),
@@ -140,6 +140,34 @@ def test_over_a_limit_health_is_answered_and_anything_else_is_busy_naming_the_li
         assert slots["error"]["details"]["limit"] == name and name in slots["error"]["message"]
         assert silent["error"]["code"] == "busy" and silent["error"]["details"]["limit"] == name
     assert slots["error"]["details"]["pid"] == os.getpid()
+
+
+def test_a_request_into_a_house_full_of_idle_connections_takes_the_longest_idle_ones_place(
+        short_dir: Path) -> None:
+    """max_connections 2, both held by connections that send nothing: a silent newcomer is told
+    busy and changes nothing, but a newcomer's request is served; the connection idle the longest
+    is told it made room, and the other one is still served."""
+    path = short_dir / "control.sock"
+
+    async def scenario() -> tuple[dict[str, Any], ...]:
+        async with _serving(path, short_dir, max_connections=2, first_line_timeout_s=0.3):
+            oldest = await asyncio.open_unix_connection(str(path))
+            await asyncio.sleep(0.1)
+            other = await asyncio.open_unix_connection(str(path))
+            silent = await _request(path, None)  # waits out the 0.3 s first-line timeout
+            served = await _request(path, {"id": "s", "op": "slots"})
+            told = json.loads(await asyncio.wait_for(oldest[0].readline(), 2))
+            other[1].write(b'{"id": "o", "op": "slots"}\n')
+            still = json.loads(await asyncio.wait_for(other[0].readline(), 2))
+            for _, writer in (oldest, other):
+                writer.close()
+            return silent, served, told, still
+
+    silent, served, told, still = asyncio.run(scenario())
+    assert silent["error"]["code"] == "busy" and silent["error"]["details"]["limit"] == "max_connections"
+    assert served == {"id": "s", "ok": True, "result": {"op": "slots"}}
+    assert told["error"]["code"] == "idle_timeout" and told["error"]["details"]["made_room"] is True
+    assert still == {"id": "o", "ok": True, "result": {"op": "slots"}}
 
 
 def test_a_flood_pushes_out_its_own_silent_connections_never_an_operators() -> None:

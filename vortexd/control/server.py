@@ -114,6 +114,8 @@ class ControlServer:
         self.requests_total = 0
         self.errors_by_code: Counter[str] = Counter()
         self._refused_unlogged = 0
+        self._waiting: dict[asyncio.Task, tuple[float, asyncio.Timeout]] = {}  # served, awaiting a request
+        self._made_room: set[asyncio.Task] = set()  # chosen by _make_room, about to be closed
         self._next_refusal_log = 0.0
 
     @property
@@ -173,7 +175,7 @@ class ControlServer:
         self._connections[task] = "idle" if refusal is None else "heard"
         try:
             if refusal is None:
-                await self._serve(reader, writer, peer, clog, task)
+                await self._serve(LineReader(reader, self.options.max_line_bytes), writer, peer, clog)
             else:
                 await self._hear(reader, writer, peer, refusal, clog)
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
@@ -184,6 +186,7 @@ class ControlServer:
             clog.exception("control_connection_failed")
         finally:
             self._connections.pop(task, None)
+            self._made_room.discard(task)
             if refusal is None:
                 self.admission.release(peer)
             writer.close()
@@ -197,7 +200,8 @@ class ControlServer:
                     refusal: Refusal, clog: Any) -> None:
         """A connection over a limit: its first line is read, so that `health` is answered
         whatever the flood; anything else (or nothing in time) is told `busy`, naming the limit."""
-        item = await self._first_line(reader, peer)
+        lines = LineReader(reader, self.options.max_line_bytes)
+        item = await self._first_line(lines, peer)
         request = None
         if isinstance(item, bytes):
             try:
@@ -208,6 +212,14 @@ class ControlServer:
             self.requests_total += 1
             await self._send_and_close(writer, await self._respond(request, clog))
             return
+        if item is not None and refusal.limit == "max_connections" and await self._make_room():
+            if self.admission.hold(peer) is None:  # a request, not silence, may take the room made
+                self._connections[asyncio.current_task()] = "idle"  # type: ignore[index]
+                try:
+                    await self._serve(lines, writer, peer, clog, first=item)
+                finally:
+                    self.admission.release(peer)
+                return
         self.errors_by_code["busy"] += 1
         self._log_refusal(refusal, clog)
         await self._send_and_close(writer, error_response(
@@ -223,7 +235,23 @@ class ControlServer:
                          refused=self._refused_unlogged)
             self._refused_unlogged, self._next_refusal_log = 0, now + 10.0
 
-    async def _first_line(self, reader: asyncio.StreamReader, peer: Peer | None) -> bytes | TooLong | None:
+    async def _make_room(self) -> bool:
+        """The house is full and a client sent a request: close the served connection that has
+        waited longest for a request (longer than a heard connection may wait), so that idle
+        connections, however many processes hold them, cannot keep other clients out."""
+        loop = asyncio.get_running_loop()
+        oldest = loop.time() - self.options.first_line_timeout_s
+        idle = [(since, task) for task, (since, _) in self._waiting.items() if since <= oldest]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda entry: entry[0])[1]
+        _, deadline = self._waiting.pop(victim)
+        self._made_room.add(victim)
+        _expire_now(deadline, loop)
+        await asyncio.wait({victim}, timeout=1.0)
+        return victim.done()
+
+    async def _first_line(self, lines: LineReader, peer: Peer | None) -> bytes | TooLong | None:
         """The connection's first request line, or None at end of stream, after the first-line
         timeout, or when a newer connection pushes this one out of the heard connections."""
         loop = asyncio.get_running_loop()
@@ -231,7 +259,7 @@ class ControlServer:
             async with asyncio.timeout(self.options.first_line_timeout_s) as deadline:
                 hearing = self.admission.hear(peer, lambda: _expire_now(deadline, loop))
                 try:
-                    return await LineReader(reader, self.options.max_line_bytes).next_request()
+                    return await lines.next_request()
                 finally:
                     self.admission.done(hearing)
         except TimeoutError:
@@ -255,24 +283,33 @@ class ControlServer:
         async with asyncio.timeout(self.options.write_timeout_s):
             await writer.drain()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     peer: Peer | None, clog: Any, task: asyncio.Task) -> None:
-        lines = LineReader(reader, self.options.max_line_bytes)
-        loop = asyncio.get_running_loop()
-        idle_until = loop.time() + self.options.idle_timeout_s
-        while True:
+    async def _next_request(self, lines: LineReader, task: asyncio.Task, since: float) -> bytes | TooLong | None:
+        """The next request line; TimeoutError after the idle timeout, or when `_make_room`
+        chose this connection (it is listed as waiting, since `since`, meanwhile)."""
+        async with asyncio.timeout_at(since + self.options.idle_timeout_s) as deadline:
+            self._waiting[task] = (since, deadline)
             try:
-                async with asyncio.timeout_at(idle_until):
-                    item = await lines.next_request()  # blank lines do not keep a connection
-            except TimeoutError:
-                self.errors_by_code["idle_timeout"] += 1
-                await self._send(writer, error_response(
-                    None, "idle_timeout", f"no request for {self.options.idle_timeout_s:g} s; closing",
-                    {"idle_timeout_s": self.options.idle_timeout_s}))
-                return
+                return await lines.next_request()  # blank lines do not keep a connection
+            finally:
+                self._waiting.pop(task, None)
+
+    async def _serve(self, lines: LineReader, writer: asyncio.StreamWriter, peer: Peer | None, clog: Any,
+                     first: bytes | TooLong | None = None) -> None:
+        """Answer requests until the client leaves or idles out (`first`: a line already read)."""
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            if first is None:
+                try:  # the idle timeout counts from the last answer, not from the last request
+                    item = await self._next_request(lines, task, loop.time())
+                except TimeoutError:
+                    await self._send(writer, self._idle_timeout(task))
+                    return
+            else:
+                item, first = first, None
             if item is None:
                 return
-            idle_until = loop.time() + self.options.idle_timeout_s
             if isinstance(item, TooLong):
                 self.errors_by_code["line_too_long"] += 1
                 await self._send(writer, error_response(
@@ -298,6 +335,18 @@ class ControlServer:
             await self._send(writer, response)
             if self._closing:
                 return  # answered the request close() was waiting for; take no new ones
+
+    def _idle_timeout(self, task: asyncio.Task) -> dict[str, Any]:
+        """The error a connection closed for idling gets (sooner when it made room for another)."""
+        self.errors_by_code["idle_timeout"] += 1
+        details = {"idle_timeout_s": self.options.idle_timeout_s}
+        if task in self._made_room:
+            self._made_room.discard(task)
+            return error_response(None, "idle_timeout", (
+                f"closing to make room: all {self.options.max_connections} connections are taken "
+                f"and this one had sent no request for the longest"), {**details, "made_room": True})
+        return error_response(None, "idle_timeout", f"no request for {self.options.idle_timeout_s:g} s; closing",
+                              details)
 
     async def _call(self, request: Request, clog: Any) -> Any:
         """The handler's answer, or a ControlError standing for whatever it raised."""
