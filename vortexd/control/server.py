@@ -9,7 +9,8 @@ stream fed through a bounded queue, so a slow or stalled subscriber loses its ol
 
 No flood locks an operator out of `health`: connections are held within a limit in all and a
 limit per process, and a connection over either is still heard (admission.py): its first line
-is read, `health` is answered, anything else gets `busy` naming the limit.
+is read, `health` is answered, anything else gets `busy` naming the limit. A request into a
+house full of idle connections takes the place of the one idle the longest.
 """
 
 from __future__ import annotations
