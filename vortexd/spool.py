@@ -32,8 +32,9 @@ from vortexd.recipe import Recipe
 
 MAX_INPUT_BYTES = DEFAULT_MAX_BYTES
 """Largest input file accepted (a 45 s 24 kHz float wav is 4.3 MB; a large photo tens of MB)."""
-STAGING_DIR = ".incoming"
-"""Folder of the spool where submits stage their files while they are checked (one folder each)."""
+STAGING_PREFIX = ".incoming-"
+"""Name prefix of the spool's staging folders, one per submit being checked (a folder directly in
+the spool, so that a refusal, which removes it, leaves the spool exactly as it was)."""
 _PROCESS_TAG = secrets.token_hex(6)
 # Staging folders carry the tag of the process that made them: a sweep removes those of a process
 # that died mid-submit, never those of a submit still being checked in this one.
@@ -140,7 +141,7 @@ def stage_inputs(recipe: Recipe, roots: list[Path], spool_dir: Path, *,
                  library_dir: Path | None = None) -> StagedInputs:
     """Read, stage and check every input file of `recipe` (see the module docstring). Raises
     StageInputError naming the field and the file as given, after removing everything it staged."""
-    folder = spool_dir / STAGING_DIR / f"{_PROCESS_TAG}-{secrets.token_hex(6)}"
+    folder = spool_dir / f"{STAGING_PREFIX}{_PROCESS_TAG}-{secrets.token_hex(6)}"
     staged = StagedInputs(recipe, [], folder)
     try:
         items = []
@@ -196,9 +197,6 @@ def sweep_spool(spool_dir: Path, keep: set[Path]) -> int:
         if path.is_file() and path not in keep:
             path.unlink(missing_ok=True)
             removed += 1
-    staging = spool_dir / STAGING_DIR
-    if staging.is_dir():
-        for folder in staging.iterdir():
-            if not folder.name.startswith(f"{_PROCESS_TAG}-"):
-                shutil.rmtree(folder, ignore_errors=True)
+        elif path.name.startswith(STAGING_PREFIX) and not path.name.startswith(f"{STAGING_PREFIX}{_PROCESS_TAG}-"):
+            shutil.rmtree(path, ignore_errors=True)
     return removed

@@ -47,7 +47,7 @@ def _state(daemon: DaemonProcess, slot_id: str) -> str | None:
 
 def _spool(daemon: DaemonProcess) -> list[str]:
     spool = daemon.folder / "spool"
-    return sorted(str(p.relative_to(spool)) for p in spool.rglob("*") if p.is_file()) if spool.exists() else []
+    return sorted(str(p.relative_to(spool)) for p in spool.rglob("*")) if spool.exists() else []  # folders count
 
 
 def _outcome(daemon: DaemonProcess, answer: dict, slot_id: str) -> str:

@@ -77,16 +77,16 @@ def test_sweep_removes_a_dead_submits_staging_but_not_a_live_one(tmp_path: Path)
     import sys
 
     spool = tmp_path / "spool"
-    script = ("import sys; from pathlib import Path; from vortexd.spool import STAGING_DIR, _PROCESS_TAG; "
-              "d = Path(sys.argv[1]) / STAGING_DIR / f'{_PROCESS_TAG}-dead'; d.mkdir(parents=True); "
+    script = ("import sys; from pathlib import Path; from vortexd.spool import STAGING_PREFIX, _PROCESS_TAG; "
+              "d = Path(sys.argv[1]) / f'{STAGING_PREFIX}{_PROCESS_TAG}-dead'; d.mkdir(parents=True); "
               "(d / 'big.mp4').write_bytes(bytes(1000))")
     subprocess.run([sys.executable, "-c", script, str(spool)], check=True)
-    from vortexd.spool import STAGING_DIR, _PROCESS_TAG
+    from vortexd.spool import STAGING_PREFIX, _PROCESS_TAG
 
-    live = spool / STAGING_DIR / f"{_PROCESS_TAG}-live"
+    live = spool / f"{STAGING_PREFIX}{_PROCESS_TAG}-live"
     live.mkdir()
     assert sweep_spool(spool, set()) == 0
-    assert [p.name for p in (spool / STAGING_DIR).iterdir()] == [live.name]
+    assert [p.name for p in spool.iterdir()] == [live.name]
 
 
 def test_input_files_lists_image_and_audio(tmp_path: Path) -> None:
