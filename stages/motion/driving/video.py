@@ -57,18 +57,20 @@ def _refuse(path: Path, reason: str, **details: object) -> StageInputError:
 
 
 def _declared_duration_s(container: Any, stream: Any, fps: float) -> float:
-    """The longest length the file's metadata declares (container, stream, or frame count ÷ fps):
-    read from headers, so a clip too long is refused before a single frame is decoded."""
+    """The length the file's metadata declares for the video stream (its duration, or its frame
+    count ÷ fps; the container's when the stream says neither, which also counts other streams):
+    read from headers, so a clip too long is refused before a single frame is decoded. Metadata
+    that understates the length is caught while decoding (_decode_and_track)."""
     import av
 
-    lengths = [0.0]
-    if container.duration is not None:
-        lengths.append(container.duration / av.time_base)
+    lengths = []
     if stream.duration is not None and stream.time_base is not None:
         lengths.append(float(stream.duration * stream.time_base))
     if stream.frames:
         lengths.append(stream.frames / fps)
-    return max(lengths)
+    if not lengths and container.duration is not None:
+        lengths.append(container.duration / av.time_base)
+    return max(lengths, default=0.0)
 
 
 def _check_cheap_facts(path: Path, container: Any, stream: Any, fps: float) -> None:
