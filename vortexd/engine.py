@@ -187,7 +187,10 @@ class SlotEngine:
             raise RecipeError("output.duration_s", f"{recipe.output.n_frames} frames do not fit a video slab "
                               f"of {limit} frames", max_frames=limit)
         roots = [Path(root).resolve() for root in self.settings.allowed_roots]
-        return await asyncio.to_thread(snapshot_inputs, recipe, roots, self.spool_dir)
+        # A prompt served from the actor library is picked here, once, and rendered from its copy.
+        library_dir = self.settings.actor_library_dir if self.settings.image_backend == "library" else None
+        return await asyncio.to_thread(functools.partial(snapshot_inputs, recipe, roots, self.spool_dir,
+                                                         library_dir=library_dir))
 
     async def _accept(self, recipe: Recipe, inputs: dict[str, Any]) -> SubmitReceipt:
         # Committed to disk before the answer: an acknowledged recipe survives kill -9.
@@ -215,6 +218,7 @@ class SlotEngine:
         if slot.terminal or not slot.gate.withdraw():
             raise SlotAlreadyFinal(slot_id, SlotState.PUBLISHED if slot.gate.published else slot.state)
         running = self.scheduler.cancel(slot, self.clock.now_s())
+        self._follow_reservations()
         slot.cancel.set()
         await self._record.state(slot, error=reason)
         self.metrics.count_slot("cancelled")
@@ -293,8 +297,12 @@ class SlotEngine:
 
     async def tick(self) -> float | None:
         """Run what the scheduler says is due now; returns when it next wants to be asked."""
+        if self._stopping:
+            return None  # interrupted slots stay as the journal has them, for the next start
         now = self.clock.now_s()
-        for action in self.scheduler.next_actions(self.table, now, draining=self.draining):
+        actions = self.scheduler.next_actions(self.table, now, draining=self.draining)
+        self._follow_reservations()
+        for action in actions:
             await self._dispatch(action)
         self._retire()
         self._record.gauges(self.scheduler.stats, len([s for s in self.table if not s.terminal]))
@@ -342,19 +350,25 @@ class SlotEngine:
         if kind == "withdrawn" and self._stopping and not slot.terminal:
             # Interrupted by a stop, not failed: the journal keeps its state; a restart resumes it.
             self.scheduler.on_stage_interrupted(slot, stage)
+            self._follow_reservations()
         else:
             self.scheduler.on_stage_done(slot, stage, error is None, self.clock.now_s(), error=describe(error),
                                          input_error=kind == "input", transient=kind == "transient")
+            self._follow_reservations()
             if error is None and stage == "prepare":
                 slot.prepared = result
             await self._record.outcome(slot, stage, result, self.runner, rejected=kind == "input")
         self._settle(slot)
 
+    def _follow_reservations(self) -> None:
+        """Slabs follow the scheduler's reservations at once, before anything awaits: a slab the
+        scheduler counts as free must be free when the next tick leases it."""
+        for slot in self.table:
+            if not slot.holds_slab:
+                slot.release_slab()
+
     def _settle(self, slot: Slot) -> None:
-        """After a decision about `slot`: its slab follows the scheduler's reservation, finished
-        slots retire, and the loop and any drain look again."""
-        if not slot.holds_slab:
-            slot.release_slab()
+        """After a decision about `slot`: finished slots retire, and the loop and any drain look again."""
         if slot.terminal and slot.running_stage is None:
             slot.prepared = None  # the actor, speech and plan are not needed any more
             self._sweep_due = self._sweep_due or bool(input_files(slot.recipe))

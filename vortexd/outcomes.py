@@ -53,12 +53,13 @@ class OutcomeRecorder:
         return await self._write(self.journal.accept, recipe.slot_id, recipe_json, recipe.content_hash())
 
     async def state(self, slot: Slot, error: str | None = None, result: dict[str, Any] | None = None) -> None:
-        """Journal the slot's state as its record says, then tell subscribers."""
+        """Journal the slot's state as its record says now, then tell subscribers."""
+        state = slot.state  # the record may move on while the write runs; this write is of now
         try:
-            await self._write(self.journal.set_state, slot.slot_id, slot.state, error=error, result=result)
+            await self._write(self.journal.set_state, slot.slot_id, state, error=error, result=result)
         except SlotFinished:
             return  # e.g. a cancelled slot's stage reporting back: the final state stands
-        self.events.publish(slot.slot_id, "state", state=slot.state, error=error)
+        self.events.publish(slot.slot_id, "state", state=state, error=error)
 
     async def outcome(self, slot: Slot, stage: str, result: Any, runner: Any, rejected: bool) -> None:
         """Record what a stage's end left the slot in (published, failed, retried, or its next
