@@ -1,4 +1,5 @@
-"""vortexctl against a real ControlServer: human and JSON output, --wait progress, exit statuses."""
+"""vortexctl against the daemon's real control server, op table and SlotEngine (stage bodies scripted):
+human and JSON output, --wait progress, exit statuses."""
 
 from __future__ import annotations
 
@@ -12,102 +13,34 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from vortexd.control.protocol import ControlError, Request, parse_submit
+from stages.errors import StageInputError
+from tests.support.engine import EngineUnderTest, ScriptedRunner
 from vortexd.control.server import ControlServer
-from vortexd.events import EventBus
 from vortexd.ctl import main
-from vortexd.journal import Journal, SlotFinished
+from vortexd.ops import ControlOps, DaemonFacts
 
 REPO = Path(__file__).resolve().parents[2]
-STAGES = (("image", 1), ("tts", 1), ("warp", 1080), ("encode", 1))
+STAGES = ("image", "tts", "warp", "encode")
 STATE_OF_STAGE = {"image": "preparing", "tts": "prepared", "warp": "warping", "encode": "finishing"}
-"""The SlotState each stage's progress belongs to (the journal takes SlotState names only)."""
-
-
-class _SmallDaemon:
-    """Just enough daemon for the client: journals submits and walks each slot through its stages."""
-
-    def __init__(self, journal: Journal, root: Path) -> None:
-        self.journal = journal
-        self.root = root
-        self.events = EventBus()
-        self.seen_args: list[dict[str, Any]] = []
-        self.draining = False
-
-    def publish(self, event: dict[str, Any]) -> None:
-        self.events.publish(event["slot_id"], event["kind"], **event["data"])
-
-    def _state(self, slot_id: str, state: str, **extra: Any) -> None:
-        self.journal.set_state(slot_id, state, **extra)
-        self.publish(self.journal.events(slot_id)[-1].to_dict())
-
-    async def _run(self, slot_id: str, fail: bool) -> None:
-        try:
-            await self._stages(slot_id, fail)
-        except SlotFinished:
-            pass  # cancelled meanwhile: the journal refuses any further state, so the run stops
-
-    async def _stages(self, slot_id: str, fail: bool) -> None:
-        await asyncio.sleep(0.05)
-        self.journal.begin_attempt(slot_id)
-        for stage, total in STAGES:
-            self._state(slot_id, STATE_OF_STAGE[stage])
-            for done in (total // 2, total):
-                await asyncio.sleep(0.005)
-                self.publish({"slot_id": slot_id, "kind": "progress",
-                              "data": {"stage": stage, "done": done, "total": total}})
-            if fail and stage == "warp":
-                self._state(slot_id, "failed", error="warp crashed")
-                return
-        self._state(slot_id, "published", result={"video": f"/srv/out/{slot_id}/video.mp4"})
-
-    async def handle(self, request: Request) -> Any:
-        args = request.args
-        if request.op == "submit":
-            if self.draining:
-                raise ControlError("draining", "the daemon is draining; run `vortexctl resume`")
-            self.seen_args.append(dict(args))
-            recipe = parse_submit(args, [self.root], self.root)
-            existing = self.journal.get(recipe.slot_id)
-            seq = self.journal.accept(recipe.slot_id, recipe.model_dump_json(), recipe.content_hash())
-            if existing is None:
-                asyncio.get_running_loop().create_task(self._run(recipe.slot_id, "fail" in recipe.speech.text))
-            record = self.journal.get(recipe.slot_id)
-            return {"slot_id": recipe.slot_id, "seq": seq, "state": record.state,
-                    "duplicate": existing is not None, "image": str(recipe.actor.image)}
-        if request.op == "status":
-            if "slot_id" in args:
-                record = self.journal.get(args["slot_id"])
-                if record is None:
-                    raise ControlError("not_found", f"no slot {args['slot_id']!r}", {"slot_id": args["slot_id"]})
-                return record.summary()
-            return {"state": "draining" if self.draining else "serving", "slots": self.journal.counts()}
-        if request.op == "slots":
-            return {"slots": [r.summary() for r in self.journal.list(args.get("limit", 20), args.get("states"))]}
-        if request.op == "cancel":
-            self._state(args["slot_id"], "cancelled", error=args.get("reason"))
-            return self.journal.get(args["slot_id"]).summary()
-        if request.op in ("drain", "resume"):
-            self.draining = request.op == "drain"
-            return {"state": "draining" if self.draining else "serving"}
-        if request.op == "health":
-            return {"status": "ok", "journal": str(self.journal.path.name)}
-        return self.events.subscribe(args.get("slot_id"))
-
+"""A state each stage's progress comes with (the real walk of a slot's states)."""
 
 
 class _ServerThread:
-    """A ControlServer on its own event loop in a thread, so the blocking client can run in the test."""
+    """The daemon's control server and op table over a real SlotEngine (journal, scheduler, slabs,
+    publish gate) whose stage bodies are scripted, on its own event loop in a thread, so the
+    blocking client can run in the test."""
 
     def __init__(self, socket_path: Path, root: Path) -> None:
         self.socket_path = socket_path
         self.root = root
-        self.daemon: _SmallDaemon | None = None
+        self.runner = ScriptedRunner(root / "out", seconds={"prepare": 0.05, "warp": 0.05, "finish": 0.05})
+        self.box: EngineUnderTest | None = None
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -115,28 +48,39 @@ class _ServerThread:
 
     async def _main(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        with Journal.open(self.root / "journal.sqlite3") as journal:
-            self.daemon = _SmallDaemon(journal, self.root)
-            server = ControlServer(self.socket_path, self.daemon.handle)
-            await server.start()
-            self._ready.set()
-            await self._stop.wait()
-            await server.close()
+        self.box = box = EngineUnderTest(self.root, self.runner, cadence_s=30.0)
+        engine = box.start()
+        facts = DaemonFacts(phase=lambda: "serving", arena=box.arena, running_tasks=lambda: box.tasks.running,
+                            loop_lag_s=lambda: 0.0, metrics_port=lambda: None, started_monotonic_s=time.monotonic(),
+                            voices=lambda: {"espeak": ["en-us"], "kokoro": []}, subscribe=box.events.subscribe,
+                            notify_status=lambda text: None)
+        server = ControlServer(self.socket_path, ControlOps(engine, facts).handle)
+        await server.start()
+        self._ready.set()
+        await self._stop.wait()
+        await server.close()
+        await box.close()
+
+    @property
+    def events(self):
+        """The engine's event bus."""
+        assert self.box is not None
+        return self.box.events
 
     def start(self) -> _ServerThread:
         self._thread.start()
-        assert self._ready.wait(5), "server did not start"
+        assert self._ready.wait(10), "server did not start"
         return self
 
     def end_streams(self) -> None:
         """Tell every subscriber's stream to finish (as a daemon does when it shuts down)."""
-        assert self._loop is not None and self.daemon is not None
-        self._loop.call_soon_threadsafe(self.daemon.events.close)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self.events.close)
 
     def stop(self) -> None:
         assert self._loop is not None and self._stop is not None
         self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(5)
+        self._thread.join(10)
 
 
 @pytest.fixture
@@ -160,25 +104,38 @@ def _ctl(server: _ServerThread, *argv: str) -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
-def _recipe_file(folder: Path, slot_id: str, text: str = "Hello from the newsroom.") -> Path:
+def _recipe_file(folder: Path, slot_id: str, text: str = "Hello from the newsroom.", image: bool = False) -> Path:
+    """A short recipe file; with `image`, it names faces/anchor.png beside it (the sample portrait)."""
     path = folder / f"{slot_id}.toml"
-    path.write_text(f'slot_id = "{slot_id}"\n[actor]\nimage = "faces/anchor.png"\n'
-                    f'[speech]\ntext = "{text}"\n[motion]\nexpression = "calm"\n', encoding="utf-8")
+    actor = ""
+    if image:
+        from PIL import Image
+        from skimage import data
+
+        (folder / "faces").mkdir(exist_ok=True)
+        Image.fromarray(data.astronaut()).save(folder / "faces" / "anchor.png")
+        actor = '[actor]\nimage = "faces/anchor.png"\n'
+    path.write_text(f'slot_id = "{slot_id}"\n{actor}[speech]\ntext = "{text}"\n[motion]\nexpression = "calm"\n'
+                    '[output]\nduration_s = 2\nfps = 2\n', encoding="utf-8")
     return path
 
 
 def test_submit_sends_the_recipe_with_its_folder_and_reports_the_seq(served: _ServerThread, tmp_path: Path) -> None:
-    """`submit` prints "accepted slot …"; the daemon received base_dir, so relative paths resolve there."""
+    """`submit` prints "accepted slot …"; the daemon got the recipe's folder, so its relative image
+    resolved there (the slot's inputs record names that file); a second submit is a duplicate."""
     recipes = tmp_path / "recipes"
     recipes.mkdir()
-    status, out, _ = _ctl(served, "submit", str(_recipe_file(recipes, "news-1")))
-    assert status == 0 and out.strip() == "accepted slot news-1 (seq 1)"
-    assert served.daemon.seen_args[0]["base_dir"] == str(recipes.resolve())
-    assert served.daemon.seen_args[0]["recipe"]["motion"] == {"expression": "calm"}
-    status, out, _ = _ctl(served, "submit", str(_recipe_file(recipes, "news-1")), "--json")
+    status, out, err = _ctl(served, "submit", str(_recipe_file(recipes, "news-1", image=True)))
+    assert status == 0 and out.strip() == "accepted slot news-1 (seq 1)", err
+    status, out, _ = _ctl(served, "submit", str(_recipe_file(recipes, "news-1", image=True)), "--json")
     answer = json.loads(out)
     assert status == 0 and answer["result"]["duplicate"] is True and answer["result"]["seq"] == 1
-    assert answer["result"]["image"] == str(recipes.resolve() / "faces" / "anchor.png")
+    manifest = served.root / "out" / "news-1" / "manifest.json"
+    deadline = time.monotonic() + 20
+    while not manifest.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    inputs = json.loads(manifest.read_text())["inputs"]
+    assert inputs["actor.image"]["path"] == str(recipes.resolve() / "faces" / "anchor.png")
 
 
 def test_submit_waits_longer_than_other_commands_for_the_daemon_to_check_its_inputs(
@@ -206,16 +163,19 @@ def test_submit_wait_follows_progress_until_published(served: _ServerThread, tmp
     """`submit --wait` shows each stage and ends with "published <slot>: <video>" and exit 0."""
     status, out, err = _ctl(served, "submit", "--wait", str(_recipe_file(tmp_path, "news-2")))
     assert status == 0, err
-    assert "accepted slot news-2" in out and out.strip().endswith("published news-2: /srv/out/news-2/video.mp4")
-    for stage, _ in STAGES:
+    video = served.root / "out" / "news-2" / "video.mp4"
+    assert "accepted slot news-2" in out and out.strip().endswith(f"published news-2: {video}")
+    for stage in STAGES:
         assert f"news-2  state  {STATE_OF_STAGE[stage]}" in err and f"{stage:<7} done" in err
 
 
 def test_submit_wait_exits_1_when_the_slot_fails(served: _ServerThread, tmp_path: Path) -> None:
     """A slot that fails makes `submit --wait` print the failure with its error and exit 1."""
+    served.runner.fail("bad-1", "warp", StageInputError("speech.text", "warp crashed"))
     status, _, err = _ctl(served, "submit", "--wait", str(_recipe_file(tmp_path, "bad-1", "please fail")))
     assert status == 1
-    assert "state  failed (warp crashed)" in err and err.strip().endswith("failed bad-1: warp crashed")
+    assert "state  failed (StageInputError: speech.text: warp crashed)" in err
+    assert err.strip().endswith("failed bad-1: StageInputError: speech.text: warp crashed")
 
 
 def test_submit_wait_json_streams_raw_events(served: _ServerThread, tmp_path: Path) -> None:
@@ -225,7 +185,8 @@ def test_submit_wait_json_streams_raw_events(served: _ServerThread, tmp_path: Pa
     assert status == 0
     assert lines[0]["result"]["subscribed"] is True and lines[1]["result"]["slot_id"] == "news-3"
     assert lines[-1]["event"]["kind"] == "state" and lines[-1]["event"]["data"]["state"] == "published"
-    assert sum(1 for line in lines if line.get("event", {}).get("kind") == "progress") == 2 * len(STAGES)
+    progress = [line["event"]["data"]["stage"] for line in lines if line.get("event", {}).get("kind") == "progress"]
+    assert progress == list(STAGES)
 
 
 def test_slots_and_status_show_the_journal(served: _ServerThread, tmp_path: Path) -> None:
@@ -235,15 +196,16 @@ def test_slots_and_status_show_the_journal(served: _ServerThread, tmp_path: Path
     status, out, _ = _ctl(served, "slots", "--limit", "2")
     rows = out.splitlines()
     assert status == 0 and rows[0].split() == ["SEQ", "SLOT", "STATE", "RESTARTS", "CHANGED", "ERROR"]
-    assert [row.split()[:4] for row in rows[1:]] == [["3", "a-3", "published", "1"], ["2", "a-2", "published", "1"]]
+    assert [row.split()[:4] for row in rows[1:]] == [["3", "a-3", "published", "0"], ["2", "a-2", "published", "0"]]
     status, out, _ = _ctl(served, "status")
-    assert status == 0 and "state: serving" in out and "published: 3" in out
+    assert status == 0 and "phase: serving" in out and "published: 3" in out and "video_slabs" in out
     status, out, _ = _ctl(served, "status", "a-2", "--json")
-    assert json.loads(out)["result"]["result"] == {"video": "/srv/out/a-2/video.mp4"}
+    assert json.loads(out)["result"]["result"]["video"] == str(served.root / "out" / "a-2" / "video.mp4")
 
 
 def test_errors_print_code_and_message_and_exit_1(served: _ServerThread, tmp_path: Path) -> None:
-    """Refusals print `error: <code>: <message>` and exit 1: invalid recipe, unknown slot, draining."""
+    """Refusals print `error: <code>: <message>` and exit 1: invalid recipe, unknown slot, a
+    published slot; a drained daemon still accepts recipes but starts none until `resume`."""
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"slot_id": "b", "speech": {"text": "hi", "volume": 3}}))
     status, out, err = _ctl(served, "submit", str(bad))
@@ -251,10 +213,14 @@ def test_errors_print_code_and_message_and_exit_1(served: _ServerThread, tmp_pat
     status, _, err = _ctl(served, "cancel", "ghost")
     assert status == 1 and err.startswith("error: not_found: ")
     assert _ctl(served, "drain")[0] == 0
-    status, _, err = _ctl(served, "submit", str(_recipe_file(tmp_path, "late-1")))
-    assert status == 1 and err.startswith("error: draining: ")
+    assert _ctl(served, "submit", str(_recipe_file(tmp_path, "late-1")))[0] == 0
+    time.sleep(0.3)
+    assert json.loads(_ctl(served, "status", "late-1", "--json")[1])["result"]["state"] == "queued"
     status, out, _ = _ctl(served, "resume")
-    assert status == 0 and "state: serving" in out
+    assert status == 0 and "draining: no" in out
+    assert _ctl(served, "submit", "--wait", str(_recipe_file(tmp_path, "late-2")))[0] == 0
+    status, _, err = _ctl(served, "cancel", "late-2")
+    assert status == 1 and err.startswith("error: conflict: slot 'late-2' is already published")
     status, out, _ = _ctl(served, "cancel", "ghost", "--json")
     assert status == 1 and json.loads(out)["error"]["code"] == "not_found"
 
@@ -268,7 +234,8 @@ def test_cancel_and_subscribe(served: _ServerThread, tmp_path: Path) -> None:
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    while not served.daemon.events.subscriber_count:
+    served.runner.hold("c-1", "prepare")
+    while not served.events.subscriber_count:
         threading.Event().wait(0.01)
     status, out, _ = _ctl(served, "submit", str(_recipe_file(tmp_path, "c-1")))
     assert status == 0
@@ -281,7 +248,7 @@ def test_cancel_and_subscribe(served: _ServerThread, tmp_path: Path) -> None:
     status, out, _ = collected["result"]
     assert status == 0
     assert "c-1  state  cancelled (wrong script)" in out
-    # The slot's own run was stopped by the journal: nothing after "cancelled" was published.
+    # The slot's prepare was interrupted: nothing after "cancelled" was published.
     assert out.strip().splitlines()[-1].endswith("cancelled (wrong script)")
 
 
@@ -314,4 +281,5 @@ def test_the_console_script_runs_as_a_process_and_honours_vortex_socket(served: 
     done = subprocess.run([sys.executable, "-m", "vortexd.ctl", "health"], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=30)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["status: ok", "journal: journal.sqlite3"]
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["healthy: yes", "phase: serving"] and "workers:" in lines
