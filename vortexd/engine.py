@@ -29,7 +29,7 @@ from vortexd.failures import classify, describe
 from vortexd.journal import Journal
 from vortexd.metrics import Metrics
 from vortexd.outcomes import OutcomeRecorder
-from vortexd.recipe import Recipe
+from vortexd.recipe import Recipe, RecipeError
 from vortexd.scheduler import STAGES, Action, Scheduler
 from vortexd.settings import Settings
 from vortexd.slot import Slot
@@ -132,9 +132,9 @@ class SlotEngine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._settled.wait(), min(0.5, max(0.01, deadline - time.monotonic())))
         clean = not self.in_flight()
+        self._stopping = True  # from here on nothing starts and nothing turns late
         if not clean:
             log.warning("drain_timeout", in_flight=self.in_flight(), timeout_s=timeout_s)
-            self._stopping = True
             for slot in self.table:
                 slot.cancel.set()
             await self._wait_for_workers(timeout_s=30.0)
@@ -180,8 +180,6 @@ class SlotEngine:
 
     async def _checked_inputs(self, recipe: Recipe) -> tuple[Recipe, dict[str, Any]]:
         """The recipe sized for a slab, its input files read, checked and copied to the spool."""
-        from vortexd.recipe import RecipeError
-
         limit = self.settings.max_slot_frames
         if recipe.output.n_frames > limit:
             raise RecipeError("output.duration_s", f"{recipe.output.n_frames} frames do not fit a video slab "
@@ -194,7 +192,7 @@ class SlotEngine:
 
     async def _accept(self, recipe: Recipe, inputs: dict[str, Any]) -> SubmitReceipt:
         # Committed to disk before the answer: an acknowledged recipe survives kill -9.
-        seq = await self._record.accept(recipe)
+        seq = await self._record.accept(recipe, inputs)
         row = self.journal.get(recipe.slot_id)
         if self.table.find(recipe.slot_id) is not None or row.state != SlotState.QUEUED:
             return SubmitReceipt(recipe.slot_id, seq, SlotState(row.state), duplicate=True)
@@ -270,12 +268,23 @@ class SlotEngine:
                 continue
             self.journal.begin_attempt(row.slot_id)  # `vortexctl slots` shows it as RESTARTS
             recipe = Recipe.model_validate(row.recipe)
-            slot = self.table.add(Slot(row.slot_id, row.seq, recipe, _spool_inputs(recipe)))
+            slot = self.table.add(Slot(row.slot_id, row.seq, recipe, self._journaled_inputs(row.slot_id, recipe)))
             restored += 1
             self.scheduler.restore(slot, SlotState.QUEUED, air_s=now + self.settings.cadence_s * restored)
         if restored:
             self.scheduler.reanchor(self.table, now)
         return restored
+
+    def _journaled_inputs(self, slot_id: str, recipe: Recipe) -> dict[str, Any]:
+        """The inputs record journaled at submit; for a slot journaled without one (an older
+        journal, or a crash between the two writes), read off its spool copies, named by sha256."""
+        for event in self.journal.events(slot_id):
+            if event.kind == "inputs" and event.data:
+                return event.data["inputs"]
+        files = {"actor.image": recipe.actor.image, "speech.audio": recipe.speech.audio,
+                 "motion.driving": recipe.motion.driving}
+        return {field: {"path": str(path), "sha256": Path(path).stem, "bytes": Path(path).stat().st_size}
+                for field, path in files.items() if path is not None and Path(path).is_file()}
 
     # ----- the scheduling loop -------------------------------------------------------------
 
@@ -402,11 +411,3 @@ class SlotEngine:
                 log.info("spool_swept", removed=removed)
         finally:
             self._sweep_task = None
-
-
-def _spool_inputs(recipe: Recipe) -> dict[str, Any]:
-    """The inputs record of a restored recipe: its files are spool copies, named by their sha256."""
-    files = {"actor.image": recipe.actor.image, "speech.audio": recipe.speech.audio,
-             "motion.driving": recipe.motion.driving}
-    return {field: {"path": str(path), "sha256": Path(path).stem, "bytes": Path(path).stat().st_size}
-            for field, path in files.items() if path is not None and Path(path).is_file()}

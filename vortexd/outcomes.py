@@ -47,10 +47,18 @@ class OutcomeRecorder:
         return await asyncio.get_running_loop().run_in_executor(
             self._thread, functools.partial(call, *args, **kwargs))
 
-    async def accept(self, recipe: Recipe) -> int:
-        """Journal an accepted recipe (committed before the answer); returns its seq."""
+    async def accept(self, recipe: Recipe, inputs: dict[str, Any]) -> int:
+        """Journal an accepted recipe and its inputs record (committed before the answer); returns
+        its seq. A duplicate submit journals nothing new."""
         recipe_json = json.dumps(recipe.model_dump(mode="json"), sort_keys=True)
-        return await self._write(self.journal.accept, recipe.slot_id, recipe_json, recipe.content_hash())
+
+        def accept() -> int:
+            known = self.journal.get(recipe.slot_id) is not None
+            seq = self.journal.accept(recipe.slot_id, recipe_json, recipe.content_hash())
+            if not known and inputs:
+                self.journal.record_event(recipe.slot_id, "inputs", {"inputs": inputs})
+            return seq
+        return await self._write(accept)
 
     async def state(self, slot: Slot, error: str | None = None, result: dict[str, Any] | None = None) -> None:
         """Journal the slot's state as its record says now, then tell subscribers."""
