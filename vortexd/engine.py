@@ -130,7 +130,8 @@ class SlotEngine:
         while self.in_flight() and time.monotonic() < deadline:
             self._settled.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._settled.wait(), min(0.5, max(0.01, deadline - time.monotonic())))
+                async with asyncio.timeout(min(0.5, max(0.01, deadline - time.monotonic()))):
+                    await self._settled.wait()
         clean = not self.in_flight()
         self._stopping = True  # from here on nothing starts and nothing turns late
         if not clean:
@@ -192,10 +193,9 @@ class SlotEngine:
 
     async def _accept(self, recipe: Recipe, inputs: dict[str, Any]) -> SubmitReceipt:
         # Committed to disk before the answer: an acknowledged recipe survives kill -9.
-        seq = await self._record.accept(recipe, inputs)
-        row = self.journal.get(recipe.slot_id)
-        if self.table.find(recipe.slot_id) is not None or row.state != SlotState.QUEUED:
-            return SubmitReceipt(recipe.slot_id, seq, SlotState(row.state), duplicate=True)
+        seq, state = await self._record.accept(recipe, inputs)
+        if self.table.find(recipe.slot_id) is not None or state is not SlotState.QUEUED:
+            return SubmitReceipt(recipe.slot_id, seq, state, duplicate=True)
         slot = self.table.add(Slot(recipe.slot_id, seq, recipe, inputs))
         now = self.clock.now_s()
         self.scheduler.admit(slot, self.table, now)
@@ -301,8 +301,12 @@ class SlotEngine:
             except Exception:  # supervision: a bad decision must not stop every future slot
                 log.exception("scheduling_failed")
             timeout_s = _LOOP_TICK_S if wake_at is None else min(_LOOP_TICK_S, max(0.0, wake_at - now))
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that arrives as the
+            # event is set (a publish wakes the loop just as the daemon shuts down), and the
+            # shutdown then waits its whole 5 s for this task.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_event.wait(), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await self._wake_event.wait()
 
     async def tick(self) -> float | None:
         """Run what the scheduler says is due now; returns when it next wants to be asked."""

@@ -90,14 +90,16 @@ class ControlOps:
         return {"slot_id": args["slot_id"], "state": state, "interrupted_stage": interrupted}
 
     async def _slots(self, args: dict[str, Any]) -> dict[str, Any]:
-        rows = self.engine.journal.list(limit=args.get("limit", 100), states=args.get("states"))
+        rows = await asyncio.to_thread(self.engine.journal.list, limit=args.get("limit", 100),
+                                       states=args.get("states"))
         return {"slots": [row.summary() for row in rows]}
 
     async def _status(self, args: dict[str, Any]) -> dict[str, Any]:
         snapshot = self.engine.snapshot()
         slot_id = args.get("slot_id")
         if slot_id is not None:
-            return self._slot_status(slot_id, snapshot)
+            row = await asyncio.to_thread(self.engine.slot_row, slot_id)
+            return self._slot_status(row, snapshot)
         stats = snapshot.stats
         daemon = self.daemon
         return {"phase": daemon.phase(), "draining": snapshot.draining,
@@ -111,11 +113,12 @@ class ControlOps:
                 "arena": arena_status(daemon.arena), "metrics_port": daemon.metrics_port(),
                 "uptime_s": round(time.monotonic() - daemon.started_monotonic_s, 1)}
 
-    def _slot_status(self, slot_id: str, snapshot: EngineSnapshot) -> dict[str, Any]:
-        summary = self.engine.slot_row(slot_id).summary()
-        slot = next((s for s in snapshot.slots if s.slot_id == slot_id), None)
+    @staticmethod
+    def _slot_status(row, snapshot: EngineSnapshot) -> dict[str, Any]:
+        summary = row.summary()
+        slot = next((s for s in snapshot.slots if s.slot_id == row.slot_id), None)
         if slot is not None:  # the engine forgets old final slots; the journal keeps them
-            summary["schedule"] = slot_view(slot, snapshot.predicted_publish_s.get(slot_id))
+            summary["schedule"] = slot_view(slot, snapshot.predicted_publish_s.get(row.slot_id))
         return summary
 
     async def _drain(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -47,17 +47,17 @@ class OutcomeRecorder:
         return await asyncio.get_running_loop().run_in_executor(
             self._thread, functools.partial(call, *args, **kwargs))
 
-    async def accept(self, recipe: Recipe, inputs: dict[str, Any]) -> int:
+    async def accept(self, recipe: Recipe, inputs: dict[str, Any]) -> tuple[int, SlotState]:
         """Journal an accepted recipe and its inputs record (committed before the answer); returns
-        its seq. A duplicate submit journals nothing new."""
+        its seq and journaled state. A duplicate submit journals nothing new."""
         recipe_json = json.dumps(recipe.model_dump(mode="json"), sort_keys=True)
 
-        def accept() -> int:
+        def accept() -> tuple[int, SlotState]:
             known = self.journal.get(recipe.slot_id) is not None
             seq = self.journal.accept(recipe.slot_id, recipe_json, recipe.content_hash())
             if not known and inputs:
                 self.journal.record_event(recipe.slot_id, "inputs", {"inputs": inputs})
-            return seq
+            return seq, SlotState(self.journal.get(recipe.slot_id).state)
         return await self._write(accept)
 
     async def state(self, slot: Slot, error: str | None = None, result: dict[str, Any] | None = None) -> None:
