@@ -208,11 +208,8 @@ class SlotEngine:
         """End a slot that is not final yet, interrupting the stage it is in; returns the new
         state and the interrupted stage. Raises UnknownSlot / SlotAlreadyFinal."""
         slot = self.table.find(slot_id)
-        if slot is None:
-            row = self.journal.get(slot_id)
-            if row is None:
-                raise UnknownSlot(slot_id)
-            raise SlotAlreadyFinal(slot_id, row.state)
+        if slot is None:  # never accepted, or final long enough ago to be remembered by the journal alone
+            raise SlotAlreadyFinal(slot_id, (await asyncio.to_thread(self.slot_row, slot_id)).state)
         if slot.terminal or not slot.gate.withdraw():
             raise SlotAlreadyFinal(slot_id, SlotState.PUBLISHED if slot.gate.published else slot.state)
         running = self.scheduler.cancel(slot, self.clock.now_s())
