@@ -154,6 +154,23 @@ def test_a_second_daemon_on_the_same_state_folder_exits_at_once(daemon: DaemonPr
     assert daemon.request("health")["result"]["healthy"]
 
 
+def test_a_second_daemon_on_another_state_folder_but_the_same_socket_exits_before_warming_up(
+        daemon: DaemonProcess, tmp_path: Path) -> None:
+    """Its own state folder, the running daemon's socket: exit status 2 within a couple of seconds
+    (before loading any backend) naming the socket, no traceback; the first daemon keeps serving."""
+    import time
+
+    config = write_config(tmp_path, socket_path=str(daemon.socket_path))
+    started = time.monotonic()
+    second = subprocess.run([sys.executable, "-m", "vortexd.cli", "serve", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode == 2, second.stderr
+    assert f"another process serves the control socket {daemon.socket_path}" in second.stderr
+    assert "Traceback" not in second.stderr and "warmed_up" not in second.stderr
+    assert time.monotonic() - started < 10.0
+    assert daemon.request("health")["result"]["healthy"]
+
+
 def test_render_of_a_slot_too_big_for_memory_is_a_field_error(tmp_path: Path, repo_root: Path) -> None:
     """`vortexd render` of a 600 s recipe under an 8 GB address-space limit (its video needs
     10.5 GiB): `error: output.duration_s: …`, exit 2, nothing published, no traceback."""
