@@ -7,6 +7,8 @@ planner, the warp or the encoder noticing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -64,6 +66,40 @@ inverse). Both use x right, y down, z into the image and R = Rz(roll)·Ry(yaw)·
 planner's +pitch lifts the chin where theirs drops it (derived in stages/warp/liveportrait/driving.py)."""
 
 
+DRIVING_MODES = ("pose", "full")
+"""pose: head, lids and brows from the driving clip, the mouth from the speech; full: all from the clip."""
+
+
+@dataclass(frozen=True)
+class DrivingSource:
+    """The driving clip a slot renders from: the file (in the daemon, the spool's copy taken at
+    submit), its SHA-256 when known, and how it drives (`mode`, one of DRIVING_MODES).
+
+    A warp that reads the clip itself (LivePortrait runs M over its face crops) does so in its
+    prepare step, from this, never in the warp; `plan.meta["driving"]` is only the record of it.
+    """
+
+    path: Path
+    sha256: str | None
+    mode: Literal["pose", "full"]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))  # a str path is taken as given
+        if self.mode not in DRIVING_MODES:
+            raise ValueError(f"driving mode must be one of {', '.join(DRIVING_MODES)}, got {self.mode!r}")
+
+    @property
+    def kind(self) -> Literal["video", "template"]:
+        """The clip's kind: a LivePortrait motion "template" (.npz), else a "video"."""
+        return "template" if self.path.suffix.lower() == ".npz" else "video"
+
+    @property
+    def key(self) -> str:
+        """What names the clip's content: its hash (the same bytes under any name are one clip),
+        or its path where no hash is known."""
+        return f"{self.kind}:{self.sha256}" if self.sha256 else f"{self.kind}:{self.path}"
+
+
 @dataclass(frozen=True)
 class MotionPlan:
     """Per-frame animation curves, every array float32 of shape (n_frames,).
@@ -88,6 +124,8 @@ class MotionPlan:
     shift_x_px: np.ndarray
     shift_y_px: np.ndarray
     meta: dict = field(default_factory=dict, compare=False)  # preset segments, seed, source
+    driving: DrivingSource | None = field(default=None, compare=False)
+    """The driving clip, when the plan was made from one (the curves already follow it)."""
 
     @property
     def n_frames(self) -> int:
@@ -95,9 +133,13 @@ class MotionPlan:
         return int(self.jaw_open.shape[0])
 
     def curves(self) -> dict[str, np.ndarray]:
-        """The per-frame arrays by name (everything but fps and meta)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("fps", "meta")}
+        """The per-frame arrays by name (everything but fps, meta and driving)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_CURVES}
 
     def slice(self, frames: slice | np.ndarray) -> "MotionPlan":
         """The plan restricted to `frames`: a slice (views, no copies) or frame indices (copies)."""
-        return MotionPlan(fps=self.fps, meta=self.meta, **{k: v[frames] for k, v in self.curves().items()})
+        return MotionPlan(fps=self.fps, meta=self.meta, driving=self.driving,
+                          **{k: v[frames] for k, v in self.curves().items()})
+
+
+_NOT_CURVES = frozenset({"fps", "meta", "driving"})
