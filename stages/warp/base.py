@@ -1,4 +1,10 @@
-"""The warp-backend contract: prepare an actor once, then render plan chunks into a slab."""
+"""The warp-backend contract: prepare an actor once, prepare each plan's motion once, then render
+plan chunks into a slab.
+
+    prepared = backend.prepare(actor)        # once per actor (cached by the caller)
+    prepared.prepare_motion(plan)            # once per plan, in the prepare stage
+    prepared.render(plan, slice(0, 48), slab)  # the warp stage: rendering only
+"""
 
 from __future__ import annotations
 
@@ -10,14 +16,29 @@ from stages.errors import StageInputError
 from stages.types import FRAME_SIZE_PX, Actor, MotionPlan
 
 
+class MotionNotPrepared(RuntimeError):
+    """render() was given a plan whose motion was never prepared: the prepare stage must call
+    `prepared.prepare_motion(plan)` first. Raised instead of doing that work in the warp, the
+    deadline-critical stage (LivePortrait would otherwise run M over a whole driving clip there)."""
+
+
 class PreparedWarp(Protocol):
     """An actor made ready for one backend (cached per actor)."""
+
+    def prepare_motion(self, plan: MotionPlan) -> None:
+        """Do the one-off work `plan` needs before any of its frames render, and keep it.
+
+        The prepare stage calls it once the plan is made, off the warp's critical path.
+        LivePortrait reads the plan's driving clip here (M over its face crops, fitted to the
+        slot); the mesh warp has nothing to do (it renders from the plan's curves alone).
+        """
 
     def render(self, plan: MotionPlan, frames: slice, out: np.ndarray) -> None:
         """Write frames `frames` of `plan` into `out[frames]`.
 
         `out` is the whole video slab, (n_frames, 512, 512, 3) uint8 RGB. Must not allocate
-        per frame; scratch buffers are owned by the prepared object and reused.
+        per frame; scratch buffers are owned by the prepared object and reused. Raises
+        MotionNotPrepared when the plan needs work prepare_motion(plan) was to do.
         """
 
 

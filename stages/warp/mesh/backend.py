@@ -193,6 +193,10 @@ class PreparedMeshWarp:
         self._workspaces = [_Workspace(image, base_grid, self.mouth_patch, tuple(self.eye_patches))
                             for _ in range(N_THREADS)]
 
+    def prepare_motion(self, plan: MotionPlan) -> None:
+        """Nothing to prepare: the mesh warp renders from the plan's curves alone (a driving
+        clip's motion is already in them)."""
+
     def render(self, plan: MotionPlan, frames: slice, out: np.ndarray) -> None:
         """Write frames `frames` of `plan` into `out[frames]` ((n, 512, 512, 3) uint8 slab)."""
         start, stop = validate_plan(plan, frames)
