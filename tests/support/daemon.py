@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,3 +123,83 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def journal_rows(folder: Path) -> dict[str, dict[str, Any]]:
+    """Every slot the daemon in `folder` ever accepted, as its journal (SQLite, read directly) has
+    it: slot_id → {state, error, attempts}. Read from the file, so it works with the daemon stopped."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(folder / "journal.sqlite3", timeout=10)) as db:
+        rows = db.execute("SELECT slot_id, state, error, attempts FROM slots").fetchall()
+    return {slot_id: {"state": state, "error": error, "attempts": attempts}
+            for slot_id, state, error, attempts in rows}
+
+
+def journal_state_counts(folder: Path, state: str) -> dict[str, int]:
+    """How many times the journal recorded each slot entering `state` (a slot published twice
+    shows 2)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(folder / "journal.sqlite3", timeout=10)) as db:
+        rows = db.execute("SELECT slot_id, data_json FROM events WHERE kind = 'state'").fetchall()
+    counts: dict[str, int] = {}
+    for slot_id, data in rows:
+        if json.loads(data or "{}").get("state") == state:
+            counts[slot_id] = counts.get(slot_id, 0) + 1
+    return counts
+
+
+def scrape_metrics(daemon: DaemonProcess) -> dict[str, float]:
+    """The daemon's /metrics as {series: value} (series with their labels, as Prometheus writes them)."""
+    import urllib.request
+
+    port = daemon.request("status")["result"]["metrics_port"]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+class StateWatcher:
+    """Subscribes to a daemon's events in a thread and keeps every slot state change it hears,
+    with the monotonic time it heard it; `on_state(slot_id, state)` runs in that thread as each
+    arrives (e.g. to signal the daemon at an exact moment of a slot)."""
+
+    def __init__(self, daemon: DaemonProcess, on_state=None) -> None:
+        self.daemon = daemon
+        self.seen: list[tuple[float, str, str]] = []
+        self._on_state = on_state
+        self._subscribed = threading.Event()
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+
+    def start(self) -> StateWatcher:
+        """Start listening; returns once the subscription is answered (no event is missed after)."""
+        self._thread.start()
+        if not self._subscribed.wait(10):
+            raise TimeoutError("the daemon did not answer subscribe")
+        return self
+
+    def _listen(self) -> None:
+        with self.daemon.client(timeout_s=None) as client:
+            _, events = client.subscribe()
+            self._subscribed.set()
+            for message in events:
+                event = message.get("event", {})
+                if event.get("kind") != "state":
+                    continue
+                slot_id, state = event["slot_id"], event["data"]["state"]
+                self.seen.append((time.monotonic(), slot_id, state))
+                if self._on_state is not None:
+                    self._on_state(slot_id, state)
+
+    def latest(self) -> dict[str, str]:
+        """Each slot's last state heard so far."""
+        return {slot_id: state for _, slot_id, state in list(self.seen)}
+
+    def when(self, slot_id: str, state: str) -> float | None:
+        """When `slot_id` was first heard entering `state` (None: not yet)."""
+        return next((at for at, sid, st in list(self.seen) if sid == slot_id and st == state), None)
