@@ -20,11 +20,19 @@ BACKENDS: dict[str, dict[str, str]] = {
         "espeak": "stages.tts.espeak:EspeakBackend",
         "kokoro": "stages.tts.kokoro:KokoroBackend",
     },
+    # The embedded image (the actor library) and verify (objective checks) are plain functions the
+    # stages call; only their model backends are loaded by name.
+    "image": {
+        "flux": "stages.image.flux:FluxImageBackend",
+    },
+    "verify": {
+        "clip": "stages.verify.clip.judge:ClipJudge",
+    },
 }
 
 
 def backend_names(kind: str) -> list[str]:
-    """The registered backend names of one stage kind ("warp", "tts")."""
+    """The registered backend names of one stage kind ("warp", "tts", "image", "verify")."""
     return sorted(BACKENDS[kind])
 
 

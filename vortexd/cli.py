@@ -56,7 +56,7 @@ def _render(args: argparse.Namespace) -> int:
 def _render_slot(args: argparse.Namespace):
     """Render the slot `args` name: its RenderResult, or an exit status for a refusal it printed."""
     from stages.errors import StageInputError
-    from vortexd.pipeline import BackendUnavailable
+    from vortexd.backends import BackendUnavailable
     from vortexd.progress import ProgressPrinter
     from vortexd.recipe import RecipeError, load_recipe
     from vortexd.render import render_slot

@@ -18,6 +18,7 @@ import structlog
 
 from stages.types import FRAME_SIZE_PX
 from vortexd import pipeline
+from vortexd.backends import BackendUnavailable
 from vortexd.clock import Clock, MonotonicClock
 from vortexd.engine import SlotEngine
 from vortexd.events import EventBus
@@ -196,7 +197,7 @@ class Daemon:
         except StageMemoryExceeded as exc:
             raise StartupError(f"a model stage does not fit its arena region (arena_budgets_mib.{exc.region}): "
                                f"{exc}\n{self._memory_tables(exc)}") from exc
-        except pipeline.BackendUnavailable as exc:
+        except BackendUnavailable as exc:
             raise StartupError(str(exc)) from exc
         finally:
             lease.release()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from vortexd import pipeline
+from vortexd.backends import BackendUnavailable
 from vortexd.settings import Settings
 from tests.support.daemon import DaemonProcess, write_config
 
@@ -15,14 +16,14 @@ def test_missing_liveportrait_weights_refuse_with_the_reason(tmp_path: Path) -> 
     """warp_backend=liveportrait with an empty weights folder raises, naming the missing checkpoint file."""
     pytest.importorskip("torch", reason="the LivePortrait backend needs torch")
     settings = Settings(output_dir=tmp_path, warp_backend="liveportrait", liveportrait_weights_dir=tmp_path)
-    with pytest.raises(pipeline.BackendUnavailable, match="appearance_feature_extractor.pth"):
+    with pytest.raises(BackendUnavailable, match="appearance_feature_extractor.pth"):
         pipeline.Backends(settings).warp
 
 
 def test_unset_weights_dir_is_named_in_the_error(tmp_path: Path) -> None:
     """warp_backend=liveportrait without liveportrait_weights_dir says which setting is missing."""
     settings = Settings(output_dir=tmp_path, warp_backend="liveportrait")
-    with pytest.raises(pipeline.BackendUnavailable, match="liveportrait_weights_dir"):
+    with pytest.raises(BackendUnavailable, match="liveportrait_weights_dir"):
         pipeline.Backends(settings).warp
 
 

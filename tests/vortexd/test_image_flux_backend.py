@@ -10,7 +10,7 @@ pytest.importorskip("diffusers", reason="the Flux image backend needs diffusers"
 
 from stages.errors import NoFaceError  # noqa: E402
 from tests.support.flux import build_tiny_flux  # noqa: E402
-from vortexd import pipeline  # noqa: E402
+from vortexd.backends import BackendUnavailable  # noqa: E402
 from vortexd.recipe import parse_recipe  # noqa: E402
 from vortexd.render import render_slot  # noqa: E402
 from vortexd.settings import Settings  # noqa: E402
@@ -48,7 +48,7 @@ def test_missing_weights_refuse_naming_the_setting(tmp_path: Path) -> None:
     """An empty flux_weights_dir makes the backend unavailable, naming the missing model_index.json."""
     (tmp_path / "empty").mkdir()
     settings = Settings(output_dir=tmp_path / "out", image_backend="flux", flux_weights_dir=tmp_path / "empty")
-    with pytest.raises(pipeline.BackendUnavailable, match="model_index.json"):
+    with pytest.raises(BackendUnavailable, match="model_index.json"):
         render_slot(_recipe(tmp_path, "refused", prompt="a man"), settings, settings.output_dir)
     assert not (settings.output_dir / "refused").exists()
 

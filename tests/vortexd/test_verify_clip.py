@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("torch", reason="the CLIP verify backend needs torch")
 
 from tests.support.clip import write_random_clip_folder  # noqa: E402
-from vortexd import pipeline  # noqa: E402
+from vortexd.backends import BackendUnavailable, Backends  # noqa: E402
 from vortexd.recipe import parse_recipe  # noqa: E402
 from vortexd.render import render_slot  # noqa: E402
 from vortexd.settings import Settings  # noqa: E402
@@ -55,15 +55,15 @@ def test_missing_weights_refuse_naming_the_file(tmp_path: Path) -> None:
     """An empty clip_weights_dir makes the CLIP backend unavailable, naming the merges file; nothing is published."""
     (tmp_path / "empty").mkdir()
     settings = _clip_settings(tmp_path, clip_weights_dir=tmp_path / "empty")
-    with pytest.raises(pipeline.BackendUnavailable, match="bpe_simple_vocab_16e6.txt.gz"):
+    with pytest.raises(BackendUnavailable, match="bpe_simple_vocab_16e6.txt.gz"):
         render_slot(_recipe(tmp_path, "refused"), settings, settings.output_dir)
     assert not (settings.output_dir / "refused").exists()
 
 
 def test_unset_weights_dir_is_named(tmp_path: Path) -> None:
     """verify_backend = "clip" without clip_weights_dir says which setting is missing."""
-    with pytest.raises(pipeline.BackendUnavailable, match="clip_weights_dir"):
-        pipeline.Backends(_clip_settings(tmp_path)).clip
+    with pytest.raises(BackendUnavailable, match="clip_weights_dir"):
+        Backends(_clip_settings(tmp_path)).clip
 
 
 def test_fallback_verifies_objectively(tmp_path: Path) -> None:
