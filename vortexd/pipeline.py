@@ -1,8 +1,10 @@
-"""The steps of one slot, as plain functions shared by `vortexd render` and the daemon's actors.
+"""The stage bodies of one slot (prepare, warp, finish) and their parts, as plain functions: the
+one slot runner (slot_runner.py) calls them for `vortexd render`, the daemon's warm-up, its stage
+workers and the test helpers.
 
 Each step takes what the previous produced and returns a frozen result; none holds state
-except the backend caches in `Backends`, so the daemon can run steps of different slots on
-different actors at once.
+except the backend caches in `Backends`, so steps of different slots can run on different stage
+workers at once.
 """
 
 from __future__ import annotations
