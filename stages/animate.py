@@ -66,6 +66,7 @@ def animate(source_image: np.ndarray, driving_audio: np.ndarray, expression_pres
     plan = plan_motion(speech, normalize_expression(expression_preset, duration),
                        seed=0 if seed is None else seed, n_frames=n_frames, fps=fps)
     prepared = MeshWarpBackend().prepare(actor)
+    prepared.prepare_motion(plan)  # the warp contract's per-plan step (nothing to do on the mesh)
     if frames_out.dtype == np.uint8:
         for start in range(0, n_frames, _CHUNK_FRAMES):
             prepared.render(plan, slice(start, min(start + _CHUNK_FRAMES, n_frames)), frames_out)

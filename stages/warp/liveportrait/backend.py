@@ -2,12 +2,14 @@
 
     backend = LivePortraitBackend(weights_dir, device="cuda", chunk_frames=8)
     prepared = backend.prepare(actor)            # F and M on the source crop, once per actor
+    prepared.prepare_motion(plan)                # a driving clip: M over its crops, fitted (prepare stage)
     prepared.render(plan, slice(0, 96), slab)    # driving keypoints → W+G → paste-back into slab
 
 `weights_dir` holds the official release layout (config.CHECKPOINT_PATHS; either the repo root or
 its `pretrained_weights` folder), loaded strictly. prepare() crops the actor's face the way
 LivePortrait expects (pasteback.face_crop), runs F (appearance volume f_s) and M (pose,
-expression, keypoints), and precomputes the paste-back maps. render() turns plan frames into
+expression, keypoints), and precomputes the paste-back maps. prepare_motion() reads a driven
+plan's clip (plan.driving) into the fit render() uses. render() turns plan frames into
 driving keypoints (driving.plan_keypoints, one batched call), then the chunk engine renders them
 into the slab in place. render_template() does the same from a motion template instead of a plan.
 """
@@ -15,7 +17,6 @@ into the slab in place. render_template() does the same from a motion template i
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +26,8 @@ import torch
 
 from stages.errors import StageInputError
 from stages.memory import load_in_region
-from stages.motion.driving.fit import clip_positions
 from stages.motion.planner import driving_gains
-from stages.types import FRAME_SIZE_PX, Actor, MotionPlan
+from stages.types import FRAME_SIZE_PX, Actor, DrivingSource, MotionPlan
 from stages.warp.liveportrait import keypoints as kpm
 from stages.warp.liveportrait.calibration import CALIBRATION, Calibration
 from stages.warp.liveportrait.checkpoints import LivePortraitNetworks, load_networks
@@ -36,11 +36,12 @@ from stages.warp.liveportrait.config import FULL, LivePortraitConfig
 from stages.warp.liveportrait.driving import (SourceMotion, face_ratios, plan_keypoints, plan_ratios,
                                               retarget_and_stitch, source_motion, template_keypoints,
                                               template_posed)
+from stages.warp.liveportrait.driving_clips import DrivingClips
 from stages.warp.liveportrait.engine import BoundSource, ChunkEngine, EngineOptions
 from stages.warp.liveportrait.inference import prepare_for_inference
 from stages.warp.base import check_slab, validate_plan
 from stages.warp.liveportrait.pasteback import CROP_SIZE_PX, FaceCrop, check_frame, face_crop, paste_maps
-from stages.warp.liveportrait.templates import MotionTemplate, load_template, resample
+from stages.warp.liveportrait.templates import MotionTemplate, load_template
 from vram import CudaStagePool, StageMemoryExceeded, StagePool, make_stage_pool, reference_plan
 
 
@@ -58,17 +59,24 @@ class PreparedLivePortrait:
         """(512, 512) float32 blend weight of the rendered face; 0 keeps the actor frame exactly."""
         return self.bound.maps.mask
 
+    def prepare_motion(self, plan: MotionPlan) -> None:
+        """Read a driven plan's clip (plan.driving) into the fit render() uses: a video through M
+        on its face crops, batched, in this stage's region; kept by the backend. Call it in the
+        prepare stage, once the plan is made; a plan without a clip needs nothing."""
+        if plan.driving is not None:
+            self.backend.prepare_driving(plan.driving, plan.n_frames, plan.fps)
+
     def render(self, plan: MotionPlan, frames: slice, out: np.ndarray) -> None:
         """Write frames `frames` of `plan` into `out[frames]` (the whole (n, 512, 512, 3) uint8 slab).
 
-        A plan made with a driving clip (plan.meta["driving"]) is rendered from the clip's own
-        LivePortrait motion (M on its crops, or the template), fitted to the slot the way the plan
-        was; in "pose" mode the lips keep the source's expression and follow the plan's speech.
+        A plan made with a driving clip (plan.driving) is rendered from the clip's own LivePortrait
+        motion, as prepare_motion(plan) fitted it to the slot (MotionNotPrepared if it was not: the
+        warp never reads a clip); in "pose" mode the lips keep the source's expression and follow
+        the plan's speech. Any other plan is rendered from its curves.
         """
         start, stop = validate_plan(plan, frames)
         check_slab(out, stop)
-        driving = plan.meta.get("driving") or {}
-        keypoints_for = (self._driven_keypoints(plan, driving) if driving.get("source")
+        keypoints_for = (self._driven_keypoints(plan, plan.driving) if plan.driving is not None
                          else self._plan_keypoints(plan))
         self._render_chunks(start, stop, out, keypoints_for)
 
@@ -76,10 +84,10 @@ class PreparedLivePortrait:
         nets, calibration = self.backend.networks, self.backend.calibration
         return lambda rows: plan_keypoints(nets, self.source, plan.slice(rows), calibration)
 
-    def _driven_keypoints(self, plan: MotionPlan, driving: dict) -> Callable[[np.ndarray], torch.Tensor]:
+    def _driven_keypoints(self, plan: MotionPlan, driving: DrivingSource) -> Callable[[np.ndarray], torch.Tensor]:
         nets, calibration = self.backend.networks, self.backend.calibration
-        fitted = self.backend.fitted_driving(Path(driving["source"]), plan.n_frames, plan.fps)
-        pose = driving.get("mode", "pose") == "pose"
+        fitted = self.backend.driving_clips.fitted(driving, plan.n_frames, plan.fps)
+        pose = driving.mode == "pose"
         head_gain, shift_gain = driving_gains(plan)
 
         def keypoints_for(rows: np.ndarray) -> torch.Tensor:
@@ -137,8 +145,6 @@ class PreparedLivePortrait:
 DEFAULT_BUDGET_BYTES = reference_plan().region("liveportrait").budget_bytes
 """LivePortrait's region in the reference plan, 3.5 GiB: weights, the bound actor, one chunk's step."""
 MAX_CHUNK_FRAMES = 64
-DRIVING_TEMPLATES_KEPT = 8
-"""Driving clips' templates, and their fits to slot lengths, kept by the warp (a few clips a day)."""
 CPU_CHUNK_FRAMES = 8
 """The largest chunk on the CPU: memory is not what limits it there, and 8 amortises."""
 
@@ -186,8 +192,8 @@ class LivePortraitBackend:
         side = CROP_SIZE_PX // 2 ** f_cfg.num_down_blocks
         self._feature_shape = (f_cfg.reshape_channel, f_cfg.reshape_depth, side, side)
         self._graph_and_compile = (cuda_graph, compile)
-        self._driving_templates: dict[object, MotionTemplate] = {}
-        self._driving_lock = threading.Lock()
+        self.driving_clips = DrivingClips(self._read_driving)
+        """Driving clips' templates and their fits to slots, made by prepare_driving."""
         self.peak_model: PeakModel | None = None
         """The measured per-chunk memory model, when the chunk was chosen from the budget."""
         self.engine = self._engine(chunk_frames or self._chunk_for_budget())
@@ -236,37 +242,26 @@ class LivePortraitBackend:
         return peak
 
     def driving_template(self, path: Path) -> MotionTemplate:
-        """The LivePortrait motion of a driving clip: a template file as it is, a video through M on
-        its face crops (in this stage's region); kept, keyed by path (the daemon's spool names a
-        clip by its content)."""
-        def read() -> MotionTemplate:
-            if path.suffix.lower() == ".npz":
-                return load_template(path)
-            from stages.warp.liveportrait.video_template import template_from_video
+        """The LivePortrait motion of the driving clip at `path` (kept, by path: a prepared plan's
+        clip is kept by content): a template file as it is, a video through M on its face crops."""
+        return self.driving_clips.template(DrivingSource(path, None, "full"))
 
-            with self.memory:
-                return template_from_video(self.networks, path, self.device)
-        return self._kept(path, read)
+    def prepare_driving(self, source: DrivingSource, n_frames: int, fps: int) -> MotionTemplate:
+        """The prepare stage's work for a driven plan: the clip read (M batched over its face
+        crops, in this stage's region) and fitted to a slot of `n_frames` at `fps`; kept for
+        render, which only looks it up."""
+        fitted = self.driving_clips.prepare(source, n_frames, fps)
+        self.memory.check("prepare")
+        return fitted
 
-    def fitted_driving(self, path: Path, n_frames: int, fps: int) -> MotionTemplate:
-        """The clip's motion fitted to a slot of `n_frames` at `fps`, by the rounded ping-pong the
-        plan was fitted with; kept, since a slot renders in many calls."""
-        def fit() -> MotionTemplate:
-            template = self.driving_template(path)
-            return resample(template, clip_positions(template.n_frames, template.fps, n_frames, fps), fps)
-        return self._kept((path, n_frames, fps), fit)
+    def _read_driving(self, path: Path) -> MotionTemplate:
+        """A clip's whole template: a template file as it is, a video through M on its face crops."""
+        if path.suffix.lower() == ".npz":
+            return load_template(path)
+        from stages.warp.liveportrait.video_template import template_from_video
 
-    def _kept(self, key: object, make: Callable[[], MotionTemplate]) -> MotionTemplate:
-        """`make()`'s result under `key`, made once; the oldest of DRIVING_TEMPLATES_KEPT goes first."""
-        with self._driving_lock:
-            cached = self._driving_templates.get(key)
-        if cached is not None:
-            return cached
-        made = make()
-        with self._driving_lock:
-            if len(self._driving_templates) >= DRIVING_TEMPLATES_KEPT:
-                self._driving_templates.pop(next(iter(self._driving_templates)))
-            return self._driving_templates.setdefault(key, made)
+        with self.memory:
+            return template_from_video(self.networks, path, self.device)
 
     def prepare(self, actor: Actor) -> PreparedLivePortrait:
         """Crop the face, run F and M on it once, and precompute the paste-back maps."""

@@ -17,7 +17,7 @@ pytest.importorskip("av")
 
 from stages.motion import plan_motion  # noqa: E402
 from stages.motion.driving import load_driving  # noqa: E402
-from stages.types import Speech  # noqa: E402
+from stages.types import DrivingSource, Speech  # noqa: E402
 from stages.warp.liveportrait.backend import LivePortraitBackend  # noqa: E402
 from stages.warp.liveportrait.driving import LIP_KEYPOINTS, template_posed  # noqa: E402
 from stages.warp.liveportrait.random_weights import TINY, write_random_checkpoints  # noqa: E402
@@ -75,6 +75,9 @@ def test_a_driven_plan_renders_from_the_clip_and_its_mouth_from_the_speech(backe
 
     def render(speech: Speech, driving=motion) -> np.ndarray:
         plan = plan_motion(speech, "neutral", seed=0, n_frames=24, driving=driving)
+        if driving is not None:
+            plan = dataclasses.replace(plan, driving=DrivingSource(CLIP, None, "pose"))
+        prepared.prepare_motion(plan)
         prepared.render(plan, slice(0, 24), slab)
         return slab.copy()
 
