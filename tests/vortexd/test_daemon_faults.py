@@ -1,0 +1,100 @@
+"""Faults on the real daemon (issue P10, defects 3, 5, 6 and 9): a slot abandoned as late is never
+published afterwards; a drain timeout during a long clip's check leaves the slots in flight
+resumable and exits at once; checking a long clip holds up neither the other slots nor other
+clients; a full disk at publish is retried once space is back, and ends the slot once when it
+comes back too late."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.daemon import (DaemonProcess, StateWatcher, journal_rows, journal_state_counts, scrape_metrics,
+                                  wait_for, write_config)
+from tests.support.driving_clip import looped_clip
+
+pytestmark = pytest.mark.slow
+
+_FINAL = {"published", "late", "failed", "cancelled"}
+_OUTCOMES = ("published", "published_late", "late", "failed")
+
+
+def _recipe(slot_id: str, seconds: float = 2, **sections) -> dict:
+    return {"slot_id": slot_id, "speech": {"text": f"This is {slot_id} on air."}, "output": {"duration_s": seconds},
+            **sections}
+
+
+def _outcome_counts(daemon: DaemonProcess) -> dict[str, float]:
+    values = scrape_metrics(daemon)
+    return {outcome: values[f'vortex_slots_total{{outcome="{outcome}"}}'] for outcome in _OUTCOMES}
+
+
+def _long_clip(folder: Path, shared_dir: Path, loops: int) -> Path:
+    """A real talking-head clip looped `loops` times (7.3 s each), inside the daemon's roots."""
+    return looped_clip(shared_dir / "driving" / "d12.mp4", folder / f"long-{loops}.mp4", loops)
+
+
+class _Submit(threading.Thread):
+    """One client's submit on its own connection, in the background; keeps the answer and when it came."""
+
+    def __init__(self, daemon: DaemonProcess, recipe: dict) -> None:
+        super().__init__(daemon=True)
+        self.daemon_process, self.recipe = daemon, recipe
+        self.answer: dict | None = None
+        self.error: BaseException | None = None
+        self.answered_s: float | None = None
+
+    def run(self) -> None:
+        try:
+            with self.daemon_process.client(timeout_s=120) as client:
+                self.answer = client.request("submit", {"recipe": self.recipe})
+        except Exception as exc:  # the daemon may stop while it checks: the client sees that
+            self.error = exc
+        self.answered_s = time.monotonic()
+
+
+# ----- defect 3: late means never published ----------------------------------------------------
+
+def test_a_slot_abandoned_as_late_while_it_encodes_is_never_published_afterwards(tmp_path: Path) -> None:
+    """SIGSTOP the daemon as a slot starts encoding, SIGCONT after its deadline: the slot ends in
+    one consistent outcome. Late (what a stop mid-encode gives): journal late, no `out/<id>/`,
+    counted once as late. Or, had its rename committed before the stop: published, counted once
+    as published_late. Never late in the journal with the video out, never counted twice."""
+    daemon = DaemonProcess(tmp_path, write_config(tmp_path, cadence_s=4.0, margin_s=1.0, verify=True))
+    daemon.start()
+    try:
+        def on_progress(slot_id: str, stage: str, done: int, total: int) -> None:
+            if stage == "verify" and done == total:
+                daemon.process.send_signal(signal.SIGSTOP)  # verified: the encode starts now
+
+        watcher = StateWatcher(daemon, on_progress=on_progress).start()
+        receipt = daemon.request("submit", {"recipe": _recipe("late-1", seconds=4)})["result"]
+        deadline_s = time.monotonic() + receipt["deadline_in_s"]
+        wait_for(lambda: watcher.when("late-1", "finishing") is not None, 30, "late-1 finishing")
+        time.sleep(max(0.0, deadline_s - time.monotonic()) + 1.0)
+        daemon.process.send_signal(signal.SIGCONT)
+        wait_for(lambda: journal_rows(tmp_path)["late-1"]["state"] in _FINAL, 30, "late-1 final")
+        time.sleep(2.5)  # a withdrawn finish reports back; a tick mirrors the miss into the metrics
+        counts = _outcome_counts(daemon)
+        misses = scrape_metrics(daemon)["vortex_deadline_misses_total"]
+    finally:
+        daemon.process.send_signal(signal.SIGCONT)
+        assert daemon.stop() == 0, daemon.log_tail()
+    row = journal_rows(tmp_path)["late-1"]
+    published = (tmp_path / "out" / "late-1").exists()
+    if row["state"] == "late":
+        assert not published, "a slot journaled late was published"
+        assert counts == {"published": 0, "published_late": 0, "late": 1, "failed": 0}, counts
+    else:
+        assert row["state"] == "published" and (tmp_path / "out" / "late-1" / "manifest.json").is_file(), row
+        assert counts == {"published": 0, "published_late": 1, "late": 0, "failed": 0}, counts
+    assert misses == 1
+    assert journal_state_counts(tmp_path, "published").get("late-1", 0) == (row["state"] == "published")
