@@ -27,8 +27,9 @@ from stages.warp.liveportrait.driving import plan_ratios, retarget_and_stitch, t
 from stages.warp.liveportrait.random_weights import TINY, write_random_checkpoints  # noqa: E402
 from stages.warp.liveportrait.templates import resample  # noqa: E402
 from stages.warp.liveportrait.video_template import template_from_video  # noqa: E402
+from tests.support.short_clip import SHARED_DRIVING, first_frames_clip  # noqa: E402
 
-SHARED_CLIP = Path(__file__).resolve().parents[5] / "shared" / "driving" / "d12.mp4"
+SHARED_CLIP = SHARED_DRIVING / "d12.mp4"
 pytestmark = pytest.mark.skipif(not SHARED_CLIP.exists(), reason="needs ../shared/driving")
 CLIP_FRAMES = 20
 """The cut's length: two M batches (16 + 4), so batching shows, and seconds of tracking, not tens."""
@@ -38,19 +39,7 @@ SLOT_FRAMES = 12
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The first CLIP_FRAMES frames of a real talking-head clip, re-encoded at its 25 fps."""
-    import av
-
-    path = tmp_path_factory.mktemp("clip") / "cut.mp4"
-    with av.open(str(SHARED_CLIP)) as source:
-        frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(CLIP_FRAMES), source.decode(video=0))]
-    with av.open(str(path), "w") as cut:
-        stream = cut.add_stream("libx264", rate=25, options={"crf": "12"})
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        for rgb in frames:
-            cut.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
-        cut.mux(stream.encode())
-    return path
+    return first_frames_clip(SHARED_CLIP, tmp_path_factory.mktemp("clip") / "cut.mp4", CLIP_FRAMES)
 
 
 @pytest.fixture(scope="module")
