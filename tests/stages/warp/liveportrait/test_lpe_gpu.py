@@ -55,12 +55,15 @@ def test_cuda_graph_fp16_matches_cpu_fp32(tmp_path: Path, astronaut) -> None:
     cpu = LivePortraitBackend(tmp_path, device="cpu", chunk_frames=2, config=TINY)
     on_gpu, on_cpu = np.zeros((5, 512, 512, 3), np.uint8), np.zeros((5, 512, 512, 3), np.uint8)
     prepared = gpu.prepare(actor)
+    prepared.prepare_motion(plan)
     prepared.render(plan, slice(0, 5), on_gpu)
     graph = gpu.engine._graph
     assert graph is not None
     prepared.render(plan, slice(0, 5), on_gpu)
     assert gpu.engine._graph is graph  # replayed, not recaptured
-    cpu.prepare(actor).render(plan, slice(0, 5), on_cpu)
+    on_cpu_prepared = cpu.prepare(actor)
+    on_cpu_prepared.prepare_motion(plan)
+    on_cpu_prepared.render(plan, slice(0, 5), on_cpu)
     diff = np.abs(on_gpu.astype(int) - on_cpu.astype(int))
     assert diff.mean() < 2.0 and np.percentile(diff, 99) <= 8
 
@@ -81,6 +84,7 @@ def test_full_size_auto_chunk_fits_the_budget_and_renders_identically_twice(tmp_
     assert backend.measure_peak_bytes() <= DEFAULT_BUDGET_BYTES
     prepared = backend.prepare(astronaut)
     plan = speaking_plan(40)
+    prepared.prepare_motion(plan)
     first, second = np.zeros((40, 512, 512, 3), np.uint8), np.zeros((40, 512, 512, 3), np.uint8)
     prepared.render(plan, slice(0, 40), first)
     prepared.render(plan, slice(0, 40), second)
