@@ -155,3 +155,26 @@ def test_prepare_then_render_gives_the_frames_the_warp_made_reading_the_clip_its
     prepared.render(plan, slice(0, 7), after)
     prepared.render(plan, slice(7, SLOT_FRAMES), after)
     assert before.any() and np.array_equal(after, before)
+
+
+def test_a_clip_is_read_once_by_content_and_a_fit_let_go_is_refused_not_read_again(tmp_path: Path,
+                                                                                   shared_dir: Path) -> None:
+    """The same bytes under another name are one clip (read once); with room for one fit, the
+    older fit is let go, and asking the warp for it is refused, never read there."""
+    from stages.warp.liveportrait.driving_clips import DrivingClips
+    from stages.warp.liveportrait.templates import load_template
+
+    original = shared_dir / "motion_templates" / "talking.npz"
+    renamed = tmp_path / "renamed.npz"
+    renamed.write_bytes(original.read_bytes())
+    sha256 = hashlib.sha256(original.read_bytes()).hexdigest()
+    reads: list[Path] = []
+    clips = DrivingClips(lambda path: reads.append(path) or load_template(path), kept=1)
+    first, again = DrivingSource(original, sha256, "pose"), DrivingSource(renamed, sha256, "full")
+    fit = clips.prepare(first, 48, 24)
+    assert fit.n_frames == 48 and clips.fitted(again, 48, 24) is fit and reads == [original]
+    clips.prepare(again, 24, 24)
+    assert reads == [original] and clips.prepared_fits() == [(first.key, 24, 24)]
+    with pytest.raises(MotionNotPrepared, match="48-frame plan"):
+        clips.fitted(first, 48, 24)
+    assert reads == [original]
