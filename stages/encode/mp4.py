@@ -58,7 +58,8 @@ class EncodeStats:
         return self.n_frames / self.encode_s if self.encode_s > 0 else float("inf")
 
 
-def _check_frames(frames: np.ndarray) -> None:
+def check_frames(frames: np.ndarray) -> None:
+    """Refuse anything but a non-empty (T, H, W, 3) uint8 RGB array with even H and W."""
     if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
         shape = getattr(frames, "shape", None)
         dtype = getattr(frames, "dtype", type(frames).__name__)
@@ -71,7 +72,7 @@ def _check_frames(frames: np.ndarray) -> None:
         raise StageInputError("frames", "width and height must be even for yuv420p", width=width, height=height)
 
 
-def _fit_audio(audio: np.ndarray, n_samples: int) -> tuple[np.ndarray, int, int]:
+def fit_audio(audio: np.ndarray, n_samples: int) -> tuple[np.ndarray, int, int]:
     """`audio` as float32 of exactly `n_samples` (silence appended or tail dropped), clipped to ±1."""
     samples = np.asarray(audio)
     if samples.ndim != 1 or samples.dtype.kind != "f":
@@ -88,7 +89,7 @@ def _fit_audio(audio: np.ndarray, n_samples: int) -> tuple[np.ndarray, int, int]
     return fitted, padded, trimmed
 
 
-def _rgb_to_i420(frame: np.ndarray):
+def rgb_to_i420(frame: np.ndarray):
     """One RGB frame as an av.VideoFrame in yuv420p (BT.601, limited range)."""
     import av
     import cv2
@@ -99,24 +100,39 @@ def _rgb_to_i420(frame: np.ndarray):
     return av.VideoFrame.from_ndarray(yuv, format="yuv420p")
 
 
+def add_h264_stream(container, fps: int, width: int, height: int, crf: int, preset: str,
+                    gop_frames: int, extra_options: dict[str, str] | None = None):
+    """Add the slot's x264 video stream (yuv420p, BT.601 limited range tags) to `container`.
+
+    `gop_frames` is the keyframe interval; `extra_options` are further libx264 options.
+    """
+    video = container.add_stream("libx264", rate=fps)
+    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+    video.options = {"crf": str(crf), "preset": preset, "g": str(max(1, int(gop_frames))), **(extra_options or {})}
+    ctx = video.codec_context
+    # BT.601 / SMPTE 170M, limited range: what rgb_to_i420 produced, written into the H.264 VUI.
+    ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = 6, 6, 6, 1
+    return video
+
+
+def add_aac_stream(container, sample_rate_hz: int):
+    """Add the slot's mono AAC-LC audio stream (AUDIO_BITRATE_BPS, fast coder) to `container`."""
+    audio = container.add_stream("aac", rate=sample_rate_hz, layout="mono")
+    audio.bit_rate = AUDIO_BITRATE_BPS
+    # FFmpeg's default "twoloop" AAC coder spent ~1.0 s on 45 s of speech; "fast" takes ~0.13 s
+    # and is transparent for speech at 96 kbit/s mono.
+    audio.options = {"aac_coder": "fast"}
+    return audio
+
+
 def _open_output(path: Path, fps: int, width: int, height: int, sample_rate_hz: int, crf: int, preset: str):
     import av
 
     # +faststart moves the moov box in front of the media data: players can start before the
     # whole file has arrived.
     container = av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"})
-    video = container.add_stream("libx264", rate=fps)
-    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-    video.options = {"crf": str(crf), "preset": preset, "g": str(max(1, int(round(GOP_S * fps))))}
-    ctx = video.codec_context
-    # BT.601 / SMPTE 170M, limited range: what _rgb_to_i420 produced, written into the H.264 VUI.
-    ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = 6, 6, 6, 1
-    audio = container.add_stream("aac", rate=sample_rate_hz, layout="mono")
-    audio.bit_rate = AUDIO_BITRATE_BPS
-    # FFmpeg's default "twoloop" AAC coder spent ~1.0 s on 45 s of speech; "fast" takes ~0.13 s
-    # and is transparent for speech at 96 kbit/s mono.
-    audio.options = {"aac_coder": "fast"}
-    return container, video, audio
+    video = add_h264_stream(container, fps, width, height, crf, preset, int(round(GOP_S * fps)))
+    return container, video, add_aac_stream(container, sample_rate_hz)
 
 
 def _mux_interleaved(container, video, audio_stream, frames: np.ndarray, samples: np.ndarray, fps: int,
@@ -132,7 +148,7 @@ def _mux_interleaved(container, video, audio_stream, frames: np.ndarray, samples
     blocks_due = np.searchsorted(block_starts, (np.arange(1, n_frames + 1) * sample_rate_hz) / fps, side="left")
     next_block = 0
     for i in range(n_frames):
-        picture = _rgb_to_i420(frames[i])
+        picture = rgb_to_i420(frames[i])
         picture.pts = i
         container.mux(video.encode(picture))
         for start in block_starts[next_block : blocks_due[i]]:
@@ -160,14 +176,14 @@ def encode_mp4(
     silence or trimmed to exactly that length and starts at video time 0 (the AAC priming delay
     is hidden by the MP4 edit list). Frames are converted one at a time, never copied as a whole.
     """
-    _check_frames(frames)
+    check_frames(frames)
     if not isinstance(fps, (int, np.integer)) or fps <= 0:
         raise StageInputError("output.fps", "fps must be a positive integer", fps=fps)
     if sample_rate_hz <= 0:
         raise StageInputError("speech.sample_rate_hz", "sample rate must be positive", sample_rate_hz=sample_rate_hz)
     n_frames, height, width = frames.shape[:3]
     n_samples = int(round(n_frames * sample_rate_hz / fps))
-    samples, padded, trimmed = _fit_audio(audio, n_samples)
+    samples, padded, trimmed = fit_audio(audio, n_samples)
     path = Path(path)
 
     started = time.perf_counter()
