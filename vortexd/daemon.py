@@ -10,6 +10,7 @@ for the next start.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import signal
 import time
@@ -17,7 +18,7 @@ import time
 import structlog
 
 from stages.types import FRAME_SIZE_PX
-from vortexd import pipeline
+from vortexd import abandonable, pipeline
 from vortexd.backends import BackendUnavailable
 from vortexd.clock import Clock, MonotonicClock
 from vortexd.engine import SlotEngine
@@ -283,4 +284,12 @@ def serve(settings: Settings) -> int:
     from vortexd.logs import configure_logging
 
     configure_logging(settings.log_level)
-    return uvloop.run(Daemon(settings).run())
+    status = uvloop.run(Daemon(settings).run())
+    if abandonable.running():
+        # A submit's input check (a long clip being tracked) is still in its thread, in native
+        # code that cannot be interrupted: everything is closed and journaled, so leave now
+        # rather than wait for it or let the interpreter's teardown race it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from vortexd.abandonable import run_abandonable
 from vortexd.clock import Clock
 from vortexd.engine_errors import NotServing, SlotAlreadyFinal, UnknownSlot
 from vortexd.events import EventBus
@@ -104,6 +105,8 @@ class SlotEngine:
         self._record = OutcomeRecorder(journal, events, metrics, settings.output_dir)
         self._wake_event = asyncio.Event()
         self._settled = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        """Set when `stop` begins: input checks still running are abandoned."""
         # Journal, then admit, in seq order: two submits' acks must not overtake each other.
         self._accept_lock = asyncio.Lock()
         self._submits_in_progress = 0
@@ -126,6 +129,7 @@ class SlotEngine:
         everything in flight finished."""
         self.accepting = False
         self.draining = True
+        self._stop_requested.set()
         deadline = time.monotonic() + timeout_s
         while self.in_flight() and time.monotonic() < deadline:
             self._settled.clear()
@@ -188,8 +192,21 @@ class SlotEngine:
         roots = [Path(root).resolve() for root in self.settings.allowed_roots]
         # A prompt served from the actor library is picked here, once, and rendered from its copy.
         library_dir = self.settings.actor_library_dir if self.settings.image_backend == "library" else None
-        return await asyncio.to_thread(functools.partial(snapshot_inputs, recipe, roots, self.spool_dir,
-                                                         library_dir=library_dir))
+        # An abandonable thread, raced against a stop: a drain neither waits for a long clip's
+        # check (the client is told to submit again) nor does the process's exit.
+        check = asyncio.ensure_future(run_abandonable(functools.partial(
+            snapshot_inputs, recipe, roots, self.spool_dir, library_dir=library_dir), name="submit-check"))
+        stopped = asyncio.ensure_future(self._stop_requested.wait())
+        try:
+            await asyncio.wait({check, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            abandoned = not check.done()
+            if abandoned:
+                check.cancel()
+        if abandoned:
+            raise NotServing("the daemon is stopping; submit again later")
+        return check.result()
 
     async def _accept(self, recipe: Recipe, inputs: dict[str, Any]) -> SubmitReceipt:
         # Committed to disk before the answer: an acknowledged recipe survives kill -9.

@@ -98,3 +98,88 @@ def test_a_slot_abandoned_as_late_while_it_encodes_is_never_published_afterwards
         assert counts == {"published": 0, "published_late": 1, "late": 0, "failed": 0}, counts
     assert misses == 1
     assert journal_state_counts(tmp_path, "published").get("late-1", 0) == (row["state"] == "published")
+
+
+# ----- defects 5 and 6: a long clip's check holds nothing up -------------------------------------
+
+def test_a_drain_timeout_while_a_long_clip_is_checked_leaves_slots_resumable_and_exits_at_once(
+        tmp_path: Path, shared_dir: Path) -> None:
+    """drain_timeout_s = 0.2; SIGTERM while a slot warps and another client's submit of a 59 s
+    clip is being checked: the daemon exits within seconds (not after the check), the slots in
+    flight are journaled where they were (not failed), and the restart publishes every slot
+    accepted, each once."""
+    clip = _long_clip(tmp_path, shared_dir, loops=8)
+    daemon = DaemonProcess(tmp_path, write_config(tmp_path, cadence_s=6.0, drain_timeout_s=0.2))
+    daemon.start()
+    at_term: dict[str, str] = {}
+
+    def on_state(slot_id: str, state: str) -> None:
+        if state == "warping" and submit.is_alive() and not at_term:
+            at_term.update(watcher.latest())
+            daemon.process.send_signal(signal.SIGTERM)
+
+    watcher = StateWatcher(daemon, on_state)
+    submit = _Submit(daemon, _recipe("clip", motion={"driving": str(clip)}))
+    submit.start()
+    time.sleep(0.5)  # the clip's check is under way before the slots come
+    watcher.start()
+    for k in range(2):
+        assert daemon.request("submit", {"recipe": _recipe(f"text-{k}", seconds=6)})["ok"]
+    wait_for(lambda: bool(at_term), 30, "a slot warping while the clip is checked")
+    term_s = time.monotonic()
+    assert daemon.process.wait(60) == 0, daemon.log_tail()
+    exit_s = time.monotonic() - term_s
+    assert exit_s < 8.0, f"exit took {exit_s:.1f} s after SIGTERM"
+    assert "drain_timeout" in daemon.log_tail(200_000)
+    submit.join(10)
+    # The clip's client is told to submit again (its recipe was never journaled), not left hanging.
+    assert submit.answer is not None and submit.answer["error"]["code"] == "draining", (submit.answer, submit.error)
+
+    rows = journal_rows(tmp_path)
+    assert not [slot_id for slot_id, row in rows.items() if row["state"] == "failed"], rows
+    assert any(state == "warping" for state in at_term.values()), at_term
+    restarted = DaemonProcess(tmp_path, daemon.config)
+    restarted.start()
+    try:
+        wait_for(lambda: all(row["state"] == "published" for row in journal_rows(tmp_path).values()), 90,
+                 "every accepted slot published after the restart")
+    finally:
+        assert restarted.stop() == 0, restarted.log_tail()
+    accepted = sorted(journal_rows(tmp_path))
+    assert accepted == ["text-0", "text-1"]
+    assert journal_state_counts(tmp_path, "published") == {slot_id: 1 for slot_id in accepted}
+
+
+def test_checking_a_long_clip_holds_up_neither_accepted_slots_nor_other_clients(
+        tmp_path: Path, shared_dir: Path) -> None:
+    """While one client's 59 s clip is checked at submit: slots accepted before it (one with an
+    image, whose end makes the spool due for a sweep) keep advancing and publish before their
+    deadlines, before the check ends; another client's text-only submit is answered in well
+    under a second."""
+    clip = _long_clip(tmp_path, shared_dir, loops=8)
+    shutil.copy(shared_dir / "faces" / "s9.jpg", tmp_path / "face.jpg")
+    daemon = DaemonProcess(tmp_path, write_config(tmp_path, cadence_s=8.0, margin_s=1.0))
+    daemon.start()
+    try:
+        watcher = StateWatcher(daemon).start()
+        assert daemon.request("submit", {"recipe": _recipe("image-0", actor={"image": str(tmp_path / "face.jpg")})})["ok"]
+        assert daemon.request("submit", {"recipe": _recipe("text-1")})["ok"]
+        clip_submit = _Submit(daemon, _recipe("clip", motion={"driving": str(clip)}))
+        clip_submit.start()
+        time.sleep(0.3)  # the check is under way
+        started = time.monotonic()
+        answer = daemon.request("submit", {"recipe": _recipe("text-2")})
+        answered_in_s = time.monotonic() - started
+        assert answer["ok"], answer
+        wait_for(lambda: all(watcher.when(f, "published") for f in ("image-0", "text-1", "text-2")), 60,
+                 "the text and image slots published")
+        still_checking = clip_submit.is_alive()
+        slack = {slot_id: daemon.request("status", {"slot_id": slot_id})["result"]["result"]["deadline_slack_s"]
+                 for slot_id in ("image-0", "text-1", "text-2")}
+        clip_submit.join(120)
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()
+    assert answered_in_s < 0.5, f"a text-only submit waited {answered_in_s:.2f} s behind the clip's check"
+    assert still_checking, "the clip's check ended before the other slots published: it proves nothing"
+    assert all(s > 0 for s in slack.values()), slack
+    assert clip_submit.answer is not None and clip_submit.answer["ok"], (clip_submit.answer, clip_submit.error)
