@@ -183,3 +183,101 @@ def test_checking_a_long_clip_holds_up_neither_accepted_slots_nor_other_clients(
     assert still_checking, "the clip's check ended before the other slots published: it proves nothing"
     assert all(s > 0 for s in slack.values()), slack
     assert clip_submit.answer is not None and clip_submit.answer["ok"], (clip_submit.answer, clip_submit.error)
+
+
+# ----- defect 9: a full disk is a transient fault ---------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """`tmp_path/out` on a tmpfs of its own (8 MiB), so the daemon's publishes can fill it; skips
+    where mounting is refused (not root, no CAP_SYS_ADMIN, no mount binary)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(out)],
+                                 capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"cannot mount a tmpfs for the output folder: {exc}")
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs for the output folder: {mounted.stderr.strip()}")
+    yield out
+    subprocess.run(["umount", "-l", str(out)], capture_output=True, timeout=30)
+
+
+def _fill(folder: Path, leave_bytes: int = 32 * 1024) -> Path:
+    """Fill `folder`'s file system with one file until `leave_bytes` remain (a slot needs ~360 KB)."""
+    stats = os.statvfs(folder)
+    filler = folder / ".filler"
+    with open(filler, "wb") as handle:
+        try:
+            handle.write(b"\0" * max(0, stats.f_bavail * stats.f_frsize - leave_bytes))
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    return filler
+
+
+def _error_of(folder: Path, slot_id: str) -> str:
+    return journal_rows(folder).get(slot_id, {}).get("error") or ""
+
+
+def test_a_full_disk_at_publish_is_retried_once_space_is_freed_and_survives_a_restart(
+        tmp_path: Path, small_disk: Path) -> None:
+    """The output disk is full when a slot publishes: it is journaled for another try (not
+    failed), and publishes once space is freed. Full again for the next slot: SIGTERM while it
+    waits for space leaves it journaled; space freed, the restart publishes it. Each slot is
+    published exactly once, nothing half-published is left, nothing is counted failed."""
+    config = write_config(tmp_path, cadence_s=20.0, margin_s=1.0, verify=False, drain_timeout_s=1.0)
+    daemon = DaemonProcess(tmp_path, config)
+    daemon.start()
+    filler = _fill(small_disk)
+    assert daemon.request("submit", {"recipe": _recipe("disk-0")})["ok"]
+    wait_for(lambda: "No space left" in _error_of(tmp_path, "disk-0"), 30, "disk-0's publish refused for space")
+    assert journal_rows(tmp_path)["disk-0"]["state"] != "failed"
+    filler.unlink()
+    wait_for(lambda: journal_rows(tmp_path)["disk-0"]["state"] in _FINAL, 30, "disk-0 final")
+    assert journal_rows(tmp_path)["disk-0"]["state"] == "published", journal_rows(tmp_path)
+    counts = _outcome_counts(daemon)
+    assert counts["published"] == 1 and counts["failed"] == 0, counts
+
+    filler = _fill(small_disk)
+    assert daemon.request("submit", {"recipe": _recipe("disk-1")})["ok"]
+    wait_for(lambda: "No space left" in _error_of(tmp_path, "disk-1"), 30, "disk-1's publish refused for space")
+    assert daemon.stop() == 0, daemon.log_tail()
+    assert journal_rows(tmp_path)["disk-1"]["state"] not in _FINAL, journal_rows(tmp_path)
+    filler.unlink()
+    restarted = DaemonProcess(tmp_path, config)
+    restarted.start()
+    try:
+        wait_for(lambda: journal_rows(tmp_path)["disk-1"]["state"] in _FINAL, 30, "disk-1 final after the restart")
+    finally:
+        assert restarted.stop() == 0, restarted.log_tail()
+    assert {k: r["state"] for k, r in journal_rows(tmp_path).items()} == {"disk-0": "published", "disk-1": "published"}
+    assert journal_state_counts(tmp_path, "published") == {"disk-0": 1, "disk-1": 1}
+    assert sorted(p.name for p in small_disk.iterdir()) == ["disk-0", "disk-1"]  # no temp folder left
+
+
+def test_a_disk_freed_only_after_the_deadline_ends_the_slot_once_and_never_publishes_it(
+        tmp_path: Path, small_disk: Path) -> None:
+    """The disk stays full past the slot's deadline: the slot ends (late, or failed once its
+    tries ran out) instead of waiting for space forever, is counted once and as one deadline
+    miss, and freeing space afterwards publishes nothing; the journal keeps the disk's error."""
+    daemon = DaemonProcess(tmp_path, write_config(tmp_path, cadence_s=3.0, margin_s=1.0, verify=False))
+    daemon.start()
+    try:
+        filler = _fill(small_disk)
+        assert daemon.request("submit", {"recipe": _recipe("full-0")})["ok"]
+        wait_for(lambda: journal_rows(tmp_path)["full-0"]["state"] in _FINAL, 30, "full-0 final")
+        filler.unlink()
+        time.sleep(3.0)  # time for a (wrong) retry to publish it, and for a tick to count the miss
+        counts = _outcome_counts(daemon)
+        misses = scrape_metrics(daemon)["vortex_deadline_misses_total"]
+        status = daemon.request("status", {"slot_id": "full-0"})["result"]
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()
+    row = journal_rows(tmp_path)["full-0"]
+    assert row["state"] in ("late", "failed") and status["state"] == row["state"], (row, status)
+    assert counts == {"published": 0, "published_late": 0, "late": row["state"] == "late",
+                      "failed": row["state"] == "failed"}, counts
+    assert misses == 1
+    assert list(small_disk.iterdir()) == []
+    assert "No space left" in (row["error"] or "") or row["state"] == "late", row
