@@ -53,8 +53,9 @@ PAGE_STATE_JS = """JSON.stringify((() => {
           misses: document.querySelector('#misses tbody').textContent};
 })())"""
 
-pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
-                                reason="Debian Chromium (/usr/bin/chromium) is not installed: apt-get install chromium")
+ROOT = Path(__file__).resolve().parents[2]
+needs_chromium = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
+                                    reason="Debian Chromium (/usr/bin/chromium) is not installed: apt-get install chromium")
 
 
 def encode_slot(folder: Path, name: str) -> list[tuple[float, str]]:
@@ -249,6 +250,18 @@ def open_page(browser: DevTools, url: str) -> str:
     return session
 
 
+def test_ci_installs_chromium_with_readmes_one_prerequisite_line_before_the_tests():
+    """CI cannot skip the browser test: `.ci/run` installs Chromium, with the line README shows,
+    before it runs README's test command."""
+    readme = (ROOT / "README.md").read_text().splitlines()
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    prerequisite = [line for line in readme if "apt-get install" in line and "chromium" in line]
+    assert len(prerequisite) == 1 and prerequisite[0] in ci
+    tests = next(i for i, line in enumerate(ci) if line.startswith("python3 -m venv") and "pytest" in line)
+    assert ci.index(prerequisite[0]) < tests
+
+
+@needs_chromium
 def test_the_page_plays_the_live_channel_across_a_slot_boundary(channel, tmp_path):
     live, server = channel
     browser = DevTools(tmp_path / "chromium-profile", tmp_path / "chromium.log")
