@@ -101,7 +101,7 @@ def test_segments_are_at_most_2s_and_add_up_to_the_slot(streamed) -> None:
 
 
 def test_every_segment_starts_on_its_only_keyframe_and_decodes_on_its_own(streamed) -> None:
-    """init.mp4 + one segment is a playable file whose first video packet is the segment's only keyframe."""
+    """init.mp4 + one segment plays alone: its first video packet is its only keyframe, and it holds its span's audio."""
     import av
 
     init = (streamed.folder / "init.mp4").read_bytes()
@@ -109,9 +109,19 @@ def test_every_segment_starts_on_its_only_keyframe_and_decodes_on_its_own(stream
         data = (streamed.folder / segment.name).read_bytes()
         assert (len(data), segment.sha256) == (segment.bytes, hashlib.sha256(data).hexdigest())
         with av.open(io.BytesIO(init + data)) as alone:
-            packets = [p for p in alone.demux(alone.streams.video[0]) if p.size]
-            assert len(packets) == segment.n_frames
-            assert [p.is_keyframe for p in packets] == [True] + [False] * (segment.n_frames - 1)
+            # (kind, start s, end s, keyframe) read while the container (which owns the streams) is open.
+            packets = [(p.stream.type, float(p.pts * p.time_base), float((p.pts + p.duration) * p.time_base),
+                        p.is_keyframe) for p in alone.demux() if p.size]
+        video = [p for p in packets if p[0] == "video"]
+        assert len(video) == segment.n_frames
+        assert [p[3] for p in video] == [True] + [False] * (segment.n_frames - 1)
+        # The segment carries the audio of its own span (AAC blocks of 1024 samples), not later:
+        start, end = video[0][1], video[0][1] + segment.duration_s
+        audio = [p[1:3] for p in packets if p[0] == "audio"]
+        block_s = 1024 / RATE_HZ
+        # Blocks are split between segments by start time, so each edge is within one block.
+        assert abs(audio[0][0] - start) < block_s + 1e-6, (segment.index, audio[0], start)
+        assert abs(audio[-1][1] - end) < block_s + 1e-6, (segment.index, audio[-1], end)
         with av.open(io.BytesIO(init + data)) as alone:
             decoded = list(alone.decode(video=0))
         first = decoded[0].to_ndarray(format="rgb24")
