@@ -24,7 +24,7 @@ import numpy as np
 from stages.errors import StageInputError
 from stages.types import FRAME_SIZE_PX, Actor, MotionPlan
 from stages.warp.mesh import anatomy as an
-from stages.warp.mesh.controls import JAW_DROP, ControlSet, build_controls
+from stages.warp.mesh.controls import ControlSet, build_controls, jaw_drop_px
 from stages.warp.mesh.eyes import EyeCompositor, EyePatch
 from stages.warp.base import check_slab, validate_plan
 from stages.warp.mesh.features import F, N_FEATURES, fill_features
@@ -181,7 +181,7 @@ class PreparedMeshWarp:
                                   within=Box(0, 0, FRAME_SIZE_PX, FRAME_SIZE_PX))
         self.roi = base_grid.box
         self.mouth_patch = MouthPatch.build(image, lm, frame, mouth, self.roi, mouth_step,
-                                            max_drop_px=1.3 * JAW_DROP * face_h)
+                                            max_drop_px=1.3 * jaw_drop_px(frame))
         self.eye_patches = [EyePatch.build(frame, eye, self.roi) for eye in eyes]
         bases = _LayerBases(frame, head, HeadModel.build(frame, lm, head), controls, mouth)
         base_basis = bases.face(base_grid)

@@ -29,7 +29,8 @@ from stages.warp.mesh.features import F, N_FEATURES
 from stages.warp.mesh.regions import smoothstep
 
 # Motion extents at feature value 1, as fractions of face height (L) or mouth width (mw).
-JAW_DROP = 0.085  # × L: lower-lip drop at the middle of the mouth
+JAW_DROP = 0.13  # × L: lower-lip drop at the middle of the mouth (see jaw_drop_px, docs/mesh-warp.md)
+TYPICAL_MOUTH_SHARE = 0.25  # mouth width / face height of a typical face
 UPPER_LIP_LIFT = 0.12  # × jaw drop
 CORNER_DROP = 0.45  # × jaw drop
 LIP_CLOSE_LOWER_SHARE = 0.5  # of the jaw's lip parting undone by the lower lip when closing
@@ -37,6 +38,17 @@ WIDTH_SPREAD = 0.10  # × mw per corner
 ROUND_PULL = 0.14  # × mw per corner
 SMILE_OUT, SMILE_UP = 0.07, 0.05  # × mw, × L
 OVAL_RINGS = ((0.10, 0.55), (0.22, 0.2), (0.40, 0.0))  # (offset × L, share of the oval's motion)
+
+
+def jaw_drop_px(frame: an.FaceFrame) -> float:
+    """The lower lip's drop at jaw feature 1, in pixels.
+
+    JAW_DROP × face height on a face whose mouth is TYPICAL_MOUTH_SHARE of its height, and
+    scaled by the square root of its mouth's share otherwise: how open a mouth looks is read
+    against its width, so a wide mouth opens a little further and a narrow one a little less.
+    """
+    share = frame.mouth_w_px / frame.face_h_px
+    return JAW_DROP * frame.face_h_px * float(np.sqrt(share / TYPICAL_MOUTH_SHARE))
 
 
 @dataclass(frozen=True)
@@ -135,7 +147,7 @@ def _jaw_rules(r: _Rules, m: _MouthPoints) -> None:
     u, v, frame, uh, uc = r.u, r.v, r.frame, m.uh, m.uc
     face_h, mhw = frame.face_h_px, 0.5 * frame.mouth_w_px
     face_mid_u = 0.5 * (u[an.CHEEK_RIGHT] + u[an.CHEEK_LEFT])
-    jaw = JAW_DROP * face_h
+    jaw = jaw_drop_px(frame)
     r.add("jaw", m.is_lower_lip, du=-0.12 * jaw * uc, dv=jaw * (1.0 - (1.0 - CORNER_DROP) * uc**2))
     r.add("jaw", m.is_upper_lip, du=-0.12 * jaw * uc,
           dv=jaw * (-UPPER_LIP_LIFT + (UPPER_LIP_LIFT + CORNER_DROP) * uc**2))
@@ -154,7 +166,7 @@ def _lip_closing_rules(r: _Rules, m: _MouthPoints) -> None:
     they undo the jaw's parting; the skin next to the lips follows part-way."""
     u, v, mouth, inner, uc = r.u, r.v, r.mouth, m.inner, m.uc
     face_h = r.frame.face_h_px
-    jaw = JAW_DROP * face_h
+    jaw = jaw_drop_px(r.frame)
     # The inner lips meet at their rest midline, pressed a little thinner…
     gap = mouth.rest_gap_px(u)
     press = 0.012 * face_h * (1.0 - inner) * (1.0 - uc**2)

@@ -25,6 +25,9 @@ _UNIT_CLIP = (0.0, 1.3)
 _SIGNED_CLIP = (-1.3, 1.3)
 _MAX_ANGLE_DEG = 30.0
 _MAX_SHIFT_FRACTION = 0.15  # of the frame size
+JAW_RESPONSE = 0.6
+"""The jaw feature is jaw_open ** JAW_RESPONSE: calibrated with JAW_DROP on the shared driving
+clips' speakers (docs/mesh-warp.md)."""
 
 
 def fill_features(plan: MotionPlan, start: int, stop: int, frame_size_px: int,
@@ -39,13 +42,16 @@ def fill_features(plan: MotionPlan, start: int, stop: int, frame_size_px: int,
 
     jaw = rows[:, F["jaw"]]
     put("jaw", plan.jaw_open[sl], *_UNIT_CLIP)
+    # The jaw opens quickly at first and then less and less: a half-open plan shows a mouth
+    # well apart (as speakers' mouths are on most vowels), while a full one is no wider.
+    np.power(jaw, JAW_RESPONSE, out=jaw)
     put("closed", plan.lips_closed[sl], 0.0, 1.0)
     # Lips seal early in a closure (they touch well before the gesture peaks): ease out, 1 − (1 − c)².
     closed = rows[:, F["closed"]]
     np.subtract(1.0, closed, out=closed)
     np.multiply(closed, closed, out=closed)
     np.subtract(1.0, closed, out=closed)
-    np.multiply(jaw, rows[:, F["closed"]], out=rows[:, F["jaw_closed"]])
+    np.multiply(jaw, closed, out=rows[:, F["jaw_closed"]])
     put("width", plan.lip_width[sl], *_SIGNED_CLIP)
     put("round", plan.lip_round[sl], *_UNIT_CLIP)
     put("smile", plan.smile[sl], *_UNIT_CLIP)

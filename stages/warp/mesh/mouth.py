@@ -9,8 +9,8 @@ map s_k(q) lands in its own label; the upper side wins overlaps (pressed lips), 
 sits behind both lips, and what nobody claims is the opened mouth — painted from two textures
 built once per actor: upper teeth hanging from the rest line of the upper lip (carried by the
 teeth side; left out when the actor shows its own teeth), and the tongue and dark cavity
-resting on the lower lip (carried by the jaw side). Colours come from the actor: a cavity much
-darker than its lips, teeth a little brighter than and tinted by its skin.
+resting on the lower lip (carried by the jaw side); interior.py paints them from the actor's
+own colours and light.
 """
 
 from __future__ import annotations
@@ -22,46 +22,8 @@ import numpy as np
 
 from stages.warp.mesh import anatomy as an
 from stages.warp.mesh.field import Box, Grid, GridInverter
+from stages.warp.mesh.interior import MouthColours, paint_cavity, paint_upper_teeth
 from stages.warp.mesh.regions import below_coverage, between_coverage, face_rect_box, smoothstep
-
-@dataclass(frozen=True)
-class MouthColours:
-    """Colours sampled from the actor (RGB, 0–255 floats)."""
-
-    lip: np.ndarray
-    cavity: np.ndarray
-    teeth: np.ndarray
-    tongue: np.ndarray
-    gum: np.ndarray
-
-    @classmethod
-    def sample(cls, image: np.ndarray, landmarks_px: np.ndarray) -> "MouthColours":
-        """Median lip colour and face brightness → cavity, teeth and tongue colours."""
-        lm = landmarks_px[:, :2]
-        h, w = image.shape[:2]
-        outer = np.concatenate([lm[list(an.LIP_OUTER_UPPER)], lm[list(an.LIP_OUTER_LOWER)][::-1]])
-        inner = np.concatenate([lm[list(an.LIP_INNER_UPPER)], lm[list(an.LIP_INNER_LOWER)][::-1]])
-        lips = np.zeros((h, w), np.uint8)
-        cv2.fillPoly(lips, [np.round(outer).astype(np.int32)], 1)
-        cv2.fillPoly(lips, [np.round(inner).astype(np.int32)], 0)
-        face = np.zeros((h, w), np.uint8)
-        cv2.fillPoly(face, [np.round(lm[list(an.FACE_OVAL)]).astype(np.int32)], 1)
-        face_px = image[face.astype(bool)].astype(np.float64)
-        lip_px = image[lips.astype(bool)].astype(np.float64)
-        skin = np.median(face_px, axis=0) if len(face_px) else np.array([180.0, 150, 130])
-        lip = np.median(lip_px, axis=0) if len(lip_px) >= 4 else skin * np.array([0.95, 0.7, 0.7])
-        luma = float(skin @ np.array([0.299, 0.587, 0.114]))
-        cavity = lip * 0.2 + np.array([6.0, 1.0, 1.0])
-        tongue = np.clip(lip * 0.55 + np.array([16.0, 0.0, 2.0]), 0, 255)
-        # Ivory a little brighter than the skin, warmed by it, so painted teeth sit in the
-        # picture's own lighting instead of glowing white in a dim or tinted one.
-        target = float(np.clip(1.2 * luma, 90.0, 235.0))
-        ivory = np.array([236.0, 228.0, 206.0])
-        teeth = 0.6 * ivory * target / (ivory @ np.array([0.299, 0.587, 0.114])) + 0.4 * skin * target / max(luma, 1.0)
-        teeth = np.clip(teeth, 0, 255)
-        gum = np.clip(lip * 0.85 + np.array([12.0, 0.0, 0.0]), 0, 255)
-        return cls(lip, cavity, teeth, tongue, gum)
-
 
 @dataclass(frozen=True)
 class MouthPatch:
@@ -105,7 +67,12 @@ class MouthPatch:
         may_open = 1.0 - smoothstep(-0.08 * mouth.half_w_px, 0.02 * mouth.half_w_px,
                                     mouth.slit.signed_overhang(uv[..., 0]))
         colours = MouthColours.sample(image, landmarks_px)
-        teeth_tex, lower_tex = _paint_interior(uv, mouth, face_h, colours)
+        # When the actor's own lips part, its own teeth (or darkness) show and stay in front of
+        # the painted interior; painted teeth would hang below or beside them, so only gums.
+        own_teeth = bool(mouth.rest_gap_px(np.linspace(mouth.inner_upper.u[0], mouth.inner_upper.u[-1], 32)).max()
+                         > max(2.0, 0.012 * face_h))
+        teeth_tex = paint_upper_teeth(uv, mouth, face_h, colours, own_teeth)
+        lower_tex = paint_cavity(uv, mouth, face_h, colours)
         # The patch's maps and the face map agree at its border only up to their grids'
         # interpolation error; a short feather hides that seam.
         feather_px = 2.0 * step + 4.0
@@ -190,52 +157,6 @@ def _paint_out_teeth_specks(image: np.ndarray, frame: an.FaceFrame, mouth: an.Mo
     if not specks.any():
         return image
     return cv2.inpaint(np.ascontiguousarray(image), specks, 3, cv2.INPAINT_TELEA)
-
-
-def _paint_interior(uv: np.ndarray, mouth: an.MouthGeometry, face_h: float,
-                    colours: MouthColours) -> tuple[np.ndarray, np.ndarray]:
-    """Upper-teeth texture (hangs from the rest line of the upper inner lip) and the
-    tongue/cavity texture (rests on the lower inner lip), in source coordinates of the patch."""
-    u, v = uv[..., 0], uv[..., 1]
-    inner_half_w = max(0.5 * (mouth.inner_upper.u[-1] - mouth.inner_upper.u[0]), 2.0)
-    centre_u = 0.5 * (mouth.inner_upper.u[-1] + mouth.inner_upper.u[0])
-    across = (u - centre_u) / inner_half_w  # ±1 at the inner corners
-    off_centre_px = np.abs(u - centre_u)
-
-    # Upper teeth: a band of incisors and canines under the lip, its lower edge gently curved,
-    # darker toward the corners and in the lip's shadow, with faint gaps between teeth.
-    teeth_h = 0.044 * face_h * (1.0 - 0.3 * np.clip(across, -1, 1) ** 2)
-    below_lip = v - mouth.inner_upper(u)
-    # When the actor's own lips part, its own teeth (or darkness) show and stay in front of the
-    # painted interior; painted teeth would hang below them or beside them, so only gums remain.
-    own_teeth = float(mouth.rest_gap_px(np.linspace(mouth.inner_upper.u[0], mouth.inner_upper.u[-1], 32)).max()
-                      > max(2.0, 0.012 * face_h))
-    gum = smoothstep(0.5, -1.0, below_lip)
-    alpha = (np.clip(0.85 * inner_half_w - off_centre_px + 0.5, 0.0, 1.0)
-             * np.clip(teeth_h - below_lip + 0.5, 0.0, 1.0) * np.maximum(1.0 - own_teeth, gum))
-    shade = 1.0 - 0.5 * smoothstep(0.3, 0.85, np.abs(across))  # the mouth's sides are in shadow
-    shade *= 0.72 + 0.28 * smoothstep(-0.01 * face_h, 0.3 * teeth_h, below_lip)  # under the lip
-    shade *= 1.0 - 0.08 * smoothstep(0.75, 1.0, below_lip / teeth_h)  # translucent biting edge
-    gaps = np.array([0.0, 0.22, -0.22, 0.4, -0.4, 0.56, -0.56, 0.7, -0.7])
-    gap_dist_px = np.min(np.abs(across[..., None] - gaps), axis=-1) * inner_half_w
-    shade *= 1.0 - 0.07 * np.exp(-(gap_dist_px / 0.7) ** 2) * smoothstep(0.2, 0.8, below_lip / teeth_h)
-    teeth_rgb = colours.teeth * shade[..., None]
-    # Above the rest line of the lip the teeth meet the gums, seen when the upper lip lifts.
-    gum = gum[..., None]
-    teeth_rgb = teeth_rgb * (1.0 - gum) + colours.gum * (0.85 + 0.15 * shade[..., None]) * gum
-    upper = np.concatenate([teeth_rgb, 255.0 * alpha[..., None]], -1)
-
-    # Jaw side: dark cavity (darker toward the cheeks and deep in the mouth), the tongue's
-    # front resting behind the lower lip (lower teeth stay hidden behind it).
-    above_lip = mouth.inner_lower(u) - v
-    depth = 1.0 - 0.35 * np.clip(np.abs(across), 0, 1) - 0.15 * smoothstep(0.0, 0.08 * face_h, above_lip)
-    rgb = colours.cavity * depth[..., None]
-    tongue_a = (0.85 * (1.0 - smoothstep(0.0, 0.045 * face_h, above_lip))
-                * np.clip(0.75 * inner_half_w - off_centre_px + 0.5, 0, 1)
-                * (1.0 - smoothstep(0.3, 0.75, np.abs(across))))
-    tongue_rgb = colours.tongue * (0.6 + 0.4 * (1.0 - smoothstep(0.0, 0.04 * face_h, above_lip)))[..., None]
-    rgb = rgb * (1.0 - tongue_a[..., None]) + tongue_rgb * tongue_a[..., None]
-    return upper, rgb
 
 
 class MouthCompositor:
