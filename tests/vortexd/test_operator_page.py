@@ -1,18 +1,17 @@
 """Browser test: headless Debian Chromium opens the operator page and plays the live channel.
 
-Two "slots" are encoded here with PyAV's HLS muxer (64×64 H.264 + AAC, 2 s fMP4 segments, each slot
-its own init segment and timestamps from zero). The channel playlist starts with slot A and grows
-while the page plays: slot B's segments are appended after a DISCONTINUITY, each file written then
-renamed, the playlist replaced atomically, as the daemon's channel does. Chromium is driven over
-its DevTools protocol on a pipe (--remote-debugging-pipe: no port, no websocket library).
+The channel is the daemon's own `vortexd.channel.Channel`, airing real fMP4 HLS slots made with
+PyAV's HLS muxer (tests.support.hls_media: 64×64 H.264 + AAC, 2 s segments, each slot its own init
+segment and timestamps from zero, one flat grey level each): slot A, then slot B, then — nothing
+being ready — the filler, 6 s apart in wall-clock time. Its live playlist grows as each segment's air
+time comes, with a DISCONTINUITY at each slot boundary. Chromium is driven over its DevTools
+protocol on a pipe (--remote-debugging-pipe: no port, no websocket library).
 """
 
 from __future__ import annotations
 
-import fractions
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,15 +19,16 @@ import threading
 import time
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
 
+from tests.support.hls_media import make_hls_slot
+from vortexd.channel import Channel, Schedule
 from vortexd.web import OperatorServer
 
 CHROMIUM = Path("/usr/bin/chromium")
-FPS, SEGMENT_S, SLOT_S = 24, 2, 6
-SHADE = {"a": 40, "b": 200}  # grey levels the two slots' pictures are made of, told apart on screen
+FPS, SLOT_S = 24, 6
+LEVELS = {"a": 40, "b": 200, "filler": 120}  # grey levels that tell the three apart on screen
+TONES = {"a": 440.0, "b": 880.0, "filler": 220.0}
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--autoplay-policy=no-user-gesture-required", "--disable-dev-shm-usage", "--mute-audio",
@@ -56,80 +56,6 @@ PAGE_STATE_JS = """JSON.stringify((() => {
 ROOT = Path(__file__).resolve().parents[2]
 needs_chromium = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
                                     reason="Debian Chromium (/usr/bin/chromium) is not installed: apt-get install chromium")
-
-
-def encode_slot(folder: Path, name: str) -> list[tuple[float, str]]:
-    """One slot as PyAV's HLS muxer writes it: `<name>-init.mp4` and 2 s `<name>-N.m4s`
-    segments (keyframe at each start); returns [(duration, file)] from its own playlist."""
-    out = av.open(str(folder / f"{name}.m3u8"), "w", format="hls", options={
-        "hls_time": str(SEGMENT_S), "hls_segment_type": "fmp4", "hls_playlist_type": "vod",
-        "hls_fmp4_init_filename": f"{name}-init.mp4", "hls_segment_filename": str(folder / f"{name}-%d.m4s")})
-    gop = str(FPS * SEGMENT_S)
-    video = out.add_stream("libx264", rate=FPS, options={"g": gop, "keyint_min": gop, "sc_threshold": "0",
-                                                         "preset": "ultrafast"})
-    video.width = video.height = 64
-    video.pix_fmt = "yuv420p"
-    audio = out.add_stream("aac", rate=48000, layout="mono")
-    for i in range(SLOT_S * FPS):
-        picture = np.full((64, 64, 3), SHADE[name], np.uint8)
-        picture[:, i % 64] = 255  # a moving bar: frames differ, so the decoder has work to show
-        frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
-        frame.pts, frame.time_base = i, fractions.Fraction(1, FPS)
-        out.mux(video.encode(frame))
-    tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(SLOT_S * 48000) / 48000)).astype(np.float32)
-    for start in range(0, tone.size, 1024):
-        frame = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = 48000, start
-        out.mux(audio.encode(frame))
-    out.mux(video.encode())
-    out.mux(audio.encode())
-    out.close()
-    lines = (folder / f"{name}.m3u8").read_text().splitlines()
-    return [(float(line.split(":")[1].rstrip(",")), lines[i + 1])
-            for i, line in enumerate(lines) if line.startswith("#EXTINF:")]
-
-
-class LiveChannel:
-    """A channel folder whose EVENT playlist grows segment by segment, as the daemon airs slots."""
-
-    def __init__(self, media: Path, channel: Path, slots: dict[str, list[tuple[float, str]]]) -> None:
-        self.media, self.channel, self.slots = media, channel, slots
-        self.entries: list[str] = []
-        self.on_air: str | None = None
-
-    def _publish(self, name: str) -> None:
-        # Written under a hidden name, then renamed: a reader never sees half a file.
-        shutil.copyfile(self.media / name, self.channel / f".{name}.tmp")
-        os.replace(self.channel / f".{name}.tmp", self.channel / name)
-
-    def air(self, slot: str, count: int, first: int = 0) -> None:
-        """Append `count` segments of `slot` from its `first`; a slot's first segment starts it
-        (discontinuity, its air time, its init segment)."""
-        if first == 0:
-            self._publish(f"{slot}-init.mp4")
-            if self.entries:
-                self.entries.append("#EXT-X-DISCONTINUITY")
-            self.entries += [f"#EXT-X-PROGRAM-DATE-TIME:{time.strftime('%Y-%m-%dT%H:%M:%S.000Z', time.gmtime())}",
-                             f'#EXT-X-MAP:URI="{slot}-init.mp4"']
-            self.on_air = slot
-        for duration, name in self.slots[slot][first:first + count]:
-            self._publish(name)
-            self.entries += [f"#EXTINF:{duration:.6f},", name]
-        head = ["#EXTM3U", "#EXT-X-VERSION:7", f"#EXT-X-TARGETDURATION:{SEGMENT_S}", "#EXT-X-MEDIA-SEQUENCE:0",
-                "#EXT-X-PLAYLIST-TYPE:EVENT", "#EXT-X-INDEPENDENT-SEGMENTS"]
-        (self.channel / ".live.m3u8.tmp").write_text("\n".join(head + self.entries) + "\n")
-        os.replace(self.channel / ".live.m3u8.tmp", self.channel / "live.m3u8")
-
-    def status(self) -> dict:
-        """What the daemon's status source would say about this channel."""
-        return {"phase": "serving",
-                "on_air": {"slot_id": f"slot-{self.on_air}", "state": "published", "air_in_s": -1.0},
-                "next": {"slot_id": "slot-c", "state": "warping", "air_in_s": 40.0, "deadline_slack_s": 9.5},
-                "slots": [{"slot_id": "slot-c", "state": "warping", "running_stage": "warp", "air_in_s": 40.0,
-                           "deadline_in_s": 38.0, "deadline_slack_s": 9.5}],
-                "arena": {"slab0": {"kind": "slab", "budget_bytes": 37748736, "used_bytes": 37748736}},
-                "misses": [{"slot_id": "slot-x", "air_in_s": -90.0, "reason": "deadline", "filler": True}],
-                "fillers_aired": 1}
 
 
 class DevTools:
@@ -225,18 +151,53 @@ class DevTools:
             os.close(self._to)
 
 
+def status_of(channel: Channel, lock: threading.Lock) -> dict:
+    """What the daemon's status source says about its channel (the page's /api/status)."""
+    with lock:
+        now = time.time()
+        stats, window = channel.stats(now), channel.state.window
+    on_air = stats.on_air
+    return {"phase": "serving",
+            "on_air": None if on_air is None else {"slot_id": on_air.slot_id, "filler": on_air.filler,
+                                                   "state": "on air", "air_in_s": on_air.air_time_s - now},
+            "next": {"slot_id": stats.next_ready_slot or "filler", "filler": stats.next_ready_slot is None,
+                     "state": "published" if stats.next_ready_slot else "not ready",
+                     "air_in_s": stats.next_air_time_s - now},
+            "arena": {"slab0": {"kind": "slab", "budget_bytes": 37748736, "used_bytes": 37748736}},
+            "misses": [{"slot_id": f"index {entry.index}", "air_in_s": entry.air_time_s - now,
+                        "reason": entry.reason, "filler": True} for entry in reversed(window) if entry.filler],
+            "fillers_aired": stats.fillers_aired}
+
+
 @pytest.fixture
-def channel(tmp_path: Path):
-    """Slot A aired, the server up over the channel folder, and the channel object to grow."""
-    media, folder = tmp_path / "media", tmp_path / "out" / "channel"
-    media.mkdir()
-    folder.mkdir(parents=True)
-    live = LiveChannel(media, folder, {name: encode_slot(media, name) for name in ("a", "b")})
-    live.air("a", 3)
-    server = OperatorServer(folder, live.status)
+def on_air(tmp_path: Path):
+    """A channel airing slot A, slot B, then (nothing ready) the filler, SLOT_S s apart from now,
+    ticked every 0.1 s; the server up over its folder."""
+    slots = {name: make_hls_slot(tmp_path / "slots" / name / "hls", level=LEVELS[name], tone_hz=TONES[name],
+                                 seconds=SLOT_S) for name in LEVELS}
+    channel = Channel(tmp_path / "out" / "channel", slots["filler"], Schedule(time.time() + 0.5, SLOT_S))
+    channel.slot_ready(0, "slot-a", slots["a"])
+    channel.slot_ready(1, "slot-b", slots["b"])
+    lock, stop = threading.Lock(), threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(0.1):
+            with lock:
+                channel.tick()
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    server = OperatorServer(channel.dir, lambda: status_of(channel, lock))
     server.start()
-    yield live, server
-    server.close()
+    try:
+        deadline = time.monotonic() + 10
+        while not channel.playlist_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield channel, server
+    finally:
+        server.close()
+        stop.set()
+        ticker.join(timeout=5)
 
 
 def open_page(browser: DevTools, url: str) -> str:
@@ -262,32 +223,30 @@ def test_ci_installs_chromium_with_readmes_one_prerequisite_line_before_the_test
 
 
 @needs_chromium
-def test_the_page_plays_the_live_channel_across_a_slot_boundary(channel, tmp_path):
-    live, server = channel
+def test_the_page_plays_the_live_channel_across_slot_boundaries(on_air, tmp_path):
+    channel, server = on_air
     browser = DevTools(tmp_path / "chromium-profile", tmp_path / "chromium.log")
     try:
         session = open_page(browser, f"http://127.0.0.1:{server.port}/")
-        boundary_s = sum(duration for duration, _ in live.slots["a"])
-        pending = [(1.0, 0), (2.5, 1), (4.0, 2)]  # slot B's segments: (seconds after load, index)
-        loaded, samples = time.monotonic(), []
-        deadline = loaded + 45.0
+        samples, deadline = [], time.monotonic() + 60.0
         while time.monotonic() < deadline:
-            while pending and time.monotonic() - loaded >= pending[0][0]:
-                live.air("b", 1, first=pending.pop(0)[1])
             samples.append(json.loads(browser.evaluate(PAGE_STATE_JS, session)))
-            last = samples[-1]
-            if not pending and last["t"] >= boundary_s + 1.5 and last["luma"] is not None:
+            if samples[-1]["t"] >= 2 * SLOT_S + 1.5 and samples[-1]["luma"] is not None:
                 break
             time.sleep(0.5)
-        started = next((s for s in samples if s["t"] > 0 and s["luma"] is not None), None)
-        assert started is not None, f"the video never played: {samples[-1]}; {browser.errors()}"
-        last = samples[-1]
-        assert last["t"] - started["t"] >= 3.0 and started["t"] < boundary_s < last["t"], (started, last)
-        assert 1 in last["ccs"] and 0 in last["ccs"], last  # both slots' fragments were played
-        assert started["luma"] < 110 < last["luma"], (started, last)  # slot A's picture, then slot B's
-        assert last["frames"] >= (last["t"] - started["t"]) * FPS * 0.8 and not last["paused"], last
+        shown = [s for s in samples if s["t"] > 0 and s["luma"] is not None]
+        assert shown, f"the video never played: {samples[-1]}; {browser.errors()}"
+        first, last = shown[0], shown[-1]
+        # The picture on screen is each airing's in turn: slot A, slot B, then the filler.
+        for name, (start, end) in {"a": (0, SLOT_S), "b": (SLOT_S, 2 * SLOT_S), "filler": (2 * SLOT_S, 99)}.items():
+            seen = [s["luma"] for s in shown if start + 0.5 < s["t"] < end - 0.2]
+            assert seen and all(abs(luma - LEVELS[name]) < 20 for luma in seen), (name, seen, shown)
+        assert last["t"] - first["t"] >= 3.0 and first["t"] < SLOT_S < last["t"], (first, last)
+        assert {0, 1, 2} <= set(last["ccs"]), last  # the three airings' fragments, across discontinuities
+        assert last["frames"] >= (last["t"] - first["t"]) * FPS * 0.8 and not last["paused"], last
         assert last["playerErrors"] == [] and browser.errors() == []
-        assert last["statusUpdates"] >= 3 and last["onAir"] == "slot-b" and last["arenaRows"] == 1, last
-        assert "slot-x" in last["misses"] and "filler aired" in last["misses"], last
+        assert last["statusUpdates"] >= 3 and last["onAir"] == "filler" and last["arenaRows"] == 1, last
+        assert "index 2" in last["misses"] and "filler aired" in last["misses"], last
+        assert channel.stats().fillers_aired == 1
     finally:
         browser.close()

@@ -51,9 +51,9 @@ function showCard(selector, slot) {
     card.querySelector(".detail").textContent = "";
     return;
   }
-  card.querySelector(".slot").textContent = slot.filler ? `${slot.slot_id} (filler)` : slot.slot_id;
+  card.querySelector(".slot").textContent = slot.slot_id;
   card.querySelector(".slot").className = slot.filler ? "slot filler" : "slot";
-  const parts = [slot.state || ""];
+  const parts = [slot.filler ? "filler" : "", slot.state || ""];
   if (Number.isFinite(slot.air_in_s)) parts.push(slot.air_in_s >= 0 ? `airs in ${seconds(slot.air_in_s)}` : `aired ${seconds(-slot.air_in_s)} ago`);
   if (Number.isFinite(slot.deadline_slack_s)) parts.push(`slack ${seconds(slot.deadline_slack_s)}`);
   card.querySelector(".detail").textContent = parts.filter(Boolean).join(" · ");
@@ -65,7 +65,7 @@ function showStatus(status) {
   showCard("#next", status.next);
   const slots = status.slots || [];
   fillTable("#timeline", slots.map((s) => row([
-    s.filler ? [`${s.slot_id} (filler)`, "filler"] : s.slot_id,
+    [s.slot_id, s.filler ? "filler" : ""],
     [s.state || "", s.late ? "late" : ""], s.running_stage || "",
     [seconds(s.air_in_s), "num"], [seconds(s.deadline_in_s), "num"], slack(s.deadline_slack_s),
   ])), "no slots", 6);
