@@ -39,6 +39,8 @@ def _ticks(seconds: Fraction, time_base: Fraction) -> int:
 def remux_mp4(hls_folder: Path | str, out_path: Path | str) -> RemuxStats:
     """Copy the packets of `hls_folder`/index.m3u8 (a closed stream) into an MP4 at `out_path`.
 
+    Refuses (StageInputError "hls_folder") a folder without a playlist or whose playlist has no
+    EXT-X-ENDLIST yet.
     The MP4 has its index at the front (+faststart), video starting at 0, the AAC priming hidden by
     the audio edit list, and no creation time or version strings (the same stream gives the same
     bytes). A failed remux leaves no file at `out_path`.
@@ -49,6 +51,9 @@ def remux_mp4(hls_folder: Path | str, out_path: Path | str) -> RemuxStats:
     out_path = Path(out_path)
     if not playlist.is_file():
         raise StageInputError("hls_folder", "no index.m3u8 in the folder", path=str(hls_folder))
+    if "#EXT-X-ENDLIST" not in playlist.read_text(encoding="utf-8", errors="replace"):
+        # An open playlist is a live stream to FFmpeg's hls demuxer, which would wait for more.
+        raise StageInputError("hls_folder", "the stream is not finished (no EXT-X-ENDLIST)", path=str(hls_folder))
     started = time.perf_counter()
     with av.open(str(playlist)) as source:
         if not source.streams.video:

@@ -66,6 +66,7 @@ class StreamResult:
     fps: int
     duration_s: float
     first_segment_s: float  # first add_frames call → first segment renamed into place
+    first_segment_at: float  # time.perf_counter() when the first segment was seen on disk
     encode_s: float  # first add_frames call → close() done
     audio_padded_samples: int
     audio_trimmed_samples: int
@@ -103,7 +104,7 @@ class StreamEncoder:
         self._next_frame = self._next_block = 0
         self._segments: list[Segment] = []
         self._started: float | None = None
-        self._first_segment_s: float | None = None
+        self._first_segment_at: float | None = None
         self._result: StreamResult | None = None
 
     @property
@@ -162,7 +163,8 @@ class StreamEncoder:
         self._result = StreamResult(
             folder=self.folder, playlist=self.folder / PLAYLIST_NAME, init=self.folder / INIT_NAME,
             segments=tuple(self._segments), n_frames=self.n_frames, fps=self.fps,
-            duration_s=self.n_frames / self.fps, first_segment_s=float(self._first_segment_s),
+            duration_s=self.n_frames / self.fps, first_segment_s=self._first_segment_at - self._started,
+            first_segment_at=self._first_segment_at,
             encode_s=done - self._started, audio_padded_samples=self._padded, audio_trimmed_samples=self._trimmed,
         )
         return self._result
@@ -267,8 +269,8 @@ class StreamEncoder:
                 name=path.name, index=index, start_frame=start, n_frames=count, duration_s=count / self.fps,
                 bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
             ))
-            if self._first_segment_s is None:
-                self._first_segment_s = time.perf_counter() - self._started
+            if self._first_segment_at is None:
+                self._first_segment_at = time.perf_counter()
 
 
 def _check_settings(fps: int, n_frames: int, sample_rate_hz: int, segment_s: float, playlist_type: str) -> None:

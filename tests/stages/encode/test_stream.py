@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +181,7 @@ def test_each_segment_is_on_disk_and_listed_before_close(streamed) -> None:
         for name, data in streamed.bytes_seen[after_call].items():
             assert data == (streamed.folder / name).read_bytes()  # never rewritten after it appeared
     assert 0 < streamed.result.first_segment_s < streamed.result.encode_s
+    assert streamed.result.first_segment_at < time.perf_counter()
 
 
 def test_the_same_input_gives_the_same_bytes_and_stale_files_go(streamed, tmp_path: Path) -> None:
@@ -236,12 +238,15 @@ def test_chunks_out_of_order_oversized_or_resized_are_refused(tmp_path: Path) ->
 
 
 def test_an_exception_inside_with_removes_the_partial_stream(tmp_path: Path) -> None:
-    """Leaving a `with StreamEncoder(...)` block by an exception removes the playlist, init and segments."""
+    """remux_mp4 refuses a stream still being written; leaving the `with` block by an exception removes its files."""
     frames = _moving_frames(60, side=64)
     (tmp_path / "keep.txt").write_text("x")
     with pytest.raises(RuntimeError, match="warp failed"):
         with StreamEncoder(tmp_path, FPS, 96, np.zeros(96_000, np.float32), RATE_HZ) as encoder:
-            assert encoder.add_frames(frames, 0)  # segment 0 is on disk
+            assert encoder.add_frames(frames, 0)  # segment 0 is on disk, the playlist still open
+            with pytest.raises(StageInputError, match="not finished") as caught:
+                remux_mp4(tmp_path, tmp_path / "video.mp4")
+            assert caught.value.field == "hls_folder" and not (tmp_path / "video.mp4").exists()
             raise RuntimeError("warp failed")
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 
