@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9400
     """0 picks a free port (tests); the daemon logs and reports the one it bound."""
+    operator_page: bool = True
+    """Serve the operator page (`/`), the channel folder read-only (`/channel/`) and `/api/status`
+    beside `/metrics` on the metrics port; false: `/metrics` only (e.g. when metrics_host is
+    opened to a Prometheus on another host and the page should stay private)."""
     device: str = "cpu"
     arena_budgets_mib: dict[str, Annotated[int, Field(ge=0)]] = {}
     """Model stages' regions in MiB (liveportrait, flux, clip; default 3584, 10240, 1280): each
