@@ -63,7 +63,7 @@ class MouthColours:
         luma = max(float(skin @ _LUMA), 1.0)
         # A cavity takes almost no light: a little of the lips' hue, very dark.
         cavity = lip * 0.13 + np.array([5.0, 1.0, 1.0])
-        tongue = np.clip(lip * 0.72 + np.array([14.0, 0.0, 4.0]), 0, 255)
+        tongue = np.clip(lip * np.array([0.9, 0.62, 0.66]) + np.array([12.0, 0.0, 0.0]), 0, 255)
         # Ivory about as light as the skin, warmed by it: teeth in the mouth's shade never glow
         # whiter than the picture's lit skin.
         target = float(np.clip(1.02 * luma, 70.0, 215.0))
@@ -157,7 +157,7 @@ def paint_cavity(uv: np.ndarray, mouth: an.MouthGeometry, face_h: float, colours
     dome = TONGUE_RISE * face_h * np.sqrt(np.clip(1.0 - (across / 0.68) ** 2, 0.0, 1.0))
     tongue_a = np.clip(dome - above_lip + 0.5, 0.0, 1.0) * (dome > 0.5)
     top = smoothstep(-0.3 * TONGUE_RISE * face_h, 0.0, above_lip - dome)  # 1 near its upper surface
-    t_shade = (0.55 + 0.45 * top) * (1.0 - 0.5 * smoothstep(0.2, 0.68, np.abs(across)))
+    t_shade = (0.68 + 0.32 * top) * (1.0 - 0.5 * smoothstep(0.2, 0.68, np.abs(across)))
     t_shade *= 1.0 - 0.18 * np.exp(-(across * half_w / 1.2) ** 2) * top
     tongue_rgb = colours.tongue * t_shade[..., None] * light
     rgb = rgb * (1.0 - tongue_a[..., None]) + tongue_rgb * tongue_a[..., None]
