@@ -106,6 +106,7 @@ class StreamEncoder:
         self._started: float | None = None
         self._first_segment_at: float | None = None
         self._result: StreamResult | None = None
+        self._aborted = False
 
     @property
     def segments(self) -> tuple[Segment, ...]:
@@ -149,6 +150,8 @@ class StreamEncoder:
         """
         if self._result is not None:
             return self._result
+        if self._aborted:
+            raise StageInputError("frames", "the stream was aborted")
         if self._next_frame != self.n_frames or self._container is None:
             raise StageInputError("frames", "the stream is short of frames",
                                   added=self._next_frame, expected=self.n_frames)
@@ -170,25 +173,30 @@ class StreamEncoder:
         return self._result
 
     def abort(self) -> None:
-        """Stop without finishing: close the muxer (errors ignored) and remove the stream's files."""
+        """Stop for good: close the muxer (errors ignored) and remove the stream's files (after close() too).
+
+        Later add_frames/close calls are refused.
+        """
         if self._container is not None and self._result is None:
             with contextlib.suppress(Exception):
                 self._container.close()
-        self._result = None
+        self._aborted, self._result = True, None
         for path in own_file_names(self.folder):
             path.unlink(missing_ok=True)
 
     def __enter__(self) -> StreamEncoder:
+        """The encoder itself; leaving the block by an exception aborts it."""
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        """Abort when the block raised; a block that ends normally leaves closing to the caller."""
         if exc_type is not None:
             self.abort()
 
     def _check_chunk(self, frames: np.ndarray, start_frame: int) -> None:
         """Refuse a chunk out of order, past n_frames, of another size, or after close()."""
-        if self._result is not None:
-            raise StageInputError("frames", "the stream is already closed")
+        if self._result is not None or self._aborted:
+            raise StageInputError("frames", "the stream is already closed or aborted")
         check_frames(frames)
         if start_frame != self._next_frame:
             raise StageInputError("start_frame", "chunks must be added in order with no gap",

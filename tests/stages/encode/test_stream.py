@@ -235,6 +235,8 @@ def test_chunks_out_of_order_oversized_or_resized_are_refused(tmp_path: Path) ->
         assert caught.value.field == field
     encoder.abort()
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(StageInputError, match="aborted"):
+        encoder.add_frames(frames[4:], 4)
 
 
 def test_an_exception_inside_with_removes_the_partial_stream(tmp_path: Path) -> None:
