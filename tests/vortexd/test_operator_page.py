@@ -24,6 +24,7 @@ import pytest
 from tests.support.hls_media import make_hls_slot
 from vortexd.channel import Channel, Schedule
 from vortexd.web import OperatorServer
+from vortexd.web_status import page_status
 
 CHROMIUM = Path("/usr/bin/chromium")
 FPS, SLOT_S = 24, 6
@@ -152,21 +153,13 @@ class DevTools:
 
 
 def status_of(channel: Channel, lock: threading.Lock) -> dict:
-    """What the daemon's status source says about its channel (the page's /api/status)."""
+    """What the daemon's status source says (the page's /api/status), from its channel."""
     with lock:
         now = time.time()
         stats, window = channel.stats(now), channel.state.window
-    on_air = stats.on_air
-    return {"phase": "serving",
-            "on_air": None if on_air is None else {"slot_id": on_air.slot_id, "filler": on_air.filler,
-                                                   "state": "on air", "air_in_s": on_air.air_time_s - now},
-            "next": {"slot_id": stats.next_ready_slot or "filler", "filler": stats.next_ready_slot is None,
-                     "state": "published" if stats.next_ready_slot else "not ready",
-                     "air_in_s": stats.next_air_time_s - now},
-            "arena": {"slab0": {"kind": "slab", "budget_bytes": 37748736, "used_bytes": 37748736}},
-            "misses": [{"slot_id": f"index {entry.index}", "air_in_s": entry.air_time_s - now,
-                        "reason": entry.reason, "filler": True} for entry in reversed(window) if entry.filler],
-            "fillers_aired": stats.fillers_aired}
+    return page_status(phase="serving", slot_views=[], now_s=time.monotonic(), wall_now_s=now,
+                       arena={"slab0": {"kind": "slab", "budget_bytes": 37748736, "used_bytes": 37748736}},
+                       channel_stats=stats, channel_window=window)
 
 
 @pytest.fixture
@@ -246,7 +239,7 @@ def test_the_page_plays_the_live_channel_across_slot_boundaries(on_air, tmp_path
         assert last["frames"] >= (last["t"] - first["t"]) * FPS * 0.8 and not last["paused"], last
         assert last["playerErrors"] == [] and browser.errors() == []
         assert last["statusUpdates"] >= 3 and last["onAir"] == "filler" and last["arenaRows"] == 1, last
-        assert "index 2" in last["misses"] and "filler aired" in last["misses"], last
+        assert "air index 2" in last["misses"] and "filler aired" in last["misses"], last
         assert channel.stats().fillers_aired == 1
     finally:
         browser.close()
