@@ -26,9 +26,11 @@ returns is sent as is (strict JSON, no NaN); the page reads these keys, each opt
     arena: {region: {kind, budget_bytes, used_bytes, peak_bytes?}}   (ops.arena_status's shape)
     misses: [{slot_id, air_in_s, reason, filler: bool}]              newest first
     fillers_aired: int
-    SlotRow = {slot_id, state, air_in_s, deadline_in_s, deadline_slack_s, running_stage, filler}
+    SlotRow = {slot_id, state, air_in_s, deadline_in_s, deadline_slack_s, running_stage, late, filler}
     (times in seconds from now, negative: past; deadline_slack_s: deadline minus the published or
     predicted publish time, negative: late; null when unknown)
+`vortexd.web_status.page_status` builds exactly this from the engine's slot views, the arena
+table and the channel's stats.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import http.client
 import json
 import threading
@@ -188,3 +189,12 @@ def test_on_loop_reads_the_state_on_the_loops_own_thread():
         loop.call_soon_threadsafe(loop.stop)
         runner.join(timeout=5)
         loop.close()
+
+
+def test_the_vendored_player_is_the_pinned_release_with_its_licence():
+    """hls.js ships unmodified: the sha256 the folder's README pins, the version the page names."""
+    readme = (STATIC_DIR / "README.md").read_text()
+    digest = hashlib.sha256((STATIC_DIR / "hls.min.js").read_bytes()).hexdigest()
+    assert "hls.js 1.7.4" in readme and digest in readme
+    assert "hls.js 1.7.4" in (STATIC_DIR / "index.html").read_text()
+    assert "Apache License" in (STATIC_DIR / "hls.js-LICENSE.txt").read_text()
