@@ -45,7 +45,7 @@ def test_sigterm_with_stage_jobs_queued_publishes_every_slot_in_flight_then_the_
     worker's mailbox): SIGTERM while a job is queued. The daemon exits 0 only after every slot
     that had started is published (no drain_timeout), nothing is failed, and the restart
     publishes the slots that had not started: six published, each exactly once."""
-    daemon = DaemonProcess(tmp_path, write_config(tmp_path, cadence_s=5.0, verify=True, drain_timeout_s=30.0))
+    daemon = DaemonProcess(tmp_path, write_config(tmp_path, cadence_s=8.0, verify=True, drain_timeout_s=30.0))
     daemon.start()
     slot_ids = [f"slot-{i}" for i in range(6)]
     for i in range(6):
@@ -75,7 +75,7 @@ def test_sigterm_at_a_warped_event_waits_for_that_slot_and_any_slot_warping(tmp_
     """SIGTERM the moment a slot is reported `warped` (its finish not even queued yet): the daemon
     does not exit before that slot, and every slot that had started by then, is published (the
     drain timeout is far away, so it must not be logged); the restart publishes the rest once."""
-    daemon = DaemonProcess(tmp_path, write_config(tmp_path, cadence_s=5.0, verify=True, drain_timeout_s=30.0))
+    daemon = DaemonProcess(tmp_path, write_config(tmp_path, cadence_s=8.0, verify=True, drain_timeout_s=30.0))
     daemon.start()
     at_term: dict[str, str] = {}
 

@@ -173,7 +173,7 @@ def test_checking_a_long_clip_holds_up_neither_accepted_slots_nor_other_clients(
         clip_submit.join(120)
     finally:
         assert daemon.stop() == 0, daemon.log_tail()
-    assert answered_in_s < 0.5, f"a text-only submit waited {answered_in_s:.2f} s behind the clip's check"
+    assert answered_in_s < 1.0, f"a text-only submit waited {answered_in_s:.2f} s behind the clip's check"
     assert still_checking, "the clip's check ended before the other slots published: it proves nothing"
     assert all(s > 0 for s in slack.values()), slack
     assert clip_submit.answer is not None and clip_submit.answer["ok"], (clip_submit.answer, clip_submit.error)
