@@ -2,8 +2,8 @@
 
     .venv/bin/python -m tests.support.code_shape [--limit 60] [--top 10]
 
-prints every function longer than the limit, the longest ones, and every import circle between
-modules of the shipped packages. Imports are counted wherever they stand: at the top, under
+prints every function longer than the limit, the longest functions and modules, and every import
+circle between modules of the shipped packages. Imports are counted wherever they stand: at the top, under
 `if TYPE_CHECKING:` (a reader still has to read both modules to understand either) and inside
 functions.
 """
@@ -128,7 +128,7 @@ def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def main() -> None:
-    """Print the long functions, the longest ones and the import circles of the shipped packages."""
+    """Print the long functions, the longest functions and modules, and the import circles."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=60)
     parser.add_argument("--top", type=int, default=10)
@@ -139,6 +139,10 @@ def main() -> None:
         print(f"functions {title}:")
         for f in chosen:
             print(f"  {f.lines:4d}  {f.path.relative_to(REPO_ROOT)}:{f.line}  {f.name}")
+    modules = sorted(((len(path.read_text().splitlines()), path) for path in source_files()), reverse=True)
+    print("the longest modules:")
+    for n, path in modules[:3]:
+        print(f"  {n:4d}  {path.relative_to(REPO_ROOT)}")
     print("import circles:")
     for group in import_circles(import_graph()):
         print("  " + " ↔ ".join(group))
