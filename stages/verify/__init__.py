@@ -1,6 +1,7 @@
-"""The verify stage: objective checks on a rendered slot and the lip-sync judge."""
+"""The verify stage: objective checks on a rendered slot (whole, or chunk by chunk beside the warp)
+and the lip-sync judge."""
 
-from stages.verify.checks import Verdict, verify_slot
+from stages.verify.checks import Verdict
 from stages.verify.lipsync import (
     AVOffset,
     LagResult,
@@ -10,10 +11,12 @@ from stages.verify.lipsync import (
     mouth_aperture,
     phoneme_reference,
 )
+from stages.verify.stream import StreamingVerifier, verify_slot
 
 __all__ = [
     "AVOffset",
     "LagResult",
+    "StreamingVerifier",
     "Verdict",
     "best_lag",
     "envelope_reference",

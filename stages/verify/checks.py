@@ -3,17 +3,24 @@
 Each check measures one thing a viewer would notice — no face, mouth out of sync, a picture
 that freezes while the voice goes on, black frames, a clipped or silent voice — and reports it
 as a plain sentence. Thresholds are the module constants below.
+
+This module holds each check once, in pieces that work on any run of consecutive frames:
+`speech_facts` (the audio checks, and the masks the frame checks need, before any frame),
+`sampled_faces`, `black_frame_mask`, `still_frames` (across run borders given the frame
+before), `measure_window` (lip sync on the window), and `make_verdict` to judge what they
+found. stages.verify.stream feeds them: `StreamingVerifier` chunk by chunk as the warp
+renders, `verify_slot` a whole slab at once.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from stages.errors import StageInputError
+from stages.image.face import FaceTracker
 from stages.types import Speech
 from stages.verify.lipsync import AVOffset, frame_rms, measure_av_offset
 
@@ -108,12 +115,17 @@ class Verdict:
         return asdict(self)
 
 
-def _check_inputs(frames: np.ndarray, speech: Speech, fps: int) -> None:
+def check_frames(frames: np.ndarray) -> None:
+    """Raise StageInputError (field "frames") unless `frames` is a (T, H, W, 3) uint8 RGB array."""
     if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
         raise StageInputError("frames", "expected a (T, H, W, 3) uint8 RGB array",
                               shape=getattr(frames, "shape", None), dtype=str(getattr(frames, "dtype", None)))
-    if len(frames) == 0:
-        raise StageInputError("frames", "no frames to verify")
+
+
+def check_slot(speech: Speech, fps: int, n_frames: int) -> None:
+    """Raise StageInputError unless a slot of `n_frames` frames at `fps` with `speech` can be verified."""
+    if n_frames <= 0:
+        raise StageInputError("frames", "no frames to verify", n_frames=n_frames)
     if not isinstance(speech, Speech):
         raise StageInputError("speech", f"expected a Speech, got {type(speech).__name__}")
     if fps <= 0:
@@ -137,41 +149,63 @@ def bridge_gaps(mask: np.ndarray, max_gap: int) -> np.ndarray:
     return bridged
 
 
+def sampled_faces(tracker: FaceTracker, frames: np.ndarray, start_frame: int = 0,
+                  every_n_frames: int = FACE_SAMPLE_EVERY_N_FRAMES) -> np.ndarray:
+    """Whether a face is tracked on each sampled frame (slot frame index a multiple of
+    `every_n_frames`) among `frames`, which are slot frames start_frame, start_frame+1, ….
+
+    `tracker` carries its tracking state from one call to the next, so feeding a slot's
+    frames in consecutive runs gives the same answers as feeding them all at once.
+    """
+    first = -start_frame % every_n_frames
+    return np.array([tracker.landmarks(frames[i]) is not None for i in range(first, len(frames), every_n_frames)],
+                    dtype=bool)
+
+
 def face_presence(frames: np.ndarray, every_n_frames: int = FACE_SAMPLE_EVERY_N_FRAMES) -> np.ndarray:
     """(ceil(T / every_n_frames),) bool: whether a face is tracked on frames 0, n, 2n, …"""
-    from stages.image.face import FaceTracker
-
-    indices = range(0, len(frames), every_n_frames)
     with FaceTracker() as tracker:
-        return np.array([tracker.landmarks(frames[i]) is not None for i in indices], dtype=bool)
+        return sampled_faces(tracker, frames, 0, every_n_frames)
 
 
-def _max_abs_diff(frames: np.ndarray, start: int, stop: int, rows: slice) -> np.ndarray:
-    """max |frame[i] − frame[i−1]| over the given rows, for i in [start, stop) (start ≥ 1)."""
-    current, previous = frames[start:stop, rows], frames[start - 1 : stop - 1, rows]
+def _max_abs_diff(current: np.ndarray, previous: np.ndarray, rows: slice) -> np.ndarray:
+    """max |current[i] − previous[i]| over the given rows, for each i."""
+    current, previous = current[:, rows], previous[:, rows]
     # max − min stays in uint8 (no widening copy) and equals the absolute difference.
     diff = np.maximum(current, previous)
     diff -= np.minimum(current, previous)
     return diff.reshape(len(diff), -1).max(axis=1)
 
 
-def still_frames(frames: np.ndarray, consider: np.ndarray | None = None) -> np.ndarray:
-    """(T,) bool: frame i (i ≥ 1) differs from frame i−1 by at most FROZEN_MAX_ABS_DIFF everywhere.
+def _still_pairs(current: np.ndarray, previous: np.ndarray, consider: np.ndarray) -> np.ndarray:
+    """Whether current[i] equals previous[i] within FROZEN_MAX_ABS_DIFF, where consider[i]."""
+    still = np.zeros(len(current), dtype=bool)
+    if not consider.any():
+        return still
+    coarse = _max_abs_diff(current, previous, slice(None, None, _COARSE_ROW_STEP))
+    # The coarse pass is exact in one direction: a change on a sampled row is a change.
+    for lo, hi in _runs(np.flatnonzero((coarse <= FROZEN_MAX_ABS_DIFF) & consider)):
+        still[lo:hi] = _max_abs_diff(current[lo:hi], previous[lo:hi], slice(None)) <= FROZEN_MAX_ABS_DIFF
+    return still
 
-    Only frames where `consider` is True are examined (others are False). A cheap pass over
-    every 4th row rules most frames out; only the survivors are compared in full.
+
+def still_frames(frames: np.ndarray, consider: np.ndarray | None = None,
+                 previous: np.ndarray | None = None) -> np.ndarray:
+    """(T,) bool: frame i differs from the frame before it by at most FROZEN_MAX_ABS_DIFF everywhere.
+
+    The frame before frames[0] is `previous` (an (H, W, 3) frame) when given, so a slot checked
+    in consecutive runs is compared across their borders; without it frames[0] is False. Only
+    frames where `consider` is True are examined (others are False). A cheap pass over every 4th
+    row rules most frames out; only the survivors are compared in full.
     """
     n = len(frames)
     consider = np.ones(n, dtype=bool) if consider is None else np.asarray(consider, dtype=bool)
     still = np.zeros(n, dtype=bool)
-    for start in range(1, n, _CHUNK_FRAMES):
+    if previous is not None and n:
+        still[:1] = _still_pairs(frames[:1], previous[None], consider[:1])
+    for start in range(1, n, _CHUNK_FRAMES):  # bounded scratch memory per step
         stop = min(n, start + _CHUNK_FRAMES)
-        if not consider[start:stop].any():
-            continue
-        coarse = _max_abs_diff(frames, start, stop, slice(None, None, _COARSE_ROW_STEP))
-        candidates = np.flatnonzero((coarse <= FROZEN_MAX_ABS_DIFF) & consider[start:stop]) + start
-        for lo, hi in _runs(candidates):
-            still[lo:hi] = _max_abs_diff(frames, lo, hi, slice(None)) <= FROZEN_MAX_ABS_DIFF
+        still[start:stop] = _still_pairs(frames[start:stop], frames[start - 1 : stop - 1], consider[start:stop])
     return still
 
 
@@ -235,10 +269,9 @@ def _lipsync_problems(offset: AVOffset | None, window: tuple[int, int] | None) -
     return problems
 
 
-def _frozen_check(frames: np.ndarray, voiced: np.ndarray, fps: int) -> tuple[int, int | None, list[str]]:
-    """Longest run of identical frames while speaking: (frames, first frame, problems)."""
-    speaking = bridge_gaps(voiced, int(round(SPEECH_GAP_BRIDGE_S * fps)))
-    flags, first = longest_true_run(still_frames(frames, speaking))
+def _frozen_check(still: np.ndarray, fps: int) -> tuple[int, int | None, list[str]]:
+    """Longest run of identical frames while speaking, from the still_frames mask: (frames, first frame, problems)."""
+    flags, first = longest_true_run(still)
     # k consecutive "same as the previous frame" flags are k+1 identical frames, starting one earlier.
     run, start = (flags + 1, first - 1) if flags else (0, None)
     if run <= MAX_FROZEN_RUN_FRAMES:
@@ -247,9 +280,8 @@ def _frozen_check(frames: np.ndarray, voiced: np.ndarray, fps: int) -> tuple[int
                         f"while the voice goes on (limit {MAX_FROZEN_RUN_FRAMES})"]
 
 
-def _black_check(frames: np.ndarray) -> tuple[int, int | None, list[str]]:
-    """Black frames: (count, first index, problems)."""
-    black = black_frame_mask(frames)
+def _black_check(black: np.ndarray) -> tuple[int, int | None, list[str]]:
+    """Black frames, from the black_frame_mask: (count, first index, problems)."""
     count = int(black.sum())
     first = int(np.argmax(black)) if count else None
     if count <= MAX_BLACK_FRAMES:
@@ -289,54 +321,65 @@ def _lipsync_fields(offset: AVOffset | None) -> dict[str, Any]:
     }
 
 
-def verify_slot(
-    frames: np.ndarray,
-    speech: Speech,
-    fps: int = 24,
-    *,
-    av_window_s: float = AV_WINDOW_S,
-    face_every_n_frames: int = FACE_SAMPLE_EVERY_N_FRAMES,
-) -> Verdict:
-    """Run every objective check on a rendered slot and say whether it may go on air.
+@dataclass(frozen=True)
+class SpeechFacts:
+    """What the speech alone says about a slot, known before any frame is rendered."""
 
-    `frames` is the (T, H, W, 3) uint8 slab, `speech` the track it was rendered from (audio
-    sample 0 at frame 0). Checks: face present on sampled frames, lip-sync offset and
-    correlation on the first `av_window_s` of speech, frozen picture while speaking, black
-    frames, audio clipping, silent track. Takes ~1.5–2 s for a 1080-frame slot on 2 cores.
-    """
-    _check_inputs(frames, speech, fps)
-    started = time.perf_counter()
+    n_frames: int
+    fps: int
+    voiced: np.ndarray  # (n_frames,) bool: the voice is audible (all False for a silent track)
+    speaking: np.ndarray  # (n_frames,) bool: voiced with short pauses bridged (the frozen check's frames)
+    av_window: tuple[int, int] | None  # [start, end) frames lip sync is measured on; None without speech
+    peak_dbfs: float | None
+    clipped_fraction: float
+    problems: tuple[str, ...]  # the audio's own problems (clipping, silence)
+
+
+def speech_facts(speech: Speech, fps: int, n_frames: int, av_window_s: float = AV_WINDOW_S) -> SpeechFacts:
+    """The audio checks and the frame masks the frame checks need, from `speech` alone."""
+    check_slot(speech, fps, n_frames)
     audio = np.asarray(speech.audio, dtype=np.float32)
-    problems: list[str] = []
+    voiced = voiced_frames(speech, fps, n_frames)
+    silent, peak_dbfs, clipped, problems = _audio_checks(audio, voiced)
+    if silent:
+        voiced[:] = False  # nothing to sync against, nothing "spoken" to freeze over
+    return SpeechFacts(n_frames=n_frames, fps=int(fps), voiced=voiced,
+                       speaking=bridge_gaps(voiced, int(round(SPEECH_GAP_BRIDGE_S * fps))),
+                       av_window=_av_window(voiced, fps, av_window_s), peak_dbfs=peak_dbfs,
+                       clipped_fraction=clipped, problems=tuple(problems))
 
-    faces = face_presence(frames, face_every_n_frames)
+
+def measure_window(window_frames: np.ndarray, speech: Speech, facts: SpeechFacts) -> AVOffset:
+    """The lip-sync offset on the frames of `facts.av_window` (`window_frames`, in order)."""
+    start, stop = facts.av_window
+    if len(window_frames) != stop - start:
+        raise StageInputError("frames", f"the lip-sync window is frames {start}–{stop}, got {len(window_frames)}")
+    return measure_av_offset(window_frames, np.asarray(speech.audio, dtype=np.float32), speech.phonemes,
+                             fps=facts.fps, sample_rate_hz=speech.sample_rate_hz, start_frame=start)
+
+
+def make_verdict(facts: SpeechFacts, faces: np.ndarray, offset: AVOffset | None, still: np.ndarray,
+                 black: np.ndarray, verify_s: float) -> Verdict:
+    """The Verdict from the speech facts and what the frame checks found on every frame:
+    `faces` per sampled frame (sampled_faces), the lip-sync `offset` (measure_window; None
+    without a window), the still_frames and black_frame_mask masks over the whole slot."""
+    problems: list[str] = []
     face_ratio = float(faces.mean())
     if face_ratio < MIN_FACE_RATIO:
         problems.append(f"face found on only {int(faces.sum())} of {len(faces)} sampled frames "
                         f"({face_ratio:.0%}; need ≥ {MIN_FACE_RATIO:.0%})")
-
-    voiced = voiced_frames(speech, fps, len(frames))
-    silent, peak_dbfs, clipped, audio_problems = _audio_checks(audio, voiced)
-    if silent:
-        voiced[:] = False  # nothing to sync against, nothing "spoken" to freeze over
-
-    window = _av_window(voiced, fps, av_window_s)
-    offset = None
-    if window is not None:
-        offset = measure_av_offset(frames[window[0] : window[1]], audio, speech.phonemes, fps=fps,
-                                   sample_rate_hz=speech.sample_rate_hz, start_frame=window[0])
-    problems += _lipsync_problems(offset, window)
-    frozen_run, frozen_start, frozen_problems = _frozen_check(frames, voiced, fps)
-    n_black, first_black, black_problems = _black_check(frames)
-    problems += frozen_problems + black_problems + audio_problems
-
+    problems += _lipsync_problems(offset, facts.av_window)
+    frozen_run, frozen_start, frozen_problems = _frozen_check(still, facts.fps)
+    n_black, first_black, black_problems = _black_check(black)
+    problems += frozen_problems + black_problems + list(facts.problems)
     return Verdict(
-        passed=not problems, problems=tuple(problems), n_frames=len(frames), fps=int(fps),
+        passed=not problems, problems=tuple(problems), n_frames=facts.n_frames, fps=facts.fps,
         faces_checked=len(faces), face_ratio=round(face_ratio, 4), **_lipsync_fields(offset),
-        av_window_frames=window,
+        av_window_frames=facts.av_window,
         longest_frozen_run_frames=frozen_run, frozen_run_start_frame=frozen_start,
         black_frames=n_black, first_black_frame=first_black,
-        clipped_fraction=round(clipped, 6), speech_active_fraction=round(float(voiced.mean()), 4),
-        audio_peak_dbfs=round(peak_dbfs, 2) if peak_dbfs is not None else None,
-        verify_s=round(time.perf_counter() - started, 3),
+        clipped_fraction=round(facts.clipped_fraction, 6),
+        speech_active_fraction=round(float(facts.voiced.mean()), 4),
+        audio_peak_dbfs=round(facts.peak_dbfs, 2) if facts.peak_dbfs is not None else None,
+        verify_s=round(verify_s, 3),
     )
