@@ -35,7 +35,7 @@ from vortexd.tasks import TaskManager
 
 log = structlog.get_logger("vortexd")
 
-STAGE_METRICS = ("prepare", "image", "warp_prepare", "tts", "motion", "warp", "verify", "encode", "finish")
+STAGE_METRICS = ("prepare", "image", "warp_prepare", "tts", "motion", "warp", "encode", "verify", "remux", "finish")
 
 EXIT_ALREADY_RUNNING = 2
 """Exit status of a second daemon on a locked state folder or a live socket (a usage error, as

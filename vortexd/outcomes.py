@@ -28,7 +28,9 @@ from vortexd.slot_state import SlotState
 log = structlog.get_logger("vortexd.engine")
 
 _PREPARE_PARTS = ("image", "warp_prepare", "tts", "motion")
-_FINISH_PARTS = ("verify", "encode")
+_WARP_PARTS = ("encode",)
+"""The stream is encoded chunk by chunk inside the warp stage."""
+_FINISH_PARTS = ("verify", "remux")
 
 
 class OutcomeRecorder:
@@ -107,7 +109,7 @@ class OutcomeRecorder:
         if stage in slot.durations_s:
             self.metrics.observe_stage(stage, slot.durations_s[stage])
         seconds = slot.clock.seconds
-        parts = _PREPARE_PARTS if stage == "prepare" else _FINISH_PARTS if stage == "finish" else ()
+        parts = {"prepare": _PREPARE_PARTS, "warp": _WARP_PARTS, "finish": _FINISH_PARTS}[stage]
         for part in parts:
             if part in seconds:
                 self.metrics.observe_stage(part, seconds[part])

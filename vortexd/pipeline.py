@@ -32,6 +32,7 @@ from vortexd.backends import Backends
 from vortexd.manifest import build_manifest
 from vortexd.recipe import ExpressionSegment, Recipe
 from vortexd.settings import Settings
+from vortexd.slot_stream import StreamRecord, publish_stream
 from vram import StageMemoryExceeded
 
 if TYPE_CHECKING:  # the encoder (PyAV) loads only when a slot is published
@@ -163,8 +164,10 @@ def prepare_warp(backends: Backends, actor: Actor, plan: MotionPlan | None = Non
 
 
 def warp_frames(backends: Backends, actor: Actor, plan: MotionPlan, slab: np.ndarray,
-                progress: Progress = _no_progress, should_stop: Callable[[], bool] = lambda: False) -> None:
-    """The warp stage: render every frame of `plan` into `slab`, chunk by chunk.
+                progress: Progress = _no_progress, should_stop: Callable[[], bool] = lambda: False,
+                on_chunk: Callable[[int, int], None] = lambda start, stop: None) -> None:
+    """The warp stage: render every frame of `plan` into `slab`, chunk by chunk; `on_chunk(start,
+    stop)` is told of each chunk as it lands (the slot's stream encodes it then).
 
     Prepared actors stay cached in the warp's region; when a chunk finds the region full, the
     other actors are let go and the chunk is rendered once more before the slot is failed.
@@ -184,6 +187,7 @@ def warp_frames(backends: Backends, actor: Actor, plan: MotionPlan, slab: np.nda
             log.warning("warp_region_full", action=f"forgot {evicted} prepared actor(s), rendering again",
                         region=exc.region, used_bytes=exc.used_bytes, budget_bytes=exc.budget_bytes)
             prepared.render(plan, frames, slab)
+        on_chunk(frames.start, frames.stop)
         progress("warp", frames.stop, plan.n_frames)
 
 
@@ -246,13 +250,16 @@ class Rendered:
     warnings: list[str]
     inputs: dict[str, Any] = dataclasses.field(default_factory=dict)
     """The recipe's input files as snapshotted at submit: field → {path, sha256, bytes}."""
+    stream: StreamRecord | None = None
+    """The slot's stream, encoded while it warped (what finish publishes as hls/ and video.mp4)."""
 
 
 def finish(out_root: Path, slot: Rendered, backends: Backends, verify: bool, progress: Progress = _no_progress,
            should_stop: Callable[[], bool] = lambda: False,
            gate: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> PublishedSlot:
-    """The finish stage: verify (when enabled), encode and publish atomically; returns the
-    folder and its manifest. `should_stop()` true after verifying: nothing is published; the
+    """The finish stage: verify (when enabled), then publish the stream encoded during the warp
+    (hls/ and video.mp4 remuxed from it) with the manifest, atomically; returns the folder and
+    its manifest. `should_stop()` true after verifying: nothing is published; the
     final rename happens inside `gate()`, which refuses it for a slot withdrawn meanwhile."""
     verdict = None
     if verify:
@@ -267,15 +274,18 @@ def finish(out_root: Path, slot: Rendered, backends: Backends, verify: bool, pro
 
 def _encode_and_publish(out_root: Path, slot: Rendered, backends: Backends, verdict,
                         progress: Progress, gate: Callable[[], contextlib.AbstractContextManager]) -> PublishedSlot:
-    from stages.encode import encode_mp4, publish_slot
+    from stages.encode import publish_slot
+
+    if slot.stream is None:
+        raise RuntimeError(f"slot {slot.recipe.slot_id!r} has no stream: its warp did not encode it")
 
     def write(folder: Path) -> dict[str, Any]:
-        with slot.clock.time("encode"):
-            encode_mp4(slot.frames, slot.speech.audio, folder / "video.mp4", fps=slot.plan.fps,
-                       sample_rate_hz=slot.speech.sample_rate_hz)
+        with slot.clock.time("remux"):
+            publish_stream(slot.stream, folder)
         progress("encode", 1, 1)
-        return build_manifest(slot.recipe, backends, slot.speech, slot.plan, verdict, slot.clock, slot.warnings,
-                              slot.actor.source, versions(), inputs=slot.inputs or None)
+        manifest = build_manifest(slot.recipe, backends, slot.speech, slot.plan, verdict, slot.clock, slot.warnings,
+                                  slot.actor.source, versions(), inputs=slot.inputs or None)
+        return {**manifest, **slot.stream.manifest_fields()}
 
     out_root.mkdir(parents=True, exist_ok=True)
     return publish_slot(out_root, slot.recipe.slot_id, write, gate)

@@ -97,6 +97,8 @@ class Slot:
     """Not before this time is the failed stage tried again."""
     # ----- the work between stages -----
     prepared: Prepared | None = None
+    stream: Any = None
+    """slot_stream.StreamRecord once the warp has encoded the slot's stream."""
     lease: Any = None
     """vram.SlabLease while the slot holds a video slab."""
     clock: StageClock = field(default_factory=StageClock)

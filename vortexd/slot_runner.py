@@ -9,16 +9,18 @@ result as a value: `prepare` → `Prepared`, `warp` → the frames written into 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vortexd import pipeline
-from vortexd.pipeline import Backends, Prepared, Progress
+from vortexd.pipeline import Backends, Prepared, Progress, StageClock
 from vortexd.recipe import Recipe
 from vortexd.settings import Settings
 from vortexd.slot import HeldSlab, Slot
+from vortexd.slot_stream import SlotStream, live_folder
 
 if TYPE_CHECKING:
     from stages.encode import PublishedSlot
@@ -44,20 +46,41 @@ class SlotRunner:
                                 should_stop=slot.cancel.is_set)
 
     def warp(self, slot: Slot, progress: Progress = _no_progress) -> np.ndarray:
-        """Every frame of the slot's plan into its slab; returns the frames."""
+        """Every frame of the slot's plan into its slab, each chunk encoded into the slot's live
+        stream as it lands; returns the frames (the finished stream is kept in `slot.stream`)."""
         prepared = self._prepared(slot, "warp")
-        with slot.clock.time("warp"):
-            pipeline.warp_frames(self.backends, prepared.actor, prepared.plan, slot.frames, progress,
-                                 should_stop=slot.cancel.is_set)
+        speech = prepared.speech
+        stream = SlotStream(live_folder(self.output_dir, slot.slot_id), prepared.plan.fps, prepared.plan.n_frames,
+                            speech.audio, speech.sample_rate_hz, lambda done, total: progress("segment", done, total))
+        encode = StageClock()
+
+        def on_chunk(start: int, stop: int) -> None:
+            with encode.time("encode"):
+                stream.add(slot.frames[start:stop], start)
+        try:
+            with slot.clock.time("warp"):
+                pipeline.warp_frames(self.backends, prepared.actor, prepared.plan, slot.frames, progress,
+                                     should_stop=slot.cancel.is_set, on_chunk=on_chunk)
+                with encode.time("encode"):
+                    slot.stream = stream.close()
+        except BaseException:
+            stream.abort()
+            raise
+        # The warp's own time, and the encoding it carried, apart: one frames/s figure each.
+        slot.clock.seconds["encode"] = encode.seconds["encode"]
+        slot.clock.seconds["warp"] -= encode.seconds["encode"]
         return slot.frames
 
     def finish(self, slot: Slot, progress: Progress = _no_progress) -> PublishedSlot:
         """Verify, encode and publish the slot's frames atomically, through its publish gate."""
         prepared = self._prepared(slot, "finish")
         rendered = pipeline.Rendered(slot.recipe, prepared.actor, prepared.speech, prepared.plan, slot.frames,
-                                     slot.clock, prepared.warnings, slot.inputs)
-        return pipeline.finish(self.output_dir, rendered, self.backends, self.settings.verify, progress,
-                               should_stop=slot.cancel.is_set, gate=slot.gate.publishing)
+                                     slot.clock, prepared.warnings, slot.inputs, slot.stream)
+        published = pipeline.finish(self.output_dir, rendered, self.backends, self.settings.verify, progress,
+                                    should_stop=slot.cancel.is_set, gate=slot.gate.publishing)
+        # Published: the slot's own hls/ is the stream now; the staging copy goes.
+        _remove_staging(slot.stream.folder)
+        return published
 
     def render(self, slot: Slot, progress: Progress = _no_progress) -> PublishedSlot:
         """All three stages in a row (the one-shot `vortexd render`); the slot must hold a slab."""
@@ -79,7 +102,8 @@ class SlotRunner:
             self.backends.kokoro.warm_up()
         slot = Slot("warm-up", 0, recipe, lease=HeldSlab(slab))
         slot.prepared = self.prepare(slot)
-        frames = self.warp(slot)
+        frames = self.warp(slot)  # the stream encoder warms up too; its files are not kept
+        _remove_staging(slot.stream.folder)
         judge = self.backends.clip if settings.verify else None
         if judge is not None:  # loads the ensemble now: missing weights stop the start-up
             judge.score(frames, slot.prepared.actor.image)
@@ -89,3 +113,12 @@ class SlotRunner:
         if slot.prepared is None:
             raise RuntimeError(f"{stage} of slot {slot.slot_id!r} before its prepare stage")
         return slot.prepared
+
+
+def _remove_staging(folder: Path) -> None:
+    """Remove a slot's live staging folder, and the staging place itself once it is empty."""
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.parent.rmdir()
+    except OSError:
+        pass  # other slots are being made: their staging stays

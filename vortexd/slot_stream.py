@@ -1,0 +1,93 @@
+"""What a slot's frames feed while they are warped: its stream, on disk as it is made.
+
+As each chunk lands in the slab, `SlotStream.add` encodes it into CMAF/HLS segments in the slot's
+live staging folder (`<output_dir>/.live/<slot_id>/`: each segment written then renamed, the
+playlist rewritten atomically, so a player can follow the slot while it renders). The finish
+stage then publishes that same stream — the segments as `hls/` and `video.mp4` remuxed from
+their packets — so the stream and the file decode to identical frames, and nothing is encoded
+twice. The encoder runs on the warp's own thread, chunk after chunk: PyAV releases the GIL while
+x264 works, and a second Python thread beside the warp slows both (measured in
+benchmarks/bench_stream.py's notes).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LIVE_DIR_NAME = ".live"
+"""Staging of the slots being made, inside the output folder (hidden: a slot id never starts with a dot)."""
+
+
+@dataclass(frozen=True)
+class StreamRecord:
+    """A finished slot stream: its folder, its segments, and when the first one was readable."""
+
+    folder: Path
+    result: Any
+    """stages.encode.stream.StreamResult."""
+    first_segment_s: float | None
+    """Seconds from the warp's start to the first segment readable on disk."""
+
+    def manifest_fields(self) -> dict[str, Any]:
+        """What the manifest says of the stream: the first segment's latency and every segment."""
+        return {"first_segment_s": None if self.first_segment_s is None else round(self.first_segment_s, 4),
+                "segments": [{"name": s.name, "start_frame": s.start_frame, "frames": s.n_frames,
+                              "duration_s": round(s.duration_s, 6), "bytes": s.bytes, "sha256": s.sha256}
+                             for s in self.result.segments]}
+
+
+def live_folder(output_dir: Path, slot_id: str) -> Path:
+    """Where a slot's segments appear while it renders."""
+    return Path(output_dir) / LIVE_DIR_NAME / slot_id
+
+
+class SlotStream:
+    """Encodes a slot's warped chunks as they come (see the module docstring)."""
+
+    def __init__(self, folder: Path, fps: int, n_frames: int, audio: np.ndarray, sample_rate_hz: int,
+                 on_segment: Callable[[int, int], None] | None = None) -> None:
+        from stages.encode.stream import StreamEncoder
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self._started = time.perf_counter()
+        self._n_segments = -(-n_frames // int(2.0 * fps))
+        self._on_segment = on_segment or (lambda done, total: None)
+        self._encoder = StreamEncoder(folder, fps, n_frames, audio, sample_rate_hz)
+
+    def add(self, frames: np.ndarray, start_frame: int) -> None:
+        """Encode the next warped frames (in order); report each segment that became readable."""
+        for segment in self._encoder.add_frames(frames, start_frame):
+            self._on_segment(segment.index + 1, self._n_segments)
+
+    def close(self) -> StreamRecord:
+        """Finish the stream (its last segment, the playlist's end) and say what it holds."""
+        result = self._encoder.close()
+        self._on_segment(len(result.segments), len(result.segments))
+        first = None if result.first_segment_at is None else result.first_segment_at - self._started
+        return StreamRecord(self.folder, result, first)
+
+    def abort(self) -> None:
+        """Drop the stream: its files go (the warp failed or was interrupted)."""
+        self._encoder.abort()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def publish_stream(stream: StreamRecord, folder: Path) -> None:
+    """Put the finished stream into a slot folder being published: `hls/` (its playlist marked
+    VOD, the slot being whole) and `video.mp4` remuxed from the same packets."""
+    from stages.encode.stream import remux_mp4
+
+    hls = folder / "hls"
+    shutil.copytree(stream.folder, hls, ignore=shutil.ignore_patterns("*.tmp"))
+    playlist = hls / "index.m3u8"
+    # The muxer wrote a growing (EVENT) playlist with its end tag; published, the slot is VOD.
+    playlist.write_text(playlist.read_text().replace("#EXT-X-PLAYLIST-TYPE:EVENT", "#EXT-X-PLAYLIST-TYPE:VOD"))
+    remux_mp4(hls, folder / "video.mp4")
