@@ -192,12 +192,13 @@ def warp_frames(backends: Backends, actor: Actor, plan: MotionPlan, slab: np.nda
 
 
 def verify_frames(backends: Backends, slab: np.ndarray, speech: Speech, fps: int, actor: Actor,
-                  actor_prompt: str | None = None):
-    """The verify stage: objective checks on the frames and the speech, then the CLIP scores
-    when a CLIP backend is configured (a CLIP failure fails the verdict like any other check)."""
+                  actor_prompt: str | None = None, objective=None):
+    """The verify stage: objective checks on the frames and the speech (`objective`, when they
+    were made beside the warp), then the CLIP scores when a CLIP backend is configured (a CLIP
+    failure fails the verdict like any other check)."""
     from stages.verify import verify_slot
 
-    verdict = verify_slot(slab, speech, fps)
+    verdict = objective if objective is not None else verify_slot(slab, speech, fps)
     judge = backends.clip
     if judge is None:
         return verdict
@@ -252,6 +253,8 @@ class Rendered:
     """The recipe's input files as snapshotted at submit: field → {path, sha256, bytes}."""
     stream: StreamRecord | None = None
     """The slot's stream, encoded while it warped (what finish publishes as hls/ and video.mp4)."""
+    objective_verdict: Any = None
+    """The objective checks, made on the frames as they were warped (None: made in finish)."""
 
 
 def finish(out_root: Path, slot: Rendered, backends: Backends, verify: bool, progress: Progress = _no_progress,
@@ -265,7 +268,7 @@ def finish(out_root: Path, slot: Rendered, backends: Backends, verify: bool, pro
     if verify:
         with slot.clock.time("verify"):
             verdict = verify_frames(backends, slot.frames, slot.speech, slot.plan.fps, slot.actor,
-                                    slot.recipe.actor.prompt)
+                                    slot.recipe.actor.prompt, slot.objective_verdict)
         progress("verify", 1, 1)
     if should_stop():
         raise InterruptedError("finish cancelled")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vortexd import pipeline
-from vortexd.pipeline import Backends, Prepared, Progress, StageClock
+from vortexd.pipeline import Backends, Prepared, Progress
 from vortexd.recipe import Recipe
 from vortexd.settings import Settings
 from vortexd.slot import HeldSlab, Slot
@@ -49,33 +49,29 @@ class SlotRunner:
         """Every frame of the slot's plan into its slab, each chunk encoded into the slot's live
         stream as it lands; returns the frames (the finished stream is kept in `slot.stream`)."""
         prepared = self._prepared(slot, "warp")
-        speech = prepared.speech
-        stream = SlotStream(live_folder(self.output_dir, slot.slot_id), prepared.plan.fps, prepared.plan.n_frames,
-                            speech.audio, speech.sample_rate_hz, lambda done, total: progress("segment", done, total))
-        encode = StageClock()
-
-        def on_chunk(start: int, stop: int) -> None:
-            with encode.time("encode"):
-                stream.add(slot.frames[start:stop], start)
+        plan = prepared.plan
+        stream = SlotStream(live_folder(self.output_dir, slot.slot_id), prepared.speech, plan.fps, plan.n_frames,
+                            self.settings.verify, lambda done, total: progress("segment", done, total))
         try:
             with slot.clock.time("warp"):
-                pipeline.warp_frames(self.backends, prepared.actor, prepared.plan, slot.frames, progress,
-                                     should_stop=slot.cancel.is_set, on_chunk=on_chunk)
-                with encode.time("encode"):
-                    slot.stream = stream.close()
+                pipeline.warp_frames(self.backends, prepared.actor, plan, slot.frames, progress,
+                                     should_stop=slot.cancel.is_set,
+                                     on_chunk=lambda start, stop: stream.add(slot.frames[start:stop], start))
+                slot.stream = stream.close()
         except BaseException:
             stream.abort()
             raise
-        # The warp's own time, and the encoding it carried, apart: one frames/s figure each.
-        slot.clock.seconds["encode"] = encode.seconds["encode"]
-        slot.clock.seconds["warp"] -= encode.seconds["encode"]
+        # The warp's own time, and the encoding and checking it carried, apart: a figure each.
+        seconds = slot.clock.seconds
+        seconds["encode"], seconds["verify"] = slot.stream.encode_s, slot.stream.verify_s
+        seconds["warp"] -= slot.stream.encode_s + slot.stream.verify_s
         return slot.frames
 
     def finish(self, slot: Slot, progress: Progress = _no_progress) -> PublishedSlot:
         """Verify, encode and publish the slot's frames atomically, through its publish gate."""
         prepared = self._prepared(slot, "finish")
         rendered = pipeline.Rendered(slot.recipe, prepared.actor, prepared.speech, prepared.plan, slot.frames,
-                                     slot.clock, prepared.warnings, slot.inputs, slot.stream)
+                                     slot.clock, prepared.warnings, slot.inputs, slot.stream, slot.stream.verdict)
         published = pipeline.finish(self.output_dir, rendered, self.backends, self.settings.verify, progress,
                                     should_stop=slot.cancel.is_set, gate=slot.gate.publishing)
         # Published: the slot's own hls/ is the stream now; the staging copy goes.

@@ -1,6 +1,9 @@
-"""What a slot's frames feed while they are warped: its stream, on disk as it is made.
+"""What a slot's frames feed while they are warped: its stream, on disk as it is made, and the
+objective checks of its verdict.
 
-As each chunk lands in the slab, `SlotStream.add` encodes it into CMAF/HLS segments in the slot's
+As each chunk lands in the slab, `SlotStream.add` checks it (stages/verify/stream.py: faces,
+black and frozen frames, the lip-sync window as soon as it is whole) and encodes it into CMAF/HLS
+segments in the slot's
 live staging folder (`<output_dir>/.live/<slot_id>/`: each segment written then renamed, the
 playlist rewritten atomically, so a player can follow the slot while it renders). The finish
 stage then publishes that same stream — the segments as `hls/` and `video.mp4` remuxed from
@@ -34,6 +37,11 @@ class StreamRecord:
     """stages.encode.stream.StreamResult."""
     first_segment_s: float | None
     """Seconds from the warp's start to the first segment readable on disk."""
+    verdict: Any = None
+    """The objective checks (stages.verify.Verdict) made on the chunks, or None when not verifying."""
+    encode_s: float = 0.0
+    verify_s: float = 0.0
+    """Seconds the warp's thread spent encoding and checking (inside the warp stage's time)."""
 
     def manifest_fields(self) -> dict[str, Any]:
         """What the manifest says of the stream: the first segment's latency and every segment."""
@@ -51,28 +59,40 @@ def live_folder(output_dir: Path, slot_id: str) -> Path:
 class SlotStream:
     """Encodes a slot's warped chunks as they come (see the module docstring)."""
 
-    def __init__(self, folder: Path, fps: int, n_frames: int, audio: np.ndarray, sample_rate_hz: int,
+    def __init__(self, folder: Path, speech: Any, fps: int, n_frames: int, verify: bool,
                  on_segment: Callable[[int, int], None] | None = None) -> None:
         from stages.encode.stream import StreamEncoder
+        from stages.verify.stream import StreamingVerifier
 
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self._started = time.perf_counter()
         self._n_segments = -(-n_frames // int(2.0 * fps))
         self._on_segment = on_segment or (lambda done, total: None)
-        self._encoder = StreamEncoder(folder, fps, n_frames, audio, sample_rate_hz)
+        self._encoder = StreamEncoder(folder, fps, n_frames, speech.audio, speech.sample_rate_hz)
+        self._verifier = StreamingVerifier(speech, fps, n_frames) if verify else None
+        self._encode_s = 0.0
 
     def add(self, frames: np.ndarray, start_frame: int) -> None:
-        """Encode the next warped frames (in order); report each segment that became readable."""
-        for segment in self._encoder.add_frames(frames, start_frame):
+        """Check and encode the next warped frames (in order); report each segment that became readable."""
+        if self._verifier is not None:
+            self._verifier.add_frames(frames, start_frame)
+        started = time.perf_counter()
+        segments = self._encoder.add_frames(frames, start_frame)
+        self._encode_s += time.perf_counter() - started
+        for segment in segments:
             self._on_segment(segment.index + 1, self._n_segments)
 
     def close(self) -> StreamRecord:
-        """Finish the stream (its last segment, the playlist's end) and say what it holds."""
+        """Finish the stream (its last segment, the playlist's end) and the checks; say what they hold."""
+        started = time.perf_counter()
         result = self._encoder.close()
+        self._encode_s += time.perf_counter() - started
         self._on_segment(len(result.segments), len(result.segments))
+        verdict = self._verifier.verdict() if self._verifier is not None else None
         first = None if result.first_segment_at is None else result.first_segment_at - self._started
-        return StreamRecord(self.folder, result, first)
+        return StreamRecord(self.folder, result, first, verdict, self._encode_s,
+                            verdict.verify_s if verdict is not None else 0.0)
 
     def abort(self) -> None:
         """Drop the stream: its files go (the warp failed or was interrupted)."""
