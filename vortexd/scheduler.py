@@ -18,6 +18,7 @@ needing one of `slab_count` video slabs from warp start until its finish complet
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -166,7 +167,7 @@ class Scheduler:
         if not pending:
             return None
         lead = self._lead_s() if lead_s is None else lead_s
-        self._t0_s = now_s + lead - self.options.cadence_s * pending[0].seq
+        self._t0_s = self._on_grid(now_s + lead - self.options.cadence_s * pending[0].seq)
         for slot in pending:
             self._place(slot, self._air_s(slot.seq))
         self._counts["reanchors"] += 1
@@ -382,7 +383,16 @@ class Scheduler:
 
     def _anchor(self, now_s: float, seq: int) -> None:
         # t0 stays "air time of seq 0" even when the first slot seen has a larger seq.
-        self._t0_s = now_s + self._lead_s() - self.options.cadence_s * seq
+        self._t0_s = self._on_grid(now_s + self._lead_s() - self.options.cadence_s * seq)
+
+    def _on_grid(self, t0_s: float) -> float:
+        """With an air grid (the channel's: `grid_t0_s` + cadence·k), a new anchor keeps air times on
+        it: the first grid point at or after `t0_s`. Without one, `t0_s` itself."""
+        grid_s = self.options.grid_t0_s
+        if grid_s is None:
+            return t0_s
+        cadence_s = self.options.cadence_s
+        return grid_s + cadence_s * math.ceil((t0_s - grid_s) / cadence_s - 1e-9)
 
     def _air_s(self, seq: int) -> float:
         assert self._t0_s is not None

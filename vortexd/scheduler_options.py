@@ -24,6 +24,9 @@ class SchedulerOptions:
     """A slot must be published this long before it airs."""
     t0_s: float | None = None
     """Air time of seq 0 on the scheduler's clock; None: anchored when the first slot arrives."""
+    grid_t0_s: float | None = None
+    """The channel's air grid (air times `grid_t0_s + cadence·k`): every anchor and re-anchor of
+    t0 lands on it, so each slot airs at one of the channel's air times. None: no grid."""
     first_air_lead_s: float | None = None
     """When anchoring (or re-anchoring) t0, the slot airs this long after it is accepted.
     None means one cadence."""

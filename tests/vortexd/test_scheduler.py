@@ -655,3 +655,15 @@ def test_transient_failures_stop_being_retried_after_max_attempts_or_near_the_de
     late.submit("b", 0)
     late.next_actions(0.0)
     assert late.on_stage_done("b", "prepare", False, 4.0, transient=True).state is SlotState.FAILED
+
+
+def test_with_a_configured_t0_every_anchor_stays_on_its_air_grid() -> None:
+    """The channel's grid (grid_t0 + 45·k): a slot arriving after the timeline ran dry, and a restart's
+    re-anchoring, land on the next grid point at or after the lead, never between two."""
+    sched, clock = make(t0_s=None, grid_t0_s=10.0)
+    clock.set(1000.0)
+    slot = sched.submit("a", 0)
+    assert (slot.air_s - 10.0) % 45.0 == pytest.approx(0.0) and slot.air_s >= 1045.0
+    assert slot.air_s < 1045.0 + 45.0
+    sched.reanchor(5000.0, lead_s=30.0)
+    assert (slot.air_s - 10.0) % 45.0 == pytest.approx(0.0) and 5030.0 <= slot.air_s < 5075.0
