@@ -63,23 +63,33 @@ class _Submit(threading.Thread):
 
 # ----- defect 3: late means never published ----------------------------------------------------
 
+def _stop_once_encoding(daemon: DaemonProcess, slot_id: str, stopped: threading.Event) -> None:
+    """SIGSTOP the daemon the moment the encoder starts writing `slot_id`'s video into its
+    publishing folder (past every cancellation check before the encode); sets `stopped`."""
+    until = time.monotonic() + 30
+    while time.monotonic() < until:
+        if any((daemon.folder / "out").glob(f".publishing-{slot_id}-*/video.mp4")):
+            daemon.process.send_signal(signal.SIGSTOP)
+            stopped.set()
+            return
+        time.sleep(0.002)
+
+
 def test_a_slot_abandoned_as_late_while_it_encodes_is_never_published_afterwards(tmp_path: Path) -> None:
     """SIGSTOP the daemon as a slot starts encoding, SIGCONT after its deadline: the slot ends in
     one consistent outcome. Late (what a stop mid-encode gives): journal late, no `out/<id>/`,
     counted once as late. Or, had its rename committed before the stop: published, counted once
     as published_late. Never late in the journal with the video out, never counted twice."""
-    daemon = DaemonProcess(tmp_path, write_config(tmp_path, cadence_s=4.0, margin_s=1.0, verify=True))
+    daemon = DaemonProcess(tmp_path, write_config(tmp_path, cadence_s=6.0, margin_s=1.0, verify=True))
     daemon.start()
     try:
-        def on_progress(slot_id: str, stage: str, done: int, total: int) -> None:
-            if stage == "verify" and done == total:
-                daemon.process.send_signal(signal.SIGSTOP)  # verified: the encode starts now
-
-        watcher = StateWatcher(daemon, on_progress=on_progress).start()
+        stopped = threading.Event()
+        threading.Thread(target=_stop_once_encoding, args=(daemon, "late-1", stopped), daemon=True).start()
         receipt = daemon.request("submit", {"recipe": _recipe("late-1", seconds=4)})["result"]
         deadline_s = time.monotonic() + receipt["deadline_in_s"]
-        wait_for(lambda: watcher.when("late-1", "finishing") is not None, 30, "late-1 finishing")
-        time.sleep(max(0.0, deadline_s - time.monotonic()) + 1.0)
+        assert stopped.wait(30), "late-1 never started encoding"
+        assert time.monotonic() < deadline_s, "late-1 was already late when it started encoding"
+        time.sleep(deadline_s - time.monotonic() + 1.0)
         daemon.process.send_signal(signal.SIGCONT)
         wait_for(lambda: journal_rows(tmp_path)["late-1"]["state"] in _FINAL, 30, "late-1 final")
         time.sleep(2.5)  # a withdrawn finish reports back; a tick mirrors the miss into the metrics
