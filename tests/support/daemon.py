@@ -167,13 +167,12 @@ def scrape_metrics(daemon: DaemonProcess) -> dict[str, float]:
 class StateWatcher:
     """Subscribes to a daemon's events in a thread and keeps every slot state change it hears,
     with the monotonic time it heard it; `on_state(slot_id, state)` runs in that thread as each
-    arrives (e.g. to signal the daemon at an exact moment of a slot), and
-    `on_progress(slot_id, stage, done, total)` as each progress report does."""
+    arrives (e.g. to signal the daemon at an exact moment of a slot)."""
 
-    def __init__(self, daemon: DaemonProcess, on_state=None, on_progress=None) -> None:
+    def __init__(self, daemon: DaemonProcess, on_state=None) -> None:
         self.daemon = daemon
         self.seen: list[tuple[float, str, str]] = []
-        self._on_state, self._on_progress = on_state, on_progress
+        self._on_state = on_state
         self._subscribed = threading.Event()
         self._thread = threading.Thread(target=self._listen, daemon=True)
 
@@ -190,9 +189,6 @@ class StateWatcher:
             self._subscribed.set()
             for message in events:
                 event = message.get("event", {})
-                if event.get("kind") == "progress" and self._on_progress is not None:
-                    data = event["data"]
-                    self._on_progress(event["slot_id"], data["stage"], data["done"], data["total"])
                 if event.get("kind") != "state":
                     continue
                 slot_id, state = event["slot_id"], event["data"]["state"]
