@@ -107,7 +107,7 @@ class Verdict:
     clipped_fraction: float
     speech_active_fraction: float  # frames with voice / all frames
     audio_peak_dbfs: float | None  # None for digital silence
-    verify_s: float
+    verify_s: float  # seconds spent checking (streamed: summed over the verifier's calls, all chunks)
     clip: dict | None = None  # the CLIP ensemble's scores (stages.verify.clip.judge), when configured
 
     def as_dict(self) -> dict:

@@ -77,6 +77,8 @@ class StreamingVerifier:
         started = time.perf_counter()
         if face_every_n_frames < 1:
             raise StageInputError("face_every_n_frames", "must be at least 1", face_every_n_frames=face_every_n_frames)
+        if not av_window_s > 0:
+            raise StageInputError("av_window_s", "must be positive", av_window_s=av_window_s)
         self._speech, self._every = speech, int(face_every_n_frames)
         self._facts = speech_facts(speech, fps, int(n_frames), av_window_s)
         self._still = np.zeros(self._facts.n_frames, dtype=bool)
@@ -179,7 +181,8 @@ class StreamingVerifier:
             self._window_rows.append(frames[lo - start_frame : hi - start_frame])
         if stop >= window[1]:
             rows, self._window_rows = self._window_rows, []
-            self._offset = measure_window(join_rows(rows), self._speech, self._facts)
+            # A window shorter than a frame holds no rows: measured on none, it says so in its notes.
+            self._offset = measure_window(join_rows(rows) if rows else frames[:0], self._speech, self._facts)
 
 
 def verify_slot(

@@ -149,7 +149,8 @@ def test_still_frames_compare_across_a_border_given_the_frame_before() -> None:
 
 def test_chunks_that_do_not_fit_the_slot_are_refused(talk) -> None:
     """Out of order, past the end, another frame size, float frames, a verdict before the last frame
-    or a chunk after it: StageInputError naming the frames."""
+    or a chunk after it: StageInputError naming the frames; so is a slot of no frames, a window of
+    no time or a face sample every 0 frames, naming the argument."""
     speech = talk[0]
     frames = np.full((10, 32, 32, 3), 90, np.uint8)
     verifier = StreamingVerifier(speech, FPS, 10)
@@ -167,6 +168,8 @@ def test_chunks_that_do_not_fit_the_slot_are_refused(talk) -> None:
     assert verifier.verdict() is verdict and verdict.n_frames == 10
     with pytest.raises(StageInputError, match="closed"):
         verifier.add_frames(frames[:1], 10)
-    with pytest.raises(StageInputError) as caught:
-        StreamingVerifier(speech, FPS, 0)
-    assert caught.value.field == "frames"
+    for n_frames, options, field in ((0, {}, "frames"), (10, {"av_window_s": 0.0}, "av_window_s"),
+                                     (10, {"face_every_n_frames": 0}, "face_every_n_frames")):
+        with pytest.raises(StageInputError) as caught:
+            StreamingVerifier(speech, FPS, n_frames, **options)
+        assert caught.value.field == field
