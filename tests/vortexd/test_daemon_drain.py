@@ -39,10 +39,11 @@ def _restart_publishes_everything(folder: Path, config: Path, slot_ids: list[str
     assert all((folder / "out" / slot_id / "manifest.json").is_file() for slot_id in slot_ids)
 
 
-def test_sigterm_with_stage_jobs_queued_publishes_every_slot_in_flight_then_the_rest_after_a_restart(
+def test_sigterm_with_stage_work_queued_publishes_every_slot_in_flight_then_the_rest_after_a_restart(
         tmp_path: Path) -> None:
-    """Six short slots, verify on (finish is slower than warp, so finish jobs wait in the finish
-    worker's mailbox): SIGTERM while a job is queued. The daemon exits 0 only after every slot
+    """Six short slots: SIGTERM while stage work is queued behind a running stage (a job in a
+    worker's mailbox, e.g. a finish behind another slot's finish, or a prepared slot waiting for
+    the warp lane). The daemon exits 0 only after every slot
     that had started is published (no drain_timeout), nothing is failed, and the restart
     publishes the slots that had not started: six published, each exactly once."""
     daemon = DaemonProcess(tmp_path, write_config(tmp_path, cadence_s=8.0, verify=True, drain_timeout_s=30.0))
@@ -51,12 +52,16 @@ def test_sigterm_with_stage_jobs_queued_publishes_every_slot_in_flight_then_the_
     for i in range(6):
         assert daemon.request("submit", {"recipe": _recipe(i)})["ok"]
 
-    def queued_job() -> bool:
+    def queued_work() -> bool:
         health = daemon.request("health")["result"]
         lanes = health.get("workers") or health.get("actors")  # the stage lanes (named actors before P10)
-        return any(lane["queued"] > 0 for lane in lanes.values())
+        if any(lane["queued"] > 0 for lane in lanes.values()):
+            return True  # a stage job waits in a worker's mailbox
+        # Or a slot prepared and waiting for the warp lane while another slot warps.
+        states = [row["state"] for row in journal_rows(tmp_path).values()]
+        return "warping" in states and "prepared" in states
 
-    wait_for(queued_job, 60, "a stage job waiting in a worker's mailbox")
+    wait_for(queued_work, 60, "stage work queued behind a running stage")
     daemon.process.send_signal(signal.SIGTERM)
     at_term = {slot_id: row["state"] for slot_id, row in journal_rows(tmp_path).items()}
     assert daemon.process.wait(60) == 0, daemon.log_tail()

@@ -283,5 +283,6 @@ def test_a_disk_freed_only_after_the_deadline_ends_the_slot_once_and_never_publi
     assert counts == {"published": 0, "published_late": 0, "late": row["state"] == "late",
                       "failed": row["state"] == "failed"}, counts
     assert misses == 1
-    assert list(small_disk.iterdir()) == []
+    # Nothing of the slot is left on the full disk: no folder, no publishing or live copy.
+    assert [p.name for p in small_disk.rglob("*") if "full-0" in p.name] == []
     assert "No space left" in (row["error"] or "") or row["state"] == "late", row
