@@ -26,6 +26,7 @@ from vortexd.events import EventBus
 from vortexd.instance_lock import AlreadyRunning, InstanceLock, acquire_instance_lock
 from vortexd.journal import Journal
 from vortexd.metrics import Metrics, MetricsOptions
+from vortexd.on_air import OnAir, channel_dir
 from vortexd.regions import create_arena, model_region_budgets
 from vortexd.scheduler import Scheduler, SchedulerOptions
 from vortexd.sdnotify import Notifier, watchdog_interval_s
@@ -72,6 +73,8 @@ class Daemon:
         self.arena = None
         self.slabs = None
         self.control = None
+        self.http = None
+        self.on_air = None
         self._instance_lock: InstanceLock | None = None
         self._stop_requested: asyncio.Event | None = None
 
@@ -124,33 +127,75 @@ class Daemon:
         await asyncio.to_thread(clean_stale_temp, settings.output_dir)
         self.notifier.status("allocating arena")
         await asyncio.to_thread(self._allocate_arena)
-        self._serve_metrics()
+        self._serve_http()
         runner = SlotRunner(settings, self.backends, settings.output_dir)
         self.notifier.status("loading and warming up backends")
         await asyncio.to_thread(self._warm_up, runner)
+        if settings.channel:
+            self.notifier.status("rendering the channel's filler")
+            self.on_air = await asyncio.to_thread(self._start_channel, runner)
         self.engine = SlotEngine(settings, self.clock, self.journal, self._scheduler(), self.events, self.metrics,
-                                 self.spool_dir, runner, self.slabs)
+                                 self.spool_dir, runner, self.slabs, on_published=self._published)
         restored = self.engine.resume_from_journal()
         if restored:
             log.info("resumed_from_journal", slots=restored)
         self.engine.start(self.tasks)
         await self._listen()
+        if self.on_air is not None:
+            self.tasks.spawn(self.on_air.run(), "channel")
         self.tasks.spawn(self._watchdog_loop(), "watchdog")
         self.tasks.spawn(self._arena_gauges_loop(), "arena-gauges")
 
     def _scheduler(self) -> Scheduler:
         settings = self.settings
+        grid = self.on_air.grid_t0_monotonic_s() if self.on_air is not None else None
         return Scheduler(SchedulerOptions(cadence_s=settings.cadence_s, margin_s=settings.margin_s,
-                                          late_policy=settings.late_policy, slab_count=settings.slab_count),
-                         self.clock)
+                                          late_policy=settings.late_policy, slab_count=settings.slab_count,
+                                          grid_t0_s=grid), self.clock)
 
-    def _serve_metrics(self) -> None:
-        settings = self.settings
+    def _start_channel(self, runner: SlotRunner) -> OnAir:
+        """Render the filler (the sample actor idling for one cadence) and open the channel."""
+        seconds = min(self.settings.cadence_s, self.settings.max_slot_frames / 24)
+        lease = self.slabs.lease_nowait("filler")
         try:
-            self.metrics_port = self.metrics.serve_http(settings.metrics_host, settings.metrics_port)
+            filler_hls = runner.render_filler(lease.slab, seconds, self.settings.journal_path.parent / "filler")
+        finally:
+            lease.release()
+        return OnAir(self.settings, filler_hls, self.metrics)
+
+    async def _published(self, slot) -> None:
+        if self.on_air is not None:
+            await self.on_air.slot_published(slot.slot_id, slot.air_s, self.settings.output_dir / slot.slot_id)
+
+    def _serve_http(self) -> None:
+        """/metrics, and (operator_page) the page, the channel folder read-only and /api/status."""
+        from vortexd.web import OperatorServer, on_loop
+
+        settings = self.settings
+        self.http = OperatorServer(channel_dir(settings), on_loop(asyncio.get_running_loop(), self._page_status),
+                                   metrics_registry=self.metrics.registry, host=settings.metrics_host,
+                                   port=settings.metrics_port, page=settings.operator_page)
+        try:
+            self.metrics_port = self.http.start()
         except OSError as exc:
             raise StartupError(f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: "
                                f"{exc.strerror or exc}") from exc
+
+    def _page_status(self) -> dict:
+        """The operator page's document (read on the event loop)."""
+        from vortexd.ops import arena_status, slot_view
+        from vortexd.web_status import page_status
+
+        slots = []
+        if self.engine is not None:
+            snapshot = self.engine.snapshot()
+            slots = [slot_view(s, snapshot.predicted_publish_s.get(s.slot_id)) for s in snapshot.slots
+                     if not s.terminal]
+        channel = self.on_air.channel if self.on_air is not None else None
+        return page_status(phase=self.phase, now_s=self.clock.now_s(), wall_now_s=time.time(), slot_views=slots,
+                           arena=arena_status(self.arena) if self.arena is not None else {},
+                           channel_stats=channel.stats() if channel is not None else None,
+                           channel_window=channel.state.window if channel is not None else ())
 
     async def _listen(self) -> None:
         from vortexd.control.server import ControlServer, ControlServerOptions
@@ -235,7 +280,8 @@ class Daemon:
             self.journal.close()
         if self.arena is not None:
             self.arena.close()
-        self.metrics.close()
+        if self.http is not None:
+            self.http.close()
         if self._instance_lock is not None:
             self._instance_lock.release()
         log.info("stopped")

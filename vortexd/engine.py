@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -92,10 +92,13 @@ class SlotEngine:
     """Every slot's state and every operation on slots (see the module docstring)."""
 
     def __init__(self, settings: Settings, clock: Clock, journal: Journal, scheduler: Scheduler,
-                 events: EventBus, metrics: Metrics, spool_dir: Path, runner: StageRunner, slabs: Any) -> None:
+                 events: EventBus, metrics: Metrics, spool_dir: Path, runner: StageRunner, slabs: Any,
+                 on_published: Callable[[Slot], Awaitable[None]] | None = None) -> None:
         self.settings, self.clock, self.journal, self.scheduler = settings, clock, journal, scheduler
         self.events, self.metrics, self.spool_dir, self.runner, self.slabs = events, metrics, spool_dir, runner, slabs
         self.table = SlotTable()
+        self._on_published = on_published
+        """Told of each slot once it is published (the channel takes it for its air time)."""
         self.accepting = False
         """Whether submit takes recipes (false while starting and stopping)."""
         self.draining = False
@@ -185,6 +188,9 @@ class SlotEngine:
 
     async def _checked_inputs(self, recipe: Recipe) -> tuple[Recipe, dict[str, Any]]:
         """The recipe sized for a slab, its input files read, checked and copied to the spool."""
+        if self.settings.channel and (self.settings.channel_dir or self.settings.output_dir / "channel") == \
+                self.settings.output_dir / recipe.slot_id:
+            raise RecipeError("slot_id", "is the name of the channel's folder in the output folder; choose another")
         limit = self.settings.max_slot_frames
         if recipe.output.n_frames > limit:
             raise RecipeError("output.duration_s", f"{recipe.output.n_frames} frames do not fit a video slab "
@@ -385,6 +391,8 @@ class SlotEngine:
             if error is None and stage == "prepare":
                 slot.prepared = result
             await self._record.outcome(slot, stage, result, self.runner, rejected=kind == "input")
+            if slot.state is SlotState.PUBLISHED and self._on_published is not None:
+                await self._on_published(slot)
         self._settle(slot)
 
     def _follow_reservations(self) -> None:

@@ -34,6 +34,8 @@ END_TO_END_BUCKETS_S = (5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 3
 SLACK_BUCKETS_S = (-60.0, -30.0, -15.0, -5.0, -2.0, -1.0, 0.0, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0,
                    30.0, 45.0, 60.0, 90.0)
 # The lip-sync target is ±1 frame; ±4 and beyond is plainly broken.
+FIRST_SEGMENT_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+"""First segment on disk after the warp starts: a segment is 2 s of frames, well under 1 s on CPU."""
 LIPSYNC_BUCKETS_FRAMES = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0)
 
 
@@ -111,6 +113,7 @@ class Metrics:
         self.last_publish = Gauge(
             "vortex_last_publish_timestamp_seconds",
             "Unix time of the most recent publish (0: none yet).", registry=reg)
+        self._channel_series(reg)
         if self.options.process_metrics:
             ProcessCollector(namespace="vortex", registry=reg)
         if self.options.version:
@@ -125,7 +128,28 @@ class Metrics:
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
+    def _channel_series(self, reg: CollectorRegistry) -> None:
+        """The stream's and the channel's series: first-segment latency, fillers, the window."""
+        self.first_segment = Histogram(
+            "vortex_first_segment_seconds", "From a slot's warp start to its first segment readable on disk.",
+            buckets=FIRST_SEGMENT_BUCKETS_S, registry=reg)
+        self.fillers_aired = Gauge(
+            "vortex_channel_fillers_aired", "Air times the filler aired because the slot was not ready "
+            "(since the channel began; it survives restarts).", registry=reg)
+        self.channel_window = Gauge(
+            "vortex_channel_window", "What the live playlist lists now.", ["unit"], registry=reg)
+
     # ----- recording ---------------------------------------------------------------------------
+
+    def observe_first_segment(self, seconds: float) -> None:
+        """Record a slot's warp start → first segment readable."""
+        self.first_segment.observe(_non_negative("first_segment_s", seconds))
+
+    def set_channel(self, fillers_aired: int, window_s: float, window_segments: int) -> None:
+        """The channel's filler count and the live playlist's length (seconds and segments)."""
+        self.fillers_aired.set(fillers_aired)
+        self.channel_window.labels(unit="seconds").set(window_s)
+        self.channel_window.labels(unit="segments").set(window_segments)
 
     def observe_stage(self, stage: str, duration_s: float) -> None:
         """Record one run of `stage` that took `duration_s` seconds."""

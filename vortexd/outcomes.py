@@ -113,6 +113,8 @@ class OutcomeRecorder:
         for part in parts:
             if part in seconds:
                 self.metrics.observe_stage(part, seconds[part])
+        if stage == "warp" and slot.stream is not None and slot.stream.first_segment_s is not None:
+            self.metrics.observe_first_segment(slot.stream.first_segment_s)
         if stage == "warp" and "warp" in seconds:
             self.metrics.record_warp_throughput(slot.recipe.output.n_frames, seconds["warp"])
             self.metrics.sync_fp32_rerenders(getattr(runner, "fp32_rerenders", lambda: 0)())

@@ -100,6 +100,14 @@ class Settings(BaseSettings):
     """Serve the operator page (`/`), the channel folder read-only (`/channel/`) and `/api/status`
     beside `/metrics` on the metrics port; false: `/metrics` only (e.g. when metrics_host is
     opened to a Prometheus on another host and the page should stay private)."""
+    channel: bool = True
+    """Play the published slots out as one live HLS channel (`<channel_dir>/live.m3u8`), with a
+    filler (the sample actor idling, rendered at start-up) where a slot is not ready."""
+    channel_dir: Path | None = None
+    """The channel's folder; None: `<output_dir>/channel`. Point nginx or a CDN origin at it."""
+    channel_window_slots: Annotated[int, Field(ge=1, le=100)] = 3
+    """Airings (slots or fillers) the live playlist lists; older ones leave it, and their files
+    are deleted after a grace period (RFC 8216's minimum)."""
     device: str = "cpu"
     arena_budgets_mib: dict[str, Annotated[int, Field(ge=0)]] = {}
     """Model stages' regions in MiB (liveportrait, flux, clip; default 3584, 10240, 1280): each

@@ -20,7 +20,7 @@ from vortexd.pipeline import Backends, Prepared, Progress
 from vortexd.recipe import Recipe
 from vortexd.settings import Settings
 from vortexd.slot import HeldSlab, Slot
-from vortexd.slot_stream import SlotStream, live_folder
+from vortexd.slot_stream import SlotStream, live_folder, publish_stream
 
 if TYPE_CHECKING:
     from stages.encode import PublishedSlot
@@ -43,15 +43,17 @@ class SlotRunner:
     def prepare(self, slot: Slot, progress: Progress = _no_progress) -> Prepared:
         """Image (and the warp's one-off work for it) beside speech, then the motion plan."""
         return pipeline.prepare(slot.recipe, self.settings, self.backends, slot.clock, progress,
-                                should_stop=slot.cancel.is_set)
+                                should_stop=slot.cancel.is_set, inputs=slot.inputs)
 
-    def warp(self, slot: Slot, progress: Progress = _no_progress) -> np.ndarray:
+    def warp(self, slot: Slot, progress: Progress = _no_progress, verify: bool | None = None) -> np.ndarray:
         """Every frame of the slot's plan into its slab, each chunk encoded into the slot's live
-        stream as it lands; returns the frames (the finished stream is kept in `slot.stream`)."""
+        stream (and checked, when verifying) as it lands; returns the frames (the finished stream
+        is kept in `slot.stream`)."""
         prepared = self._prepared(slot, "warp")
         plan = prepared.plan
+        verify = self.settings.verify if verify is None else verify
         stream = SlotStream(live_folder(self.output_dir, slot.slot_id), prepared.speech, plan.fps, plan.n_frames,
-                            self.settings.verify, lambda done, total: progress("segment", done, total))
+                            verify, lambda done, total: progress("segment", done, total))
         try:
             with slot.clock.time("warp"):
                 pipeline.warp_frames(self.backends, prepared.actor, plan, slot.frames, progress,
@@ -103,6 +105,27 @@ class SlotRunner:
         judge = self.backends.clip if settings.verify else None
         if judge is not None:  # loads the ensemble now: missing weights stop the start-up
             judge.score(frames, slot.prepared.actor.image)
+
+    def render_filler(self, slab: np.ndarray, seconds: float, folder: Path) -> Path:
+        """The channel's filler: the sample actor idling — blinks, breath, no speech — for
+        `seconds`, rendered and encoded like any slot; its stream is published as `folder/hls`
+        (returned). The same every time (the renders are deterministic)."""
+        from scipy.io import wavfile
+
+        folder.mkdir(parents=True, exist_ok=True)
+        silence = folder / "silence.wav"
+        wavfile.write(silence, 24_000, np.zeros(int(round(seconds * 24_000)), np.int16))
+        recipe = Recipe.model_validate({"slot_id": "filler", "speech": {"audio": str(silence)},
+                                        "output": {"duration_s": seconds, "fps": 24}})
+        slot = Slot(".filler", 0, recipe, lease=HeldSlab(slab))
+        slot.prepared = self.prepare(slot)
+        self.warp(slot, verify=False)  # silence is the point: nothing to check it against
+        hls = folder / "hls"
+        shutil.rmtree(hls, ignore_errors=True)
+        (folder / "video.mp4").unlink(missing_ok=True)
+        publish_stream(slot.stream, folder)
+        _remove_staging(slot.stream.folder)
+        return hls
 
     @staticmethod
     def _prepared(slot: Slot, stage: str) -> Prepared:
