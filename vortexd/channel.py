@@ -10,13 +10,15 @@ rewrites the playlist atomically, deletes what left the window after the grace p
 its state in `channel_state.json` (atomic too), so a restart after `kill -9` continues the media
 and discontinuity sequences and never airs an air time twice.
 
-Blocking file I/O: an asyncio caller runs `slot_ready` and `tick` in a worker thread.
+Blocking file I/O: an asyncio caller runs `slot_ready` and `tick` in a worker thread; a lock
+serialises them, so the publishing path and the air-time loop may call from different threads.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -167,6 +169,7 @@ class Channel:
         self._state = load_state(self.dir / STATE_NAME)
         self._high_water_s = self._state.last_air_time_s or float("-inf")
         self._last_playlist: str | None = None
+        self._lock = threading.Lock()
         self._remove_orphans()
         if self._state.window:
             # The playlist on disk may be older than the state (a crash between the two writes).
@@ -202,33 +205,35 @@ class Channel:
         a finished slot the channel could air. Registrations survive a restart; registering the
         same slot again is harmless.
         """
-        if self._state.last_index is not None and index <= self._state.last_index:
-            log.warning("channel.slot_too_late", index=index, slot_id=slot_id,
-                        last_aired_index=self._state.last_index)
-            return False
         load_media(Path(hls_dir), self.options.target_duration_s)
-        ready = dict(self._state.ready)
-        ready[index] = (slot_id, str(Path(hls_dir).resolve()))
-        self._state = replace(self._state, ready=ready)
-        self._save()
+        with self._lock:
+            if self._state.last_index is not None and index <= self._state.last_index:
+                log.warning("channel.slot_too_late", index=index, slot_id=slot_id,
+                            last_aired_index=self._state.last_index)
+                return False
+            ready = dict(self._state.ready)
+            ready[index] = (slot_id, str(Path(hls_dir).resolve()))
+            self._state = replace(self._state, ready=ready)
+            self._save()
         return True
 
     def tick(self, now_s: float | None = None) -> TickResult:
         """Do what is due at `now_s`: air the due index (its slot, or the filler), reveal the
         segments whose time has come, delete what left the window past its grace, and rewrite
         the playlist when it changed."""
-        now = self._now(now_s)
-        aired = None
-        decision = decide(self.schedule, self._state, now, self._ready_ids())
-        if decision is not None:
-            aired = self._air(decision, now)
-        state, gone = expire(self._state, now)
-        if gone:
-            self._state = state
-            self._save()  # recorded first: a crash before the deletion leaves only orphans
-            for folder in gone:
-                shutil.rmtree(self.dir / folder, ignore_errors=True)
-        written = self._write_playlist(now)
+        with self._lock:
+            now = self._now(now_s)
+            aired = None
+            decision = decide(self.schedule, self._state, now, self._ready_ids())
+            if decision is not None:
+                aired = self._air(decision, now)
+            state, gone = expire(self._state, now)
+            if gone:
+                self._state = state
+                self._save()  # recorded first: a crash before the deletion leaves only orphans
+                for folder in gone:
+                    shutil.rmtree(self.dir / folder, ignore_errors=True)
+            written = self._write_playlist(now)
         return TickResult(aired, tuple(gone), written)
 
     def _source(self, decision: Decision) -> tuple[Decision, Path, Media]:
