@@ -46,7 +46,11 @@ def clip_positions(n_source: int, source_fps: float, n_frames: int, fps: float) 
     # Before the slot starts the clip "was" playing into frame 0 (a line, not a turn), so the
     # start is not rounded: frame 0 shows the clip's frame 0.
     triangle[:radius] = t[:radius] * speed
-    return np.clip(np.convolve(triangle, window, mode="valid"), 0.0, last)
+    # The window's weighted sum in a fixed order (np.convolve sums through BLAS, whose rounding
+    # depends on the CPU's kernels: a position landing exactly on a clip frame must land there on
+    # every machine). The Hann window is symmetric, so this is the convolution.
+    rounded = sum(weight * triangle[k:k + n_frames] for k, weight in enumerate(window))
+    return np.clip(rounded, 0.0, last)
 
 
 def fit_to_slot(motion: DrivingMotion, n_frames: int, fps: float) -> FittedDriving:
@@ -60,7 +64,8 @@ def fit_to_slot(motion: DrivingMotion, n_frames: int, fps: float) -> FittedDrivi
               for name, values in motion.curves.items()}
     # A blink shut for one clip frame must stay shut in the slot: its lids take the more closed of
     # the two clip frames around each slot frame instead of a blend that would halve a short blink.
-    before = np.floor(positions).astype(np.int64)
+    # Read to a millionth of a frame before flooring: an exact landing picks the same two frames everywhere.
+    before = np.floor(np.round(positions, 6)).astype(np.int64)
     after = np.minimum(before + 1, motion.n_frames - 1)
     blink = motion.curves["blink"]
     curves["blink"] = np.maximum(blink[before], blink[after]).astype(np.float32)
