@@ -205,7 +205,8 @@ class Daemon:
         facts = DaemonFacts(phase=lambda: self.phase, arena=self.arena, running_tasks=lambda: self.tasks.running,
                             loop_lag_s=lambda: self.loop_lag_s, metrics_port=lambda: self.metrics_port,
                             started_monotonic_s=self.started_monotonic_s, voices=self.backends.voices,
-                            subscribe=self.events.subscribe, notify_status=self.notifier.status)
+                            subscribe=self.events.subscribe, notify_status=self.notifier.status,
+                            channel=self.on_air.status if self.on_air is not None else lambda: None)
         self.control = ControlServer(settings.socket_path, ControlOps(self.engine, facts).handle,
                                      mode=settings.socket_mode, group=settings.socket_group or None,
                                      options=ControlServerOptions.from_settings(settings))

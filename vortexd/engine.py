@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,7 @@ from vortexd.scheduler import STAGES, Action, Scheduler
 from vortexd.settings import Settings
 from vortexd.slot import Slot
 from vortexd.slot_state import RUNNING_STATE, SlotState
+from vortexd.slot_stream import live_folder
 from vortexd.slot_table import SlotTable
 from vortexd.spool import input_files, snapshot_inputs, sweep_spool
 from vortexd.stage_worker import Job, StageWorker
@@ -407,6 +409,10 @@ class SlotEngine:
         if slot.terminal and slot.running_stage is None:
             slot.prepared = None  # the actor, speech and plan are not needed any more
             self._sweep_due = self._sweep_due or bool(input_files(slot.recipe))
+            if slot.state is not SlotState.PUBLISHED:
+                # A slot that will never air: its live stream goes (off the loop: a few MB of files).
+                staging = live_folder(self.settings.output_dir, slot.slot_id)
+                asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, staging, True)
         self._retire()
         self._settled.set()
         self._wake()

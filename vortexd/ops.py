@@ -44,6 +44,8 @@ class DaemonFacts:
     voices: Callable[[], dict[str, list[str]]]
     subscribe: Callable[[str | None], Any]
     notify_status: Callable[[str], None]
+    channel: Callable[[], dict[str, Any] | None] = lambda: None
+    """On air now and next, fillers aired (None without a channel)."""
 
 
 def slot_view(slot: Slot, predicted_s: float | None) -> dict[str, Any]:
@@ -110,6 +112,7 @@ class ControlOps:
                 "cadence_s": self.engine.settings.cadence_s,
                 "pending": [slot_view(s, snapshot.predicted_publish_s.get(s.slot_id)) for s in snapshot.slots
                             if s.state not in TERMINAL_STATES],
+                "channel": daemon.channel(),
                 "arena": arena_status(daemon.arena), "metrics_port": daemon.metrics_port(),
                 "uptime_s": round(time.monotonic() - daemon.started_monotonic_s, 1)}
 

@@ -175,6 +175,9 @@ def test_a_drain_waits_for_every_slot_in_flight_including_queued_jobs(tmp_path: 
         for k in range(4):
             await engine.submit(text_recipe(f"s{k}"))
         await box.wait_state("s1", "finishing")
+        # The job is sent to the lane just after the journal says "finishing".
+        while engine.snapshot().lanes["finish"]["queued"] == 0 and box.state("s0") != "published":
+            await asyncio.sleep(0.005)
         queued_jobs = engine.snapshot().lanes["finish"]
         assert queued_jobs["current"] == "s0" and queued_jobs["queued"] == 1
         assert box.state("s2") in ("preparing", "prepared")  # prepared ahead, waiting for a slab
