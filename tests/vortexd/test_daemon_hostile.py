@@ -171,9 +171,10 @@ def test_a_second_daemon_on_another_state_folder_but_the_same_socket_exits_befor
     assert daemon.request("health")["result"]["healthy"]
 
 
-def test_render_of_a_slot_too_big_for_memory_is_a_field_error(tmp_path: Path, repo_root: Path) -> None:
+def test_render_of_a_slot_too_big_for_memory_is_refused_naming_what_it_needs(tmp_path: Path, repo_root: Path) -> None:
     """`vortexd render` of a 600 s recipe under an 8 GB address-space limit (its video needs
-    10.5 GiB): `error: output.duration_s: …`, exit 2, nothing published, no traceback."""
+    10.5 GiB): `error: not enough memory to render …` naming what it needs, exit 2, nothing
+    published, no traceback."""
     (tmp_path / "long.toml").write_text('slot_id = "long"\n[speech]\ntext = "A long slot."\n'
                                         '[output]\nduration_s = 600\n')
     limit = 8 * 2**30
@@ -186,6 +187,7 @@ def test_render_of_a_slot_too_big_for_memory_is_a_field_error(tmp_path: Path, re
                             capture_output=True, text=True, timeout=120, preexec_fn=cap_memory, cwd=repo_root,
                             env={**os.environ, "MALLOC_ARENA_MAX": "2"})
     assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith("error: output.duration_s: 14400 frames need 10.5 GiB"), result.stderr
+    assert result.stderr.startswith("error: not enough memory to render"), result.stderr
+    assert "14400 frames need 10.5 GiB" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out" / "long").exists()
