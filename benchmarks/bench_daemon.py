@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/bench_daemon.py --liveportrait tiny --cadence 10 --duration 8   # LP in its region
     python3 benchmarks/bench_daemon.py --liveportrait full --device cuda --no-verify           # a GPU node
 
-Prints cold start to READY, per-slot deadline slack (min / median), misses, and the daemon's CPU
+Prints cold start to READY, per-slot deadline slack (min / median), misses, the first segment's
+latency after each warp started, what the live channel aired (slots, fillers), and the daemon's CPU
 utilisation over the run (user+system CPU seconds of the daemon and its worker processes,
 divided by wall time and core count). With --liveportrait the warp is LivePortrait in its arena
 region, from the official release's folder or from random weights written in the official layout
@@ -119,6 +120,22 @@ def main() -> None:
         print(f"deadline slack: min {min(slack):.2f} s, median {statistics.median(slack):.2f} s")
     print(f"daemon CPU: {cpu_s:.1f} s over {wall_s:.1f} s wall = {100 * cpu_s / wall_s / os.cpu_count():.0f}% "
           f"of {os.cpu_count()} cores")
+    _print_stream(folder / "out", slots, status.get("channel"))
+
+
+def _print_stream(out: Path, slots: list[dict], channel: dict | None) -> None:
+    """First segment readable after each slot's warp started, and what the channel aired."""
+    import json
+
+    first = [json.loads((out / s["slot_id"] / "manifest.json").read_text()).get("first_segment_s")
+             for s in slots if (out / s["slot_id"] / "manifest.json").is_file()]
+    first = [value for value in first if value is not None]
+    if first:
+        print(f"first segment after warp start: min {min(first):.3f} s, median {statistics.median(first):.3f} s, "
+              f"max {max(first):.3f} s")
+    if channel:
+        print(f"channel: slots aired {channel['slots_aired']}, fillers aired {channel['fillers_aired']}, "
+              f"window {channel['window_segments']} segments / {channel['window_duration_s']} s")
 
 
 if __name__ == "__main__":
