@@ -7,10 +7,8 @@ daemons in one test process, or a test and a daemon, never see each other's seri
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CollectorRegistry,
@@ -20,7 +18,6 @@ from prometheus_client import (
     Info,
     ProcessCollector,
     generate_latest,
-    start_http_server,
 )
 
 from stages.errors import StageInputError
@@ -125,8 +122,6 @@ class Metrics:
             self.stage_duration.labels(stage=stage)
         for outcome in self.options.outcomes:
             self.slots.labels(outcome=outcome)
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
 
     def _channel_series(self, reg: CollectorRegistry) -> None:
         """The stream's and the channel's series: first-segment latency, fillers, the window."""
@@ -138,6 +133,8 @@ class Metrics:
             "(since the channel began; it survives restarts).", registry=reg)
         self.channel_window = Gauge(
             "vortex_channel_window", "What the live playlist lists now.", ["unit"], registry=reg)
+        for unit in ("seconds", "segments"):
+            self.channel_window.labels(unit=unit)
 
     # ----- recording ---------------------------------------------------------------------------
 
@@ -231,26 +228,3 @@ class Metrics:
     def render(self) -> bytes:
         """The registry in Prometheus text exposition format."""
         return generate_latest(self.registry)
-
-    def serve_http(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Serve `/metrics` for this registry on a daemon thread; returns the bound port.
-
-        Port 0 picks a free port. Call `close()` to stop.
-        """
-        if self._server is not None:
-            raise RuntimeError("metrics HTTP server already running")
-        if not 0 <= port <= 65535:
-            raise StageInputError("metrics.port", "must be in 0..65535", port=port)
-        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
-        return int(self._server.server_address[1])
-
-    def close(self) -> None:
-        """Stop the HTTP server if it runs (idempotent)."""
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
-        self._server = None
-        self._thread = None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import DaemonProcess, wait_for, write_config
+from tests.support.daemon import DaemonProcess, scrape_metrics, wait_for, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -142,13 +142,7 @@ def test_metrics_endpoint_exposes_slot_timing_series(daemon: DaemonProcess) -> N
         assert daemon.request("submit", {"recipe": recipe})["ok"]
     wait_for(lambda: _states(daemon).get("metrics-ok") == "published"
               and _states(daemon).get("metrics-mute") == "failed", 60, "one slot published, one rejected")
-    port = daemon.request("status")["result"]["metrics_port"]
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
+    values = scrape_metrics(daemon)
     published = [k for k, v in _states(daemon).items() if v == "published"]
     # Each publish counted once, and the counter agrees with the journal.
     assert (values['vortex_slots_total{outcome="published"}']

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -128,24 +127,6 @@ def test_bad_observations_are_refused_by_field(call, field_name) -> None:
     with pytest.raises(StageInputError) as err:
         call(Metrics(MetricsOptions(process_metrics=False)))
     assert err.value.field == field_name
-
-
-def test_http_endpoint_serves_this_registry_on_a_free_port() -> None:
-    """serve_http(port=0) binds a free port and /metrics returns the exposition text."""
-    m = observed()
-    port = m.serve_http("127.0.0.1", 0)
-    try:
-        assert port > 0
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            body = response.read().decode()
-        assert "vortex_warp_frames_per_second 40.0" in body
-        families = {f.name for f in text_string_to_metric_families(body)}
-        assert "vortex_deadline_slack_seconds" in families
-        with pytest.raises(RuntimeError):
-            m.serve_http("127.0.0.1", 0)
-    finally:
-        m.close()
-    m.close()  # idempotent
 
 
 # ----- shipped configuration --------------------------------------------------------------------
