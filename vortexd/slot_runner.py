@@ -9,6 +9,7 @@ result as a value: `prepare` → `Prepared`, `warp` → the frames written into 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +26,8 @@ from vortexd.slot_stream import SlotStream, live_folder, publish_stream
 if TYPE_CHECKING:
     from stages.encode import PublishedSlot
 
+FILLER_KEY = "filler.json"
+"""What a kept filler was made with (length, warp, library versions): a start with the same reuses it."""
 WARM_UP_TEXT = "Warm up."
 WARM_UP_PROMPT = "a person looking at the camera"
 
@@ -112,6 +115,9 @@ class SlotRunner:
         (returned). The same every time (the renders are deterministic)."""
         from scipy.io import wavfile
 
+        key = {"seconds": seconds, "warp": self.backends.warp.name, "versions": pipeline.versions()}
+        if _filler_kept(folder, key):
+            return folder / "hls"  # made by an earlier start with the same code: the same bytes
         folder.mkdir(parents=True, exist_ok=True)
         silence = folder / "silence.wav"
         wavfile.write(silence, 24_000, np.zeros(int(round(seconds * 24_000)), np.int16))
@@ -125,6 +131,7 @@ class SlotRunner:
         (folder / "video.mp4").unlink(missing_ok=True)
         publish_stream(slot.stream, folder)
         _remove_staging(slot.stream.folder)
+        (folder / FILLER_KEY).write_text(json.dumps(key, sort_keys=True))
         return hls
 
     @staticmethod
@@ -141,3 +148,13 @@ def _remove_staging(folder: Path) -> None:
         folder.parent.rmdir()
     except OSError:
         pass  # other slots are being made: their staging stays
+
+
+def _filler_kept(folder: Path, key: dict) -> bool:
+    """Whether `folder` holds a whole filler made with `key`."""
+    try:
+        kept = json.loads((folder / FILLER_KEY).read_text())
+        whole = "#EXT-X-ENDLIST" in (folder / "hls" / "index.m3u8").read_text()
+    except (OSError, ValueError):
+        return False
+    return whole and kept == json.loads(json.dumps(key, sort_keys=True))

@@ -32,12 +32,14 @@ def _toml_value(value: Any) -> str:
 
 
 def write_config(folder: Path, **overrides: Any) -> Path:
-    """A settings TOML for a daemon living entirely inside `folder` (socket, journal, outputs)."""
+    """A settings TOML for a daemon living entirely inside `folder` (socket, journal, outputs).
+    The live channel is off unless asked for (`channel=True`): its filler costs each start a
+    render, and only the channel's own tests need it."""
     values: dict[str, Any] = {
         "output_dir": str(folder / "out"), "journal_path": str(folder / "journal.sqlite3"),
         "socket_path": str(folder / "control.sock"), "socket_group": "", "allowed_roots": [str(folder)],
         "metrics_port": 0, "arena_prefault": False, "cadence_s": 6.0, "margin_s": 1.0,
-        "max_slot_frames": 144, "drain_timeout_s": 20.0, "kokoro_warm_up": False,
+        "max_slot_frames": 144, "drain_timeout_s": 20.0, "kokoro_warm_up": False, "channel": False,
     }
     values.update(overrides)
     lines = [f"{key} = {_toml_value(value)}" for key, value in values.items()]

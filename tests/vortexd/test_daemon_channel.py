@@ -40,7 +40,7 @@ def test_a_missed_slot_airs_the_filler_on_time_and_the_next_slot_airs_after_it(t
     """a publishes and airs; b is held back by a drain until it is late: the filler airs at b's
     air time; c, submitted after `resume`, airs at its own. The live playlist plays across the
     slot boundaries with PyAV, /metrics counts the filler, `status` shows the channel."""
-    daemon = DaemonProcess(tmp_path, write_config(tmp_path, cadence_s=CADENCE_S, margin_s=1.0))
+    daemon = DaemonProcess(tmp_path, write_config(tmp_path, cadence_s=CADENCE_S, margin_s=1.0, channel=True))
     daemon.start()
     channel = tmp_path / "out" / "channel"
     try:
