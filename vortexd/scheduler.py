@@ -432,12 +432,15 @@ class Scheduler:
         """Attempts left, and the retried stage can still end before the deadline."""
         if slot.attempts + 1 >= self.options.max_attempts:
             return False
-        backoff_s = self.options.retry_backoff_s * 2 ** slot.attempts
+        backoff_s = self._backoff_s(slot)
         rest_s = sum(self.estimate_s(s) for s in STAGES[STAGES.index(stage):])
         return now_s + backoff_s + rest_s <= slot.deadline_s
 
+    def _backoff_s(self, slot: Slot) -> float:
+        return min(self.options.retry_backoff_max_s, self.options.retry_backoff_s * 2 ** slot.attempts)
+
     def _retry(self, slot: Slot, stage: str, now_s: float, error: str | None) -> None:
-        slot.retry_at_s = now_s + self.options.retry_backoff_s * 2 ** slot.attempts
+        slot.retry_at_s = now_s + self._backoff_s(slot)
         slot.attempts += 1
         slot.error = error
         slot.state = _BEFORE_STATE[stage]

@@ -48,11 +48,13 @@ class SchedulerOptions:
     reanchor_when_idle: bool = True
     """When a slot arrives with nothing else pending and could not make its deadline, move t0 so
     it airs `first_air_lead_s` from now instead of starting a permanently late timeline."""
-    max_attempts: int = 3
+    max_attempts: int = 6
     """A stage that fails for a transient reason (disk full, a crash) is tried this many times in
     all while its slot can still make its deadline; then the slot fails."""
     retry_backoff_s: float = 1.0
-    """Seconds before a failed stage is tried again (doubling with each attempt)."""
+    """Seconds before a failed stage is tried again, doubling with each attempt up to
+    `retry_backoff_max_s` (1, 2, 4, 8, 8 s: a full disk gets about 23 s to be freed)."""
+    retry_backoff_max_s: float = 8.0
 
     def __post_init__(self) -> None:
         positive = {"cadence_s": self.cadence_s}
@@ -61,7 +63,8 @@ class SchedulerOptions:
         for name, value in positive.items():
             if not math.isfinite(value) or value <= 0:
                 raise StageInputError(f"scheduler.{name}", "must be a positive number", value=value)
-        non_negative = {"margin_s": self.margin_s, "retry_backoff_s": self.retry_backoff_s, "prepare_estimate_s": self.prepare_estimate_s,
+        non_negative = {"margin_s": self.margin_s, "retry_backoff_s": self.retry_backoff_s,
+                        "retry_backoff_max_s": self.retry_backoff_max_s, "prepare_estimate_s": self.prepare_estimate_s,
                         "warp_estimate_s": self.warp_estimate_s,
                         "finish_estimate_s": self.finish_estimate_s}
         for name, value in non_negative.items():

@@ -15,6 +15,7 @@ slab, which holds the frames until the slot is published, and are done about whe
 
 from __future__ import annotations
 
+import errno
 import queue
 import shutil
 import threading
@@ -26,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+_NEARLY_FULL_BYTES = 4 << 20
+"""Less free space than a couple of segments: an unfinished stream is the disk's fault."""
 LIVE_DIR_NAME = ".live"
 """Staging of the slots being made, inside the output folder (hidden: a slot id never starts with a dot)."""
 
@@ -115,7 +118,11 @@ def _check_finished(playlist: Path) -> None:
     except OSError as exc:
         raise OSError(f"the slot's stream playlist cannot be read: {exc}") from exc
     if not whole:
-        raise OSError(f"the slot's stream was not finished on disk ({playlist}): out of space?")
+        free_bytes = shutil.disk_usage(Path(playlist).parent).free
+        if free_bytes < _NEARLY_FULL_BYTES:
+            raise OSError(errno.ENOSPC, f"No space left on device for the slot's stream ({free_bytes} bytes free)",
+                          str(playlist))
+        raise OSError(f"the slot's stream was not finished on disk ({playlist})")
 
 
 class _BesideTheWarp:

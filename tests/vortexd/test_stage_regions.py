@@ -16,6 +16,8 @@ from vortexd import pipeline  # noqa: E402
 from vortexd.recipe import parse_recipe  # noqa: E402
 from vortexd.regions import create_arena  # noqa: E402
 from vortexd.settings import Settings  # noqa: E402
+from vortexd.slot import HeldSlab, Slot  # noqa: E402
+from vortexd.slot_runner import SlotRunner  # noqa: E402
 from vram import MIB, StageMemoryExceeded  # noqa: E402
 
 BUDGET_MIB = 48
@@ -86,9 +88,13 @@ def test_a_warp_over_its_region_fails_that_slot_only_and_the_next_publishes(node
     del tenant
     assert region.used_bytes() == baseline
     retry, retry_frames = _slot(backends, 7)
-    _warp(backends, retry)
+    # Warped (and streamed) and published through the one slot runner, as the daemon does.
+    runner = SlotRunner(backends.settings.model_copy(update={"verify": False}), backends, tmp_path)
+    slot = Slot(retry.recipe.slot_id, 0, retry.recipe, lease=HeldSlab(retry_frames))
+    slot.prepared = pipeline.Prepared(retry.actor, retry.speech, retry.plan, retry.warnings)
+    runner.warp(slot)
     assert np.array_equal(retry_frames, reference_frames)
-    published = pipeline.finish(tmp_path, retry, backends, verify=False)
+    published = runner.finish(slot)
     assert (published.path / "video.mp4").stat().st_size > 0 and region.used_bytes() == baseline
 
 
