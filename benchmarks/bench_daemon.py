@@ -73,6 +73,7 @@ def main() -> None:
                         help="warp with LivePortrait: tiny / full random weights, or the official release's folder")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-verify", action="store_true", help="skip the verify stage (no MediaPipe on the node)")
+    parser.add_argument("--no-channel", action="store_true", help="no live channel (and no filler at start-up)")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="vortex-cadence-"))
@@ -80,7 +81,7 @@ def main() -> None:
     extra = liveportrait_settings(folder, args.liveportrait) if args.liveportrait else {}
     daemon = DaemonProcess(folder, write_config(folder, cadence_s=args.cadence, max_slot_frames=frames,
                                                 arena_prefault=True, margin_s=2.0, device=args.device,
-                                                verify=not args.no_verify,
+                                                verify=not args.no_verify, channel=not args.no_channel,
                                                 kokoro_warm_up=args.voice.startswith("kokoro:"), **extra))
     ready_s = daemon.start(timeout_s=300)
     print(f"cold start to READY: {ready_s:.2f} s")
