@@ -183,14 +183,10 @@ class Daemon:
 
     def _page_status(self) -> dict:
         """The operator page's document (read on the event loop)."""
-        from vortexd.ops import arena_status, slot_view
+        from vortexd.ops import arena_status, pending_views
         from vortexd.web_status import page_status
 
-        slots = []
-        if self.engine is not None:
-            snapshot = self.engine.snapshot()
-            slots = [slot_view(s, snapshot.predicted_publish_s.get(s.slot_id)) for s in snapshot.slots
-                     if not s.terminal]
+        slots = pending_views(self.engine.snapshot()) if self.engine is not None else []
         channel = self.on_air.channel if self.on_air is not None else None
         return page_status(phase=self.phase, now_s=self.clock.now_s(), wall_now_s=time.time(), slot_views=slots,
                            arena=arena_status(self.arena) if self.arena is not None else {},

@@ -30,6 +30,7 @@ from vortexd.events import EventBus
 from vortexd.failures import classify, describe
 from vortexd.journal import Journal
 from vortexd.metrics import Metrics
+from vortexd.on_air import channel_dir
 from vortexd.outcomes import OutcomeRecorder
 from vortexd.recipe import Recipe, RecipeError
 from vortexd.scheduler import STAGES, Action, Scheduler
@@ -38,7 +39,7 @@ from vortexd.slot import Slot
 from vortexd.slot_state import RUNNING_STATE, SlotState
 from vortexd.slot_stream import live_folder
 from vortexd.slot_table import SlotTable
-from vortexd.spool import input_files, snapshot_inputs, sweep_spool
+from vortexd.spool import input_files, snapshot_inputs, spooled_inputs, sweep_spool
 from vortexd.stage_worker import Job, StageWorker
 from vortexd.tasks import TaskManager
 
@@ -62,6 +63,9 @@ class StageRunner(Protocol):
 
     def finish(self, slot: Slot, progress: Callable[[str, int, int], None]) -> Any:
         """Verify, encode and publish; returns the published folder and manifest."""
+
+    def fp32_rerenders(self) -> int:
+        """Warp chunks rendered again in fp32 so far (for the metrics)."""
 
 
 @dataclass(frozen=True)
@@ -190,8 +194,7 @@ class SlotEngine:
 
     async def _checked_inputs(self, recipe: Recipe) -> tuple[Recipe, dict[str, Any]]:
         """The recipe sized for a slab, its input files read, checked and copied to the spool."""
-        if self.settings.channel and (self.settings.channel_dir or self.settings.output_dir / "channel") == \
-                self.settings.output_dir / recipe.slot_id:
+        if self.settings.channel and channel_dir(self.settings) == self.settings.output_dir / recipe.slot_id:
             raise RecipeError("slot_id", "is the name of the channel's folder in the output folder; choose another")
         limit = self.settings.max_slot_frames
         if recipe.output.n_frames > limit:
@@ -303,10 +306,7 @@ class SlotEngine:
         for event in self.journal.events(slot_id):
             if event.kind == "inputs" and event.data:
                 return event.data["inputs"]
-        files = {"actor.image": recipe.actor.image, "speech.audio": recipe.speech.audio,
-                 "motion.driving": recipe.motion.driving}
-        return {field: {"path": str(path), "sha256": Path(path).stem, "bytes": Path(path).stat().st_size}
-                for field, path in files.items() if path is not None and Path(path).is_file()}
+        return spooled_inputs(recipe)
 
     # ----- the scheduling loop -------------------------------------------------------------
 

@@ -54,10 +54,7 @@ def _plain(value: Any) -> Any:
 def input_hashes(recipe: Recipe) -> dict[str, str]:
     """sha256 of each input file the recipe names, by field (the daemon's are its spool copies,
     named by that same hash: the bytes accepted at submit)."""
-    files = {"actor.image": recipe.actor.image, "speech.audio": recipe.speech.audio,
-             "motion.driving": recipe.motion.driving}
-    return {field: hashlib.sha256(Path(path).read_bytes()).hexdigest()
-            for field, path in files.items() if path is not None}
+    return {field: hashlib.sha256(path.read_bytes()).hexdigest() for field, path in recipe.input_files().items()}
 
 
 def build_manifest(recipe: Recipe, backends: ManifestBackends, speech, plan, verdict, clock: StageTimes,

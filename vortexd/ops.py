@@ -17,7 +17,6 @@ from vortexd.control.protocol import OPS, ControlError, Request, parse_submit
 from vortexd.engine import EngineSnapshot, SlotEngine
 from vortexd.engine_errors import EngineError, NotServing, SlotAlreadyFinal, UnknownSlot
 from vortexd.slot import Slot
-from vortexd.slot_state import TERMINAL_STATES
 
 _ERROR_CODES: dict[type[EngineError], str] = {NotServing: "draining", UnknownSlot: "not_found",
                                               SlotAlreadyFinal: "conflict"}
@@ -55,6 +54,11 @@ def slot_view(slot: Slot, predicted_s: float | None) -> dict[str, Any]:
             "holds_slab": slot.holds_slab, "error": slot.error, "published_s": slot.published_s,
             "deadline_slack_s": slot.slack_s, "predicted_publish_s": predicted_s, "attempts": slot.attempts,
             "stage_durations_s": dict(slot.durations_s)}
+
+
+def pending_views(snapshot: EngineSnapshot) -> list[dict[str, Any]]:
+    """The views of the slots not final yet (what `status` and the operator page list)."""
+    return [slot_view(s, snapshot.predicted_publish_s.get(s.slot_id)) for s in snapshot.slots if not s.terminal]
 
 
 class ControlOps:
@@ -110,8 +114,7 @@ class ControlOps:
                 "slabs": {"count": snapshot.slab_count, "in_use": sum(s.holds_slab for s in snapshot.slots)},
                 "stats": {k: getattr(stats, k) for k in stats.__dataclass_fields__},
                 "cadence_s": self.engine.settings.cadence_s,
-                "pending": [slot_view(s, snapshot.predicted_publish_s.get(s.slot_id)) for s in snapshot.slots
-                            if s.state not in TERMINAL_STATES],
+                "pending": pending_views(snapshot),
                 "channel": daemon.channel(),
                 "arena": arena_status(daemon.arena), "metrics_port": daemon.metrics_port(),
                 "uptime_s": round(time.monotonic() - daemon.started_monotonic_s, 1)}

@@ -117,7 +117,7 @@ class OutcomeRecorder:
             self.metrics.observe_first_segment(slot.stream.first_segment_s)
         if stage == "warp" and "warp" in seconds:
             self.metrics.record_warp_throughput(slot.recipe.output.n_frames, seconds["warp"])
-            self.metrics.sync_fp32_rerenders(getattr(runner, "fp32_rerenders", lambda: 0)())
+            self.metrics.sync_fp32_rerenders(runner.fp32_rerenders())
         if stage == "finish" and result is not None:
             offset = (result.manifest.get("verdict") or {}).get("av_offset_frames")
             if offset is not None:

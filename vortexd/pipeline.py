@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import functools
 import hashlib
 import importlib.metadata
 import time
@@ -88,18 +87,12 @@ def expression_segments(recipe: Recipe):
     return normalize_expression(value, recipe.output.duration_s)
 
 
-@functools.lru_cache(maxsize=8)
-def _driving_motion(path: Path, size_bytes: int, mtime_ns: int):
+def load_driving_motion(path: Path):
+    """The motion of a driving video or template (stages.motion.driving, which keeps it by
+    content: the check at submit reads it, the prepare stage finds it kept)."""
     from stages.motion.driving import load_driving
 
     return load_driving(path)
-
-
-def load_driving_motion(path: Path):
-    """The motion of a driving video or template (stages.motion.driving), cached by file identity:
-    the daemon reads it at submit to check it, and its prepare stage reuses the result."""
-    stat = Path(path).stat()
-    return _driving_motion(Path(path), stat.st_size, stat.st_mtime_ns)
 
 
 def make_plan(recipe: Recipe, speech: Speech, inputs: dict[str, Any] | None = None) -> MotionPlan:

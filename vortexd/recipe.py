@@ -130,6 +130,12 @@ class Recipe(_Strict):
                                  f"{self.output.duration_s} s slot")
         return self
 
+    def input_files(self) -> dict[str, Path]:
+        """The input files the recipe names, by field (for a journaled recipe: its spool copies)."""
+        named = {"actor.image": self.actor.image, "speech.audio": self.speech.audio,
+                 "motion.driving": self.motion.driving}
+        return {field: Path(path) for field, path in named.items() if path is not None}
+
     def content_hash(self) -> str:
         """sha256 of the canonical JSON of the recipe (what the manifest records)."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

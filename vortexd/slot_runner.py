@@ -109,6 +109,10 @@ class SlotRunner:
         if judge is not None:  # loads the ensemble now: missing weights stop the start-up
             judge.score(frames, slot.prepared.actor.image)
 
+    def fp32_rerenders(self) -> int:
+        """Warp chunks the backend rendered again in fp32 (LivePortrait's fp16 guard; 0 for the mesh)."""
+        return getattr(self.backends.warp, "fp32_rerenders", 0)
+
     def render_filler(self, slab: np.ndarray, seconds: float, folder: Path) -> Path:
         """The channel's filler: the sample actor idling — blinks, breath, no speech — for
         `seconds`, rendered and encoded like any slot; its stream is published as `folder/hls`

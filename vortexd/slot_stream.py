@@ -72,9 +72,9 @@ class SlotStream:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self._started = time.perf_counter()
-        self._n_segments = -(-n_frames // int(2.0 * fps))
         self._on_segment = on_segment or (lambda done, total: None)
         self._encoder = StreamEncoder(folder, fps, n_frames, speech.audio, speech.sample_rate_hz)
+        self._n_segments = -(-n_frames // self._encoder.segment_frames)
         self._encode_s = 0.0
         self._checks = _BesideTheWarp(StreamingVerifier(speech, fps, n_frames)) if verify else None
 

@@ -125,10 +125,8 @@ def _read_inputs(recipe: Recipe, roots: list[Path], library_dir: Path | None) ->
     """(field, path as shown, bytes) of every input file, read safely; a prompt's library pick
     counts when there is no image and a library is given."""
     found = []
-    for field, path in (("actor.image", recipe.actor.image), ("speech.audio", recipe.speech.audio),
-                        ("motion.driving", recipe.motion.driving)):
-        if path is not None:
-            found.append((field, str(path), read_inside(Path(path), roots, field, MAX_INPUT_BYTES)))
+    for field, path in recipe.input_files().items():
+        found.append((field, str(path), read_inside(path, roots, field, MAX_INPUT_BYTES)))
     if recipe.actor.image is None and recipe.actor.prompt is not None and library_dir is not None:
         from stages.image.library import pick_library_image
 
@@ -183,7 +181,14 @@ def snapshot_inputs(recipe: Recipe, roots: list[Path], spool_dir: Path, *,
 
 def input_files(recipe: Recipe) -> set[Path]:
     """The input files a recipe names (for a journaled recipe: its spool copies)."""
-    return {Path(p) for p in (recipe.actor.image, recipe.speech.audio, recipe.motion.driving) if p is not None}
+    return set(recipe.input_files().values())
+
+
+def spooled_inputs(recipe: Recipe) -> dict[str, dict[str, Any]]:
+    """The inputs record of a journaled recipe read off its spool copies (each named by its
+    sha256), for a slot whose record was not journaled; the paths are the copies'."""
+    return {field: {"path": str(path), "sha256": path.stem, "bytes": path.stat().st_size}
+            for field, path in recipe.input_files().items() if path.is_file()}
 
 
 def sweep_spool(spool_dir: Path, keep: set[Path]) -> int:
