@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from stages.errors import StageInputError
 from stages.files import read_inside
@@ -63,12 +65,25 @@ def _remember(actor: Actor) -> Actor:
         return actor
 
 
+def builtin_portrait_path() -> Path:
+    """The built-in sample portrait's file: scikit-image's astronaut.png, found without importing
+    scikit-image (its `data.astronaut()` imports skimage.io and imageio's plugins, ~0.3 s of CPU
+    per process, to decode this one PNG)."""
+    spec = importlib.util.find_spec("skimage")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        path = Path(folder) / "data" / "astronaut.png"
+        if path.is_file():
+            return path
+    raise FileNotFoundError("scikit-image's sample portrait data/astronaut.png is not installed")
+
+
 @functools.lru_cache(maxsize=1)
 def _builtin_portrait() -> tuple[np.ndarray, str]:
-    # Imported lazily: skimage.data costs ~0.3 s to import and read, and only this path needs it.
-    from skimage.data import astronaut
-
-    pixels = np.ascontiguousarray(astronaut(), dtype=np.uint8)
+    # Pillow, as skimage.data.astronaut() reads it (the same pixels); OpenCV's libpng would print
+    # a warning about the file's colour profile on every start.
+    with Image.open(builtin_portrait_path()) as picture:
+        pixels = np.ascontiguousarray(picture.convert("RGB"), dtype=np.uint8)
     pixels.setflags(write=False)
     return pixels, hashlib.sha256(pixels.tobytes()).hexdigest()
 

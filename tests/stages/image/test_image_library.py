@@ -231,3 +231,19 @@ def test_a_library_folder_reached_through_a_link_out_of_it_is_refused(tmp_path):
     with pytest.raises(StageInputError, match="outside the allowed roots") as caught:
         read_library_image(folder / ".." / "outside" / "secret.jpg", folder)
     assert caught.value.field == "actor.prompt"
+
+
+def test_builtin_is_scikit_images_astronaut_read_without_importing_skimage_io():
+    """The built-in portrait has exactly skimage.data.astronaut()'s pixels (its source hash is
+    theirs), and preparing it does not import skimage.io (~0.3 s of CPU per process)."""
+    import hashlib
+    import subprocess
+    import sys
+
+    from skimage import data
+
+    assert load_actor().source_sha256 == hashlib.sha256(data.astronaut().tobytes()).hexdigest()
+    code = ("import sys; from stages.image.library import _builtin_portrait; _builtin_portrait(); "
+            "print('skimage.io' in sys.modules)")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert found == "False"
