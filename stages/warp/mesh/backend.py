@@ -32,7 +32,7 @@ from stages.warp.mesh.field import Box, Grid, GridInverter
 from stages.warp.mesh.lipline import refine_inner_lips
 from stages.warp.mesh.bases import LayerBases, pose_limits
 from stages.warp.mesh.layers import HeadModel, LayerFields, pack
-from stages.warp.mesh.mouth import MouthCompositor, MouthPatch
+from stages.warp.mesh.mouth import MouthCompositor, MouthPatch, block_reach
 from stages.warp.mesh.regions import HeadEllipse
 
 BLOCK_FRAMES = 32
@@ -97,6 +97,16 @@ def _sub_box(inner: Box, outer: Box) -> tuple[slice, slice]:
             slice(inner.x0 - outer.x0, inner.x0 - outer.x0 + inner.w))
 
 
+def _outside(box: Box) -> list[tuple[slice, slice]]:
+    """(rows, cols) slices of the frame's bands above, below, left and right of `box`, the empty
+    ones left out: together with the box they cover the frame once."""
+    n = FRAME_SIZE_PX
+    bands = [(slice(0, box.y0), slice(0, n)), (slice(box.y0 + box.h, n), slice(0, n)),
+             (slice(box.y0, box.y0 + box.h), slice(0, box.x0)),
+             (slice(box.y0, box.y0 + box.h), slice(box.x0 + box.w, n))]
+    return [(r, c) for r, c in bands if r.stop > r.start and c.stop > c.start]
+
+
 class PreparedMeshWarp:
     """An actor made ready for the mesh warp; `render` fills slab frames from a motion plan."""
 
@@ -117,6 +127,7 @@ class PreparedMeshWarp:
         base_grid = Grid.covering(*head.bounding_box_px(frame), step=base_step,
                                   within=Box(0, 0, FRAME_SIZE_PX, FRAME_SIZE_PX))
         self.roi = base_grid.box
+        self._outside_roi = _outside(self.roi)
         self.mouth_patch = MouthPatch.build(image, lm, frame, mouth, self.roi, mouth_step,
                                             max_drop_px=1.3 * jaw_drop_px(frame))
         self.eye_patches = [EyePatch.build(frame, eye, self.roi) for eye in eyes]
@@ -127,6 +138,7 @@ class PreparedMeshWarp:
         for name, basis in bases.mouth(self.mouth_patch).items():
             self._layers[name] = LayerFields(self.mouth_patch.grid, pack(basis), BLOCK_FRAMES)
         self._features = np.zeros((BLOCK_FRAMES, N_FEATURES), np.float32)
+        self._mouth_reach = np.zeros((BLOCK_FRAMES, 4), np.float64)
         self._workspaces = [_Workspace(image, base_grid, self.mouth_patch, tuple(self.eye_patches))
                             for _ in range(N_THREADS)]
 
@@ -167,28 +179,43 @@ class PreparedMeshWarp:
         np.clip(self._features, -self._feature_limits, self._feature_limits, out=self._features)
         for layer in self._layers.values():
             layer.compute(self._features)
+        layers = self._layers
+        block_reach(self.mouth_patch, layers["upper"].fields, layers["lower"].fields, layers["teeth"].fields,
+                    self._mouth_reach)
 
     def _render_frames(self, ws: _Workspace, js: range, block_start: int, out: np.ndarray) -> None:
         layers = self._layers
-        rows, cols = self.roi.slices
         mouth_box = self.mouth_patch.grid.box.slices
         blink = self._features[:, F["blink"]]
-        base = layers["base"]
         for j in js:
             dst = out[block_start + j]
-            np.copyto(dst, self.image)
+            self._copy_frame(dst)
             fine = ws.base.invert(layers["base"].fields[j])
-            cv2.remap(self.image, fine, None, cv2.INTER_LINEAR, dst=dst[rows, cols],
-                      borderMode=cv2.BORDER_REPLICATE)
+            self._remap_head(fine, dst)
             ws.mouth.render(layers["upper"].fields[j], layers["lower"].fields[j],
-                            layers["teeth"].fields[j], dst[mouth_box])
+                            layers["teeth"].fields[j], self._mouth_reach[j], dst[mouth_box])
             if blink[j] > _BLINK_EPS:  # with open eyes the lid layer is the face layer
-                for eye, patch in zip(ws.eyes, self.eye_patches):
-                    # The lid is drawn where the eye is now: a turned, nodded or shifted head
-                    # carries it tens of pixels from where it sits in the picture.
-                    dx, dy = base.grid.displacement_at(base.fields[j], patch.centre_px)
-                    box = patch.box.moved_within(round(float(dx)), round(float(dy)), self.roi)
-                    eye.render(float(blink[j]), fine[_sub_box(box, self.roi)], dst[box.slices])
+                self._draw_lids(ws, j, float(blink[j]), fine, dst)
+
+    def _copy_frame(self, dst: np.ndarray) -> None:
+        """The actor image into the frame outside the head ROI (`_remap_head` writes the ROI)."""
+        for part in self._outside_roi:
+            np.copyto(dst[part], self.image[part])
+
+    def _remap_head(self, fine: np.ndarray, dst: np.ndarray) -> None:
+        """The face layer: the head ROI of `dst` sampled from the actor image through map `fine`."""
+        rows, cols = self.roi.slices
+        cv2.remap(self.image, fine, None, cv2.INTER_LINEAR, dst=dst[rows, cols], borderMode=cv2.BORDER_REPLICATE)
+
+    def _draw_lids(self, ws: _Workspace, j: int, blink: float, fine: np.ndarray, dst: np.ndarray) -> None:
+        """Both upper lids at `blink` over frame `dst` (block row j), where the eyes are now."""
+        base = self._layers["base"]
+        for eye, patch in zip(ws.eyes, self.eye_patches):
+            # The lid is drawn where the eye is now: a turned, nodded or shifted head
+            # carries it tens of pixels from where it sits in the picture.
+            dx, dy = base.grid.displacement_at(base.fields[j], patch.centre_px)
+            box = patch.box.moved_within(round(float(dx)), round(float(dy)), self.roi)
+            eye.render(blink, fine[_sub_box(box, self.roi)], dst[box.slices])
 
 
 class MeshWarpBackend:

@@ -182,6 +182,12 @@ class GridInverter:
 
         self.fine[y, x] is the frame pixel (x, y) whose content lands on box pixel (y, x).
         """
+        self._iterate(field_px)
+        self._upsample()
+        return self.fine
+
+    def _iterate(self, field_px: np.ndarray) -> None:
+        """The inverse on the nodes, in node-index units, into self._s_idx."""
         s = self.grid.step
         np.multiply(field_px, 1.0 / s, out=self._d_idx)  # node-index units, what remap wants
         np.subtract(self._ident, self._d_idx, out=self._s_idx)
@@ -193,8 +199,11 @@ class GridInverter:
             else:
                 np.subtract(self._ident, self._sampled, out=self._sampled)
                 cv2.addWeighted(self._s_idx, 1.0 - self.relax, self._sampled, self.relax, 0.0, dst=self._s_idx)
+
+    def _upsample(self) -> None:
+        """Node inverse → frame pixel coordinates at every pixel of the box (self.fine)."""
+        s = self.grid.step
         np.multiply(self._s_idx, float(s), out=self._s_idx)
         np.add(self._s_idx, self._origin, out=self._s_idx)
         cv2.resize(self._s_idx, (self._fine_all.shape[1], self._fine_all.shape[0]), dst=self._fine_all,
                    interpolation=cv2.INTER_LINEAR)
-        return self.fine

@@ -159,6 +159,24 @@ def _paint_out_teeth_specks(image: np.ndarray, frame: an.FaceFrame, mouth: an.Mo
     return cv2.inpaint(np.ascontiguousarray(image), specks, 3, cv2.INPAINT_TELEA)
 
 
+def block_reach(patch: MouthPatch, upper: np.ndarray, lower: np.ndarray, teeth: np.ndarray,
+                out: np.ndarray) -> None:
+    """How far the mouth layers move their support this block: out[j] = (min dx, min dy, max dx,
+    max dy) over the support's nodes of frame j's upper and lower (and, when the actor shows
+    its own teeth, teeth) node fields, each (n, rows, cols, 2).
+
+    One reduction per layer for the whole block: per frame the reductions over a few hundred
+    nodes cost more in call overhead than in arithmetic.
+    """
+    sub = (slice(None),) + patch.support_nodes
+    fields = (upper, lower) + ((teeth,) if patch.has_interior else ())
+    out[:, :2] = np.inf
+    out[:, 2:] = -np.inf
+    for f in fields:
+        np.minimum(out[:, :2], f[sub].min(axis=(1, 2)), out=out[:, :2])
+        np.maximum(out[:, 2:], f[sub].max(axis=(1, 2)), out=out[:, 2:])
+
+
 class MouthCompositor:
     """Per-thread scratch for the mouth: the three sides' maps and claims, blended by colour.
 
@@ -196,20 +214,16 @@ class MouthCompositor:
         self._ys = np.arange(h, dtype=np.float32)[:, None]
         self._xs = np.arange(w, dtype=np.float32)[None, :]
 
-    def _active(self, fields: tuple[np.ndarray, ...]) -> tuple[slice, slice]:
-        """Patch rows and columns the mouth layers can reach this frame (plus a feather)."""
+    def _active(self, reach: np.ndarray) -> tuple[slice, slice]:
+        """Patch rows and columns the mouth layers can reach this frame (plus a feather), from
+        the frame's row of `block_reach`."""
         p = self.patch
         x0, y0, x1, y1 = p.support_px
-        lo = np.array([np.inf, np.inf])
-        hi = -lo
-        for f in fields:
-            sub = f[p.support_nodes]
-            lo = np.minimum(lo, sub.min(axis=(0, 1)))
-            hi = np.maximum(hi, sub.max(axis=(0, 1)))
         pad = p.feather_px + 2.0
         h, w = self.hole.shape
-        rows = slice(int(np.clip(np.floor(y0 + lo[1] - pad), 0, h)), int(np.clip(np.ceil(y1 + hi[1] + pad), 0, h)))
-        cols = slice(int(np.clip(np.floor(x0 + lo[0] - pad), 0, w)), int(np.clip(np.ceil(x1 + hi[0] + pad), 0, w)))
+        lo_x, lo_y, hi_x, hi_y = (float(v) for v in reach)
+        rows = slice(int(np.clip(np.floor(y0 + lo_y - pad), 0, h)), int(np.clip(np.ceil(y1 + hi_y + pad), 0, h)))
+        cols = slice(int(np.clip(np.floor(x0 + lo_x - pad), 0, w)), int(np.clip(np.ceil(x1 + hi_x + pad), 0, w)))
         return rows, cols
 
     def _fade_in(self, area: tuple[slice, slice]) -> np.ndarray:
@@ -258,14 +272,13 @@ class MouthCompositor:
         return slice(rows.start + first, rows.start + last), cols
 
     def render(self, upper_field: np.ndarray, lower_field: np.ndarray, teeth_field: np.ndarray,
-               out_view: np.ndarray) -> None:
+               reach: np.ndarray, out_view: np.ndarray) -> None:
         """Draw the mouth into `out_view` (the patch of the frame, holding the face layer).
 
-        Only the part the mouth layers can reach this frame is touched; elsewhere in the patch
-        they coincide with the face layer.
+        Only the part the mouth layers can reach this frame (`reach`, its row of `block_reach`)
+        is touched; elsewhere in the patch they coincide with the face layer.
         """
-        p = self.patch
-        area = self._active((upper_field, lower_field) + ((teeth_field,) if p.has_interior else ()))
+        area = self._active(reach)
         if area[0].start >= area[0].stop or area[1].start >= area[1].stop:
             return
         s_l, s_t, c_low = self._claim_sides(area, upper_field, lower_field, teeth_field)
@@ -273,7 +286,7 @@ class MouthCompositor:
         if opening is not None:
             # Only between the mouth corners may nobody's claim become an opening; elsewhere the
             # shortfall is renormalised away below.
-            may_open = self._sample("cavity", p.cavity_paint, s_l, opening)
+            may_open = self._sample("cavity", self.patch.cavity_paint, s_l, opening)
             np.multiply(self.hole[opening], may_open, out=self.hole[opening])
         scale = self._blend_sides(area, out_view, c_low, with_teeth=s_t is not None)
         if opening is not None:
