@@ -122,18 +122,19 @@ def driving_source(recipe: Recipe, inputs: dict[str, Any] | None = None) -> Driv
     return DrivingSource(path, sha256, recipe.motion.driving_mode)
 
 
-def allocate_slab(n_frames: int) -> np.ndarray:
+def allocate_slab(n_frames: int, *, prefault: bool = True) -> np.ndarray:
     """A video slab for the one-shot renderer (the daemon leases them from its long-lived arena).
 
-    Carved from a prefaulted host arena rather than np.empty: committing ~850 MB of fresh pages in
-    the kernel up front takes a fraction of a second, while faulting them in one by one during the
-    warp costs seconds on this class of machine.
+    Carved from a host arena (huge pages) rather than np.empty: committing ~850 MB of fresh pages
+    in the kernel takes about a second of CPU here, while faulting them in one by one during the
+    warp costs more. `prefault=False` leaves that to the caller (vortexd.slab_prefault commits
+    them beside the prepare stage).
     """
     from vram import Arena, ArenaPlan, VramError, format_bytes, slab_region_bytes
 
     region_bytes = slab_region_bytes(1, n_frames, FRAME_SIZE_PX, FRAME_SIZE_PX)
     try:
-        arena = Arena.create(ArenaPlan.from_budgets({"video_slabs": region_bytes}), "cpu", prefault=True)
+        arena = Arena.create(ArenaPlan.from_budgets({"video_slabs": region_bytes}), "cpu", prefault=prefault)
     except (VramError, MemoryError, OSError) as exc:
         if isinstance(exc, OSError) and exc.errno != errno.ENOMEM:
             raise

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stages.errors import StageInputError
 from stages.types import FRAME_SIZE_PX
 from vortexd import pipeline
 from vortexd.pipeline import Backends, Progress
 from vortexd.recipe import Recipe, RecipeError
 from vortexd.settings import Settings
+from vortexd.slab_prefault import SlabPrefault
 from vortexd.slot import HeldSlab, Slot
 from vortexd.slot_runner import SlotRunner
 from vram import format_bytes, slab_region_bytes
@@ -86,7 +88,28 @@ def render_slot(recipe: Recipe, settings: Settings, out_root: Path, progress: Pr
         backends.clip
     # The video's memory first, too: a slot this process cannot hold fails before any work.
     check_address_space(recipe.output.n_frames)
-    slab = pipeline.allocate_slab(recipe.output.n_frames)
+    slab = pipeline.allocate_slab(recipe.output.n_frames, prefault=False)
     slot = Slot(recipe.slot_id, 0, recipe, lease=HeldSlab(slab))
-    published = SlotRunner(settings, backends, out_root).render(slot, progress)
+    runner = SlotRunner(settings, backends, out_root)
+    # The slab's pages are committed beside the prepare stage (see vortexd.slab_prefault), and
+    # must be before the warp: a machine out of memory still refuses before any frame.
+    prefault = SlabPrefault(slab)
+    try:
+        slot.prepared = runner.prepare(slot, progress)
+    except BaseException:
+        prefault.wait_quietly()  # the prepare stage's error is the one to report
+        raise
+    _committed(prefault, recipe.output.n_frames, slab.nbytes)
+    runner.warp(slot, progress)
+    published = runner.finish(slot, progress)
     return RenderResult(slot_dir=published.path, manifest=published.manifest)
+
+
+def _committed(prefault: SlabPrefault, n_frames: int, n_bytes: int) -> None:
+    """Wait for the slab's pages; StageInputError on output.duration_s where memory ran out."""
+    try:
+        prefault.wait()
+    except MemoryError as exc:
+        raise StageInputError("output.duration_s", f"{n_frames} frames need {format_bytes(n_bytes)} of memory "
+                              f"for the video, more than this process can get ({exc})",
+                              frames=n_frames, bytes=n_bytes) from None
