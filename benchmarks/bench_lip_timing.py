@@ -6,8 +6,8 @@
 Two judges, each on two clocks (frame i shown from its presentation time i/fps, or read at its
 centre (i + ½)/fps; the centre clock reads every event half a frame later):
 
-- events (this script's own instrument): a sound onset is the moment the loudness (20 ms RMS
-  windows every 5 ms, in dB) has made half its rise out of a dip of ≥ 15 dB into speech — speech
+- events (this script's own instrument): a sound onset is the moment the loudness (300–4000 Hz, 20 ms RMS
+  windows every 5 ms, in dB) has made half its rise out of a dip of ≥ 12 dB into speech — speech
   after a pause, or the burst after a stop closure (p/b/m among them). The mouth's event for it
   is the moment the lip gap (MediaPipe 13–14 over 61–291) around it leaves its closure: 20 % of
   its rise from the dip to the next opening, between frames by linear interpolation ("open");
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import find_peaks
+from scipy.signal import butter, find_peaks, sosfiltfilt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support is not in the wheel
 
@@ -44,7 +44,8 @@ from stages.verify.lipsync import best_lag, envelope_reference  # noqa: E402
 
 HOP_S = 0.005
 WINDOW_S = 0.02
-MIN_DIP_DB = 15.0
+MIN_DIP_DB = 12.0
+SPEECH_BAND_HZ = (300.0, 4000.0)
 SEARCH_BEFORE_S, SEARCH_AFTER_S, RISE_S = 0.25, 0.10, 0.30
 PAUSE_S = 0.15
 SPEAKERS = ("d11.mp4", "d12.mp4")
@@ -153,8 +154,12 @@ def render_video(face: Path | None, seconds: float, folder: Path) -> Video:
 # --- the event instrument --------------------------------------------------------------------
 
 def loudness_db(audio: np.ndarray, rate_hz: int) -> np.ndarray:
-    """dB of the RMS in WINDOW_S windows centred every HOP_S from t = 0."""
-    energy = np.concatenate([[0.0], np.cumsum(audio.astype(np.float64) ** 2)])
+    """dB of the speech band's RMS in WINDOW_S windows centred every HOP_S from t = 0.
+
+    The band (filtered forward and back: no delay) keeps the rumble and hiss of a room out of the
+    dips between words."""
+    sos = butter(4, SPEECH_BAND_HZ, btype="band", fs=rate_hz, output="sos")
+    energy = np.concatenate([[0.0], np.cumsum(sosfiltfilt(sos, audio.astype(np.float64)) ** 2)])
     centres = np.arange(0.0, len(audio) / rate_hz, HOP_S) * rate_hz
     half = 0.5 * WINDOW_S * rate_hz
     lo = np.clip(np.round(centres - half).astype(np.int64), 0, len(audio))
