@@ -38,6 +38,10 @@ from stages.warp.mesh.regions import HeadEllipse
 BLOCK_FRAMES = 32
 """Frames whose node fields are computed together (one matmul per layer)."""
 N_THREADS = 2
+STRIPE_TILES = 4
+"""Grid rows per stripe of the head ROI that is remapped between its first and last moving tile."""
+FACE_ITERATIONS = 8
+"""Fixed-point steps inverting the face layer (head turns move the head far)."""
 _BLINK_EPS = 1e-3
 
 _pool_lock = threading.Lock()
@@ -86,7 +90,7 @@ class _Workspace:
     """Everything one render thread writes per frame, allocated once."""
 
     def __init__(self, image: np.ndarray, base_grid: Grid, mouth: MouthPatch, eyes: tuple[EyePatch, ...]) -> None:
-        self.base = GridInverter(base_grid, iterations=8)  # head turns move the head far
+        self.base = GridInverter(base_grid, iterations=FACE_ITERATIONS)
         self.mouth = MouthCompositor(mouth, image)
         self.eyes = tuple(EyeCompositor(p, image) for p in eyes)
 
@@ -142,6 +146,16 @@ class PreparedMeshWarp:
         self._workspaces = [_Workspace(image, base_grid, self.mouth_patch, tuple(self.eye_patches))
                             for _ in range(N_THREADS)]
 
+    @property
+    def face_layer(self) -> LayerFields:
+        """The whole-face layer (head pose + expressions on the ROI grid): for checks of its field."""
+        return self._layers["base"]
+
+    @property
+    def feature_limits(self) -> np.ndarray:
+        """Per-feature bounds the render clips to (the head's fold-free turns; inf elsewhere)."""
+        return self._feature_limits
+
     def prepare_motion(self, plan: MotionPlan) -> None:
         """Nothing to prepare: the mesh warp renders from the plan's curves alone (a driving
         clip's motion is already in them)."""
@@ -191,7 +205,7 @@ class PreparedMeshWarp:
             dst = out[block_start + j]
             self._copy_frame(dst)
             fine = ws.base.invert(layers["base"].fields[j])
-            self._remap_head(fine, dst)
+            self._remap_head(ws.base, dst)
             ws.mouth.render(layers["upper"].fields[j], layers["lower"].fields[j],
                             layers["teeth"].fields[j], self._mouth_reach[j], dst[mouth_box])
             if blink[j] > _BLINK_EPS:  # with open eyes the lid layer is the face layer
@@ -202,10 +216,29 @@ class PreparedMeshWarp:
         for part in self._outside_roi:
             np.copyto(dst[part], self.image[part])
 
-    def _remap_head(self, fine: np.ndarray, dst: np.ndarray) -> None:
-        """The face layer: the head ROI of `dst` sampled from the actor image through map `fine`."""
-        rows, cols = self.roi.slices
-        cv2.remap(self.image, fine, None, cv2.INTER_LINEAR, dst=dst[rows, cols], borderMode=cv2.BORDER_REPLICATE)
+    def _remap_head(self, inverter: GridInverter, dst: np.ndarray) -> None:
+        """The face layer: the head ROI of `dst` sampled from the actor image through the map
+        `inverter` just made.
+
+        Only where the map moves a pixel is it remapped, stripe by stripe of the ROI between the
+        first and last moving tile; the rest (the corners around the head, at least) is copied,
+        which gives the same bytes (see GridInverter.moving_tiles) at a fraction of the cost.
+        """
+        roi_dst, roi_src = dst[self.roi.slices], self.image[self.roi.slices]
+        tiles, step, fine = inverter.moving_tiles(), inverter.grid.step, inverter.fine
+        gw = tiles.shape[1]
+        for r0 in range(0, tiles.shape[0], STRIPE_TILES):
+            moving = tiles[r0:r0 + STRIPE_TILES].any(axis=0)
+            rows = slice(r0 * step, min(r0 + STRIPE_TILES, tiles.shape[0]) * step)
+            c0 = int(np.argmax(moving))
+            if not moving[c0]:
+                np.copyto(roi_dst[rows], roi_src[rows])
+                continue
+            c0, c1 = c0 * step, (gw - int(np.argmax(moving[::-1]))) * step
+            np.copyto(roi_dst[rows, :c0], roi_src[rows, :c0])
+            np.copyto(roi_dst[rows, c1:], roi_src[rows, c1:])
+            cv2.remap(self.image, fine[rows, c0:c1], None, cv2.INTER_LINEAR, dst=roi_dst[rows, c0:c1],
+                      borderMode=cv2.BORDER_REPLICATE)
 
     def _draw_lids(self, ws: _Workspace, j: int, blink: float, fine: np.ndarray, dst: np.ndarray) -> None:
         """Both upper lids at `blink` over frame `dst` (block row j), where the eyes are now."""

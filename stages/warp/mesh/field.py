@@ -171,6 +171,10 @@ class GridInverter:
         self._origin = np.array(grid.origin_px, dtype=np.float32)
         self._d_idx = np.empty((rows, cols, 2), np.float32)
         self._s_idx = np.empty((rows, cols, 2), np.float32)
+        self._ident_px = np.ascontiguousarray(self._ident * float(grid.step) + self._origin, dtype=np.float32)
+        self._moved = np.empty((rows, cols), np.float32)
+        self._moving = np.empty((rows, cols), np.uint8)
+        self._kernel = np.ones((3, 3), np.uint8)
         self._sampled = np.empty((rows, cols, 2), np.float32)
         s = grid.step
         self._fine_all = np.empty((rows * s, cols * s, 2), np.float32)
@@ -207,3 +211,20 @@ class GridInverter:
         np.add(self._s_idx, self._origin, out=self._s_idx)
         cv2.resize(self._s_idx, (self._fine_all.shape[1], self._fine_all.shape[0]), dst=self._fine_all,
                    interpolation=cv2.INTER_LINEAR)
+
+    def moving_tiles(self, tol_px: float = 1.0 / 128.0) -> np.ndarray:
+        """(gh, gw) uint8, nonzero for the box's tiles (step × step pixels, tile (r, c) at box
+        rows r·step …) where the last `invert`'s map moves some pixel by `tol_px` or more.
+
+        A box pixel's map is the bilinear mix of the 3 × 3 nodes around its tile, so where all
+        of them stay within `tol_px` of their own position, so does every pixel of the tile;
+        cv2.remap rounds its maps to 1/32 px, and a map within 1/128 px of a pixel centre
+        samples exactly that pixel: the tile is the source image, copying it gives the same
+        bytes as remapping it.
+        """
+        np.subtract(self._s_idx, self._ident_px, out=self._sampled)  # after _upsample: pixels
+        np.abs(self._sampled, out=self._sampled)
+        np.maximum(self._sampled[..., 0], self._sampled[..., 1], out=self._moved)
+        np.greater_equal(self._moved, tol_px, out=self._moving, casting="unsafe")
+        cv2.dilate(self._moving, self._kernel, dst=self._moving)
+        return self._moving[1:-1, 1:-1]

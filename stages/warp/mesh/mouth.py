@@ -25,6 +25,10 @@ from stages.warp.mesh.field import Box, Grid, GridInverter
 from stages.warp.mesh.interior import MouthColours, paint_cavity, paint_upper_teeth
 from stages.warp.mesh.regions import below_coverage, between_coverage, face_rect_box, smoothstep
 
+LIP_ITERATIONS = 8
+"""Damped fixed-point steps inverting each lip layer."""
+
+
 @dataclass(frozen=True)
 class MouthPatch:
     """The mouth patch's grid, window rectangle, labels and interior textures (source space)."""
@@ -191,8 +195,8 @@ class MouthCompositor:
         g = patch.grid
         # The lip layers stretch the skin by the lips (closing over a gap, pouting): damped
         # fixed-point steps, which converge there instead of oscillating.
-        self.upper = GridInverter(g, iterations=8, relax=0.55)
-        self.lower = GridInverter(g, iterations=8, relax=0.55)
+        self.upper = GridInverter(g, iterations=LIP_ITERATIONS, relax=0.55)
+        self.lower = GridInverter(g, iterations=LIP_ITERATIONS, relax=0.55)
         self.teeth = GridInverter(g)
         h, w = g.box.h, g.box.w
         self._rgba = {k: np.empty((h, w, 4), np.uint8) for k in ("upper", "lower", "teeth", "paint", "cavity")}
