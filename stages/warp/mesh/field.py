@@ -181,13 +181,16 @@ class GridInverter:
         self.fine = self._fine_all[s:s + grid.box.h, s:s + grid.box.w]
         """The box's part of the upsampled map (a view; rows are contiguous)."""
 
-    def invert(self, field_px: np.ndarray) -> np.ndarray:
+    def invert(self, field_px: np.ndarray, area: tuple[slice, slice] | None = None) -> np.ndarray:
         """Inverse map for forward node displacements `field_px` (rows, cols, 2) → self.fine.
 
-        self.fine[y, x] is the frame pixel (x, y) whose content lands on box pixel (y, x).
+        self.fine[y, x] is the frame pixel (x, y) whose content lands on box pixel (y, x). With
+        `area` (rows, cols of the box) only self.fine[area] need be made (for a power-of-two
+        step only it is: the nodes around it upsampled on their own, a node past each edge
+        included), the same values as a whole box's.
         """
         self._iterate(field_px)
-        self._upsample()
+        self._upsample(area)
         return self.fine
 
     def _iterate(self, field_px: np.ndarray) -> None:
@@ -204,13 +207,26 @@ class GridInverter:
                 np.subtract(self._ident, self._sampled, out=self._sampled)
                 cv2.addWeighted(self._s_idx, 1.0 - self.relax, self._sampled, self.relax, 0.0, dst=self._s_idx)
 
-    def _upsample(self) -> None:
-        """Node inverse → frame pixel coordinates at every pixel of the box (self.fine)."""
+    def _upsample(self, area: tuple[slice, slice] | None = None) -> None:
+        """Node inverse → frame pixel coordinates at every pixel of the box (self.fine), or of
+        its `area`."""
         s = self.grid.step
         np.multiply(self._s_idx, float(s), out=self._s_idx)
         np.add(self._s_idx, self._origin, out=self._s_idx)
-        cv2.resize(self._s_idx, (self._fine_all.shape[1], self._fine_all.shape[0]), dst=self._fine_all,
-                   interpolation=cv2.INTER_LINEAR)
+        if area is None or s & (s - 1):
+            # cv2.resize places output pixels at (k + 0.5)/s − 0.5 of its input: exact in binary
+            # for power-of-two steps only, so only then does a part upsample bit for bit alike.
+            cv2.resize(self._s_idx, (self._fine_all.shape[1], self._fine_all.shape[0]), dst=self._fine_all,
+                       interpolation=cv2.INTER_LINEAR)
+            return
+        # fine_all row R interpolates nodes R // s - 1 … R // s + 1 (half-pixel centres): a block
+        # of nodes from one before to one past those upsamples to the same values in between.
+        (r0, r1), (c0, c1) = ((sl.start + s, sl.stop + s) for sl in area)
+        n_rows, n_cols = self._s_idx.shape[:2]
+        nr0, nr1 = max(0, r0 // s - 1), min(n_rows, (r1 - 1) // s + 2)
+        nc0, nc1 = max(0, c0 // s - 1), min(n_cols, (c1 - 1) // s + 2)
+        cv2.resize(self._s_idx[nr0:nr1, nc0:nc1], ((nc1 - nc0) * s, (nr1 - nr0) * s),
+                   dst=self._fine_all[nr0 * s:nr1 * s, nc0 * s:nc1 * s], interpolation=cv2.INTER_LINEAR)
 
     def moving_tiles(self, tol_px: float = 1.0 / 128.0) -> np.ndarray:
         """(gh, gw) uint8, nonzero for the box's tiles (step × step pixels, tile (r, c) at box

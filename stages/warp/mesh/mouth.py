@@ -294,7 +294,7 @@ class MouthCompositor:
             np.multiply(self.hole[opening], may_open, out=self.hole[opening])
         scale = self._blend_sides(area, out_view, c_low, with_teeth=s_t is not None)
         if opening is not None:
-            self._paint_opening(opening, scale, s_t if s_t is not None else self.teeth.invert(teeth_field))
+            self._paint_opening(opening, scale, s_t if s_t is not None else self.teeth.invert(teeth_field, opening))
         cv2.convertScaleAbs(self._acc[area], dst=out_view[area])
 
     def _claim_sides(self, area: tuple[slice, slice], upper_field: np.ndarray, lower_field: np.ndarray,
@@ -304,8 +304,8 @@ class MouthCompositor:
         `self.hole`, unclipped in `self._free`) is the opened mouth. Returns the jaw side's map,
         the teeth side's (None when the actor shows no teeth of its own) and the jaw side's claim."""
         p = self.patch
-        s_u = self.upper.invert(upper_field)
-        s_l = self.lower.invert(lower_field)
+        s_u = self.upper.invert(upper_field, area)
+        s_l = self.lower.invert(lower_field, area)
         c_up = self._sample("upper", p.upper, s_u, area)
         c_low = self._sample("lower", p.lower, s_l, area)
         np.copyto(self._label["lower"][area], c_low)
@@ -315,7 +315,7 @@ class MouthCompositor:
         np.subtract(free, c_low, out=free)
         s_t = None
         if p.has_interior:
-            s_t = self.teeth.invert(teeth_field)
+            s_t = self.teeth.invert(teeth_field, area)
             c_teeth = self._sample("teeth", p.teeth, s_t, area)
             np.copyto(self._label["teeth"][area], c_teeth)
             np.minimum(c_teeth, free, out=c_teeth)
