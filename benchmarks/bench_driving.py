@@ -8,6 +8,10 @@ checked against the speech with the lip-sync judge.
     .venv/bin/python benchmarks/bench_driving.py                      # every video in ../shared/driving, 45 s slots
     .venv/bin/python benchmarks/bench_driving.py --seconds 12 --mode full d12.mp4
     .venv/bin/python benchmarks/bench_driving.py --seconds 4 --liveportrait /path/to/LivePortrait d14.mp4
+    .venv/bin/python benchmarks/bench_driving.py --faces s5.jpg s12.jpg        # the sample and two shared faces
+
+Yaw and pitch are read two ways, each as r and gain (the rendered motion's amplitude over the
+clip's): the rigid fit of the skull's points, and the nose's 2-D parallax across the eye line.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ def main() -> None:
     parser.add_argument("videos", nargs="*", help="file names in ../shared/driving (default: all)")
     parser.add_argument("--seconds", type=float, default=45.0)
     parser.add_argument("--mode", choices=("pose", "full"), default="pose")
+    parser.add_argument("--faces", nargs="*", default=[],
+                        help="portraits in ../shared/faces to drive besides the sample actor")
     parser.add_argument("--liveportrait", metavar="WEIGHTS",
                         help="warp with LivePortrait instead of the mesh: the official release's folder, or "
                              "tiny / full for random weights (the path's mechanics: no face to judge)")
@@ -45,21 +51,30 @@ def main() -> None:
         backends = pipeline.Backends(Settings(output_dir=Path(folder), **extra))
         print(f"{args.seconds:.0f} s slots, {args.mode} mode, {backends.settings.warp_backend} warp; "
               "judged on the decoded MP4")
-        print(f"{'video':<8} {'yaw r':>6} {'pitch r':>7} {'blinks d/r':>10} {'±1 frame':>8} {'extra':>5} {'join°':>6} "
-              f"{'clip max°':>9} {'jitter r/d':>13} {'lip lag':>7} {'render s':>8}")
-        for video in videos:
-            row = judge_driven_slot(video, TEXT, args.seconds, args.mode, Path(folder), backends)
-            r = row["report"]
-            if r is None:
-                found, total = row["face_frames"]
-                print(f"{row['video']:<8} not judged: the face was tracked in {found} of {total} rendered frames "
-                      f"(render {row['render_s']:.1f} s)")
-                continue
-            blinks = f"{len(r.driving_blinks):>4}/{len(r.rendered_blinks):<5}"
-            print(f"{row['video']:<8} {r.yaw_r:6.3f} {r.pitch_r:7.3f} {blinks} {r.blinks_within_one_frame:>8} "
-                  f"{r.extra_blinks:>5} {r.join_step_deg:6.2f} {r.clip_max_step_deg:9.2f} "
-                  f"{r.rendered_jitter:6.4f}/{r.driving_jitter:6.4f} {row['lag_frames']!s:>7} {row['render_s']:8.1f}")
+        print(f"{'face':<7} {'video':<8} {'yaw r/gain':>11} {'pitch r/gain':>12} {'par. yaw':>11} {'par. pitch':>11} "
+              f"{'blinks d/r':>10} {'±1 frame':>8} {'extra':>5} {'join°':>6} {'clip max°':>9} {'jitter r/d':>13} "
+              f"{'lip lag':>7} {'render s':>8}")
+        for face in [None] + [SHARED.parent / "faces" / name for name in args.faces]:
+            for video in videos:
+                row = judge_driven_slot(video, TEXT, args.seconds, args.mode, Path(folder), backends, face)
+                print(f"{face.stem if face else 'sample':<7} {_row_text(row)}")
         backends.close()
+
+
+def _row_text(row: dict) -> str:
+    """One table row for a judged slot (or why it was not judged)."""
+    r = row["report"]
+    if r is None:
+        found, total = row["face_frames"]
+        return (f"{row['video']:<8} not judged: the face was tracked in {found} of {total} rendered frames "
+                f"(render {row['render_s']:.1f} s)")
+    blinks = f"{len(r.driving_blinks):>4}/{len(r.rendered_blinks):<5}"
+    pair = lambda c, g: f"{c:5.2f}/{g:4.2f}"  # noqa: E731
+    return (f"{row['video']:<8} {pair(r.yaw_r, r.yaw_gain):>11} {pair(r.pitch_r, r.pitch_gain):>12} "
+            f"{pair(r.parallax_yaw_r, r.parallax_yaw_gain):>11} {pair(r.parallax_pitch_r, r.parallax_pitch_gain):>11} "
+            f"{blinks} {r.blinks_within_one_frame:>8} {r.extra_blinks:>5} {r.join_step_deg:6.2f} "
+            f"{r.clip_max_step_deg:9.2f} {r.rendered_jitter:6.4f}/{r.driving_jitter:6.4f} "
+            f"{row['lag_frames']!s:>7} {row['render_s']:8.1f}")
 
 
 if __name__ == "__main__":

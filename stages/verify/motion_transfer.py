@@ -1,10 +1,11 @@
 """The independent judge of a driven slot: does the rendered head do what the driving video did?
 
 Both are tracked with MediaPipe's face mesh and read with the same geometry (head rotation, lid
-aperture, eye midpoint). The driving video's tracks are laid on the slot's timeline through the
+aperture, eye midpoint, and the nose's 2-D parallax — a second reading of yaw and pitch that
+needs no depth). The driving video's tracks are laid on the slot's timeline through the
 clip positions the fit used, so frame k of the slot is compared with the moment of the clip it
 shows (its blinks are found on its own frames, then placed there the same way). Reported: yaw
-and pitch correlation, blink timing and blinks the clip does not have, the steps at the loop joins
+and pitch correlation and amplitude (gain) by both readings, blink timing and blinks the clip does not have, the steps at the loop joins
 against the clip's own largest step, and the high-frequency jitter of the eye midpoint (the clip's
 measured on its own frames, since resampling it would smooth it).
 """
@@ -30,19 +31,21 @@ either side: floored as they come, 70 − 1e-14 would be frame 69 on one machine
 
 @dataclass(frozen=True)
 class Tracks:
-    """Per-frame yaw and pitch (degrees), lid aperture and eye midpoint (inter-ocular units)."""
+    """Per-frame yaw and pitch (degrees), lid aperture, eye midpoint and the nose's parallax
+    (inter-ocular units: geo.nose_parallax, the 2-D reading of yaw and pitch)."""
 
     yaw: np.ndarray
     pitch: np.ndarray
     aperture: np.ndarray
     eye_mid: np.ndarray
+    parallax: np.ndarray
 
     @classmethod
     def of(cls, landmarks: np.ndarray, reference: np.ndarray) -> "Tracks":
         """Tracks of `landmarks` (T, 478, 3) relative to the `reference` frame's pose."""
         angles = geo.head_rotation_deg(landmarks, reference)
         mid = geo.eye_midpoint(landmarks) / geo.interocular(reference[None])[0]
-        return cls(angles[:, 0], angles[:, 1], geo.eye_aperture(landmarks), mid)
+        return cls(angles[:, 0], angles[:, 1], geo.eye_aperture(landmarks), mid, geo.nose_parallax(landmarks))
 
     def at(self, positions: np.ndarray) -> "Tracks":
         """The tracks read at fractional frame `positions` (linear interpolation)."""
@@ -51,8 +54,11 @@ class Tracks:
         def read(values: np.ndarray) -> np.ndarray:
             return np.interp(positions, frames, values)
 
-        return Tracks(read(self.yaw), read(self.pitch), read(self.aperture),
-                      np.column_stack([read(self.eye_mid[:, 0]), read(self.eye_mid[:, 1])]))
+        def read2(values: np.ndarray) -> np.ndarray:
+            return np.column_stack([read(values[:, 0]), read(values[:, 1])])
+
+        return Tracks(read(self.yaw), read(self.pitch), read(self.aperture), read2(self.eye_mid),
+                      read2(self.parallax))
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,12 @@ class TransferReport:
 
     yaw_r: float
     pitch_r: float
+    yaw_gain: float
+    pitch_gain: float
+    parallax_yaw_r: float
+    parallax_pitch_r: float
+    parallax_yaw_gain: float
+    parallax_pitch_gain: float
     driving_blinks: list[int]
     rendered_blinks: list[int]
     blink_offsets: list[int]
@@ -101,6 +113,14 @@ def blinks_on_slot(aperture: np.ndarray, fps: float, positions: np.ndarray) -> l
     return sorted(frames)
 
 
+def _r_gain(driving: np.ndarray, rendered: np.ndarray) -> tuple[float, float]:
+    """Pearson r, and the rendered motion's amplitude over the driving's (ratio of standard
+    deviations: how far the head goes, which correlation does not see)."""
+    spread = float(np.std(driving))
+    gain = float(np.std(rendered)) / spread if spread > 0 else float("nan")
+    return float(np.corrcoef(driving, rendered)[0, 1]), gain
+
+
 def _steps_deg(tracks: Tracks) -> np.ndarray:
     return np.hypot(np.diff(tracks.yaw), np.diff(tracks.pitch))
 
@@ -126,9 +146,13 @@ def measure_transfer(driving_landmarks: np.ndarray, driving_fps: float, referenc
     offsets = [min((r - d for r in r_blinks), key=abs) for d in d_blinks] if r_blinks else []
     steps = _steps_deg(rendered)
     near_joins = [steps[max(0, j - 2):j + 2].max() for j in joins if j < len(steps)]
+    (yaw_r, yaw_gain), (pitch_r, pitch_gain) = _r_gain(on_slot.yaw, rendered.yaw), _r_gain(on_slot.pitch, rendered.pitch)
+    (p_yaw_r, p_yaw_gain), (p_pitch_r, p_pitch_gain) = (_r_gain(on_slot.parallax[:, k], rendered.parallax[:, k])
+                                                        for k in (0, 1))
     return TransferReport(
-        yaw_r=float(np.corrcoef(on_slot.yaw, rendered.yaw)[0, 1]),
-        pitch_r=float(np.corrcoef(on_slot.pitch, rendered.pitch)[0, 1]),
+        yaw_r=yaw_r, pitch_r=pitch_r, yaw_gain=yaw_gain, pitch_gain=pitch_gain,
+        parallax_yaw_r=p_yaw_r, parallax_pitch_r=p_pitch_r, parallax_yaw_gain=p_yaw_gain,
+        parallax_pitch_gain=p_pitch_gain,
         driving_blinks=d_blinks, rendered_blinks=r_blinks, blink_offsets=offsets,
         join_step_deg=float(max(near_joins, default=0.0)),
         clip_max_step_deg=float(_steps_deg(straight).max()), rendered_max_step_deg=float(steps.max()),

@@ -77,20 +77,23 @@ def head_positions(landmarks: np.ndarray) -> np.ndarray:
 
 
 def judge_driven_slot(video: Path, text: str, seconds: float, mode: str, out: Path,
-                      backends: pipeline.Backends) -> dict[str, Any]:
-    """Render and publish a slot driven by `video` saying `text`, decode the MP4 and judge it against
-    the video (motion transfer) and the speech (lip sync); the figures as a dict. A slot in which the
-    tracker loses the face (LivePortrait on random weights renders none) is not judged: its "report"
-    is None, and "face_frames" says in how many frames the face was found."""
+                      backends: pipeline.Backends, face: Path | None = None) -> dict[str, Any]:
+    """Render and publish a slot driven by `video` saying `text` (the actor: portrait `face`, or the
+    sample), decode the MP4 and judge it against the video (motion transfer) and the speech (lip
+    sync); the figures as a dict. A slot in which the tracker loses the face (LivePortrait on random
+    weights renders none) is not judged: its "report" is None, and "face_frames" says in how many
+    frames the face was found."""
     from stages.encode.decode import decode_mp4
     from stages.image.face import track_landmarks
     from stages.motion.driving import fit_to_slot, track_video
     from stages.verify.lipsync import measure_av_offset
     from stages.verify.motion_transfer import measure_transfer
 
-    recipe = parse_recipe({"slot_id": f"driven-{video.stem}", "speech": {"text": text},
-                           "motion": {"driving": str(video), "driving_mode": mode, "seed": 1},
-                           "output": {"duration_s": seconds}}, video.parent)
+    fields = {"slot_id": f"driven-{video.stem}", "speech": {"text": text},
+              "motion": {"driving": str(video), "driving_mode": mode, "seed": 1}, "output": {"duration_s": seconds}}
+    if face is not None:
+        fields["actor"] = {"image": str(face)}
+    recipe = parse_recipe(fields, video.parent)
     started = time.perf_counter()
     slot = Slot(recipe.slot_id, 0, recipe, lease=HeldSlab(pipeline.allocate_slab(recipe.output.n_frames)))
     published = SlotRunner(backends.settings.model_copy(update={"verify": True}), backends, out).render(slot)

@@ -81,6 +81,32 @@ def corner_lift(landmarks: np.ndarray) -> np.ndarray:
     return (middle_y - corners_y) / interocular(landmarks)
 
 
+NOSE_TIP = 1
+
+
+def nose_parallax(landmarks: np.ndarray) -> np.ndarray:
+    """(T, 2) the nose tip's offset from the eye midpoint, along the eye line and across it, over
+    the inter-ocular distance, all in the picture (2-D): a proxy for yaw and pitch that needs no
+    depth. A head turning by θ moves it by (the nose's height over the eyes) × sin θ; a face
+    slid or stretched sideways barely moves it. Real heads: 0.56–0.69 per unit sine of yaw in
+    ../shared/driving (docs/mesh-warp.md)."""
+    centres = _eye_centres(landmarks)[:, :, :2]
+    mid = centres.mean(axis=1)
+    line = centres[:, 1] - centres[:, 0]
+    iod = np.linalg.norm(line, axis=-1)
+    along = line / iod[:, None]
+    across = np.stack([-along[:, 1], along[:, 0]], axis=-1)
+    offset = landmarks[:, NOSE_TIP, :2] - mid
+    return np.stack([(offset * along).sum(-1), (offset * across).sum(-1)], axis=-1) / iod[:, None]
+
+
+def eye_line_roll_deg(landmarks: np.ndarray) -> np.ndarray:
+    """(T,) the eye line's angle in the picture, degrees clockwise: roll read without depth."""
+    centres = _eye_centres(landmarks)[:, :, :2]
+    line = centres[:, 1] - centres[:, 0]
+    return np.degrees(np.arctan2(line[:, 1], line[:, 0]))
+
+
 def _kabsch(reference: np.ndarray, points: np.ndarray) -> np.ndarray:
     """The rotation R (3×3) that best maps centred `reference` onto centred `points` (points ≈ R·ref)."""
     a = reference - reference.mean(axis=0)

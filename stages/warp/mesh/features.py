@@ -23,7 +23,7 @@ F = {name: k for k, name in enumerate(FEATURES)}
 # Safe ranges: beyond these the mesh warp would fold or tear rather than look bigger.
 _UNIT_CLIP = (0.0, 1.3)
 _SIGNED_CLIP = (-1.3, 1.3)
-_MAX_ANGLE_DEG = 30.0
+MAX_ANGLE_DEG = 30.0
 _MAX_SHIFT_FRACTION = 0.15  # of the frame size
 JAW_RESPONSE = 0.6
 """The jaw feature is jaw_open ** JAW_RESPONSE: calibrated with JAW_DROP on the shared driving
@@ -64,7 +64,7 @@ def fill_features(plan: MotionPlan, start: int, stop: int, frame_size_px: int,
     for axis, curve in (("yaw", plan.head_yaw_deg), ("pitch", plan.head_pitch_deg),
                         ("roll", plan.head_roll_deg)):
         rad = rows[:, F[f"sin_{axis}"]]
-        np.clip(curve[sl], -_MAX_ANGLE_DEG, _MAX_ANGLE_DEG, out=rad)
+        np.clip(curve[sl], -MAX_ANGLE_DEG, MAX_ANGLE_DEG, out=rad)
         np.deg2rad(rad, out=rad)
         np.cos(rad, out=rows[:, F[f"versin_{axis}"]])
         np.subtract(1.0, rows[:, F[f"versin_{axis}"]], out=rows[:, F[f"versin_{axis}"]])

@@ -18,53 +18,39 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stages.types import FRAME_SIZE_PX
 from stages.warp.mesh.anatomy import FACE_OVAL, FaceFrame
 from stages.warp.mesh.controls import ControlSet
 from stages.warp.mesh.features import F, N_FEATURES
-from stages.warp.mesh.field import Grid, gaussian_rbf_weights, normalized_gaussian_weights, squared_distances
+from stages.warp.mesh.field import Grid, gaussian_rbf_weights, normalized_gaussian_weights
+from stages.warp.mesh.head_depth import HeadDepth
 from stages.warp.mesh.regions import HeadEllipse
 
 
 @dataclass(frozen=True)
 class HeadModel:
-    """Depth of the head everywhere, and the neck pivot the head turns about.
+    """The head's depth everywhere (head_depth.py), and the neck pivot the head turns about."""
 
-    Over the face the depth is a smooth average of the landmarks' depths; away from them it
-    becomes an ellipsoid over the head ellipse, falling to the silhouette plane at its rim, so
-    the hair turns with the head and the background beyond the rim does not.
-    """
-
-    mesh_px: np.ndarray  # (468, 2)
-    mesh_depth_px: np.ndarray  # (468,) toward the viewer, 0 at the cheek contour
-    head: HeadEllipse
     frame: FaceFrame
-    crown_depth_px: float  # ellipsoid depth at the head ellipse's centre
+    depth: HeadDepth
     pivot_uvz: np.ndarray  # (3,) pivot in face coordinates + depth
-    sigma_px: float
 
     @classmethod
     def build(cls, frame: FaceFrame, landmarks_px: np.ndarray, head: HeadEllipse) -> "HeadModel":
-        """Fit the ellipsoid to the face oval's depths and put the pivot in the neck."""
+        """Fit the skull's ellipsoid to the face oval's depths and put the pivot in the neck."""
         mesh = np.asarray(landmarks_px, dtype=np.float64)[: frame.depth_px.shape[0], :2]
         oval = list(FACE_OVAL)
-        r = head.radius(frame.to_face(mesh[oval]))
+        oval_uv = frame.to_face(mesh[oval])
+        r = head.radius(oval_uv)
         s = np.clip(1.0 - r**2, 0.0, 1.0)
         crown = float(max((frame.depth_px[oval] @ s) / max(s @ s, 1e-9), 0.0))
-        oval_uv = frame.to_face(mesh[oval])
         pivot = np.array([0.5 * (oval_uv[:, 0].min() + oval_uv[:, 0].max()),
                           oval_uv[:, 1].max() + 0.2 * frame.face_h_px, -0.15 * frame.face_w_px])
-        return cls(mesh, frame.depth_px, head, frame, crown, pivot, 0.07 * frame.face_h_px)
+        return cls(frame, HeadDepth(frame, landmarks_px, head, crown, FRAME_SIZE_PX), pivot)
 
     def depth_at(self, nodes_px: np.ndarray) -> np.ndarray:
         """Depth (toward the viewer) at image points (..., 2)."""
-        pts = nodes_px.reshape(-1, 2)
-        w = normalized_gaussian_weights(pts, self.mesh_px, self.sigma_px, floor=0.0)
-        d2 = squared_distances(pts, self.mesh_px).min(axis=1)
-        near = np.exp(-d2 / (2.0 * (1.5 * self.sigma_px) ** 2))  # 1 on the face
-        r = self.head.radius(self.frame.to_face(pts))
-        shell = self.crown_depth_px * np.clip(1.0 - r**2, 0.0, 1.0)  # finite slope at the rim
-        depth = near * (w @ self.mesh_depth_px) + (1.0 - near) * shell
-        return depth.reshape(nodes_px.shape[:-1])
+        return self.depth.at(nodes_px)
 
 
 def pose_basis(frame: FaceFrame, head: HeadModel, nodes_px: np.ndarray) -> np.ndarray:

@@ -2,8 +2,8 @@
 
 Everything outside the head ROI is the actor image, untouched. Inside it, every displacement
 is multiplied by `head_window`, which is 1 over the head (face, ears, hair) and falls smoothly
-(C¹) to exactly 0 before the ROI border and near the frame edges — so head motion bends the
-nearby background a little but never drags it, and never the frame edges.
+(C¹) to exactly 0 before the ROI border, and across the frame edges — so head motion bends the
+nearby background a little but never drags it, and never pulls the frame's edge inward.
 
 Labels say which layer a *source* pixel belongs to (upper face, jaw side, mouth interior,
 eyelid). They are anti-aliased: along a lip or lid line the transition is one pixel wide, and
@@ -64,12 +64,20 @@ class HeadEllipse:
 
 def head_window(frame: FaceFrame, head: HeadEllipse, points_px: np.ndarray,
                 frame_px: int, edge_margin_px: float) -> np.ndarray:
-    """Falloff weight in [0, 1] at image points (..., 2): 1 on the head, 0 far off and at edges."""
+    """Falloff weights (..., 2) in [0, 1] for the x and y displacement at image points (..., 2).
+
+    1 on the head, 0 far off. At the frame's edges only the component across the edge eases
+    off (x near the left and right edges, y near the top and bottom): content may slide along
+    an edge, since what comes in is the picture's own edge row, but never across it, where the
+    picture has nothing to show. A head the framing cuts at the top can so turn with its hair
+    instead of having it pinned to the edge.
+    """
     r = head.radius(frame.to_face(points_px))
     w = 1.0 - smoothstep(1.0, head.outer_ratio * 0.97, r)
-    dist_edge = np.minimum(np.minimum(points_px[..., 0], frame_px - 1 - points_px[..., 0]),
-                           np.minimum(points_px[..., 1], frame_px - 1 - points_px[..., 1]))
-    return w * smoothstep(1.0, edge_margin_px, dist_edge)
+    x, y = points_px[..., 0], points_px[..., 1]
+    across_x = smoothstep(1.0, edge_margin_px, np.minimum(x, frame_px - 1 - x))
+    across_y = smoothstep(1.0, edge_margin_px, np.minimum(y, frame_px - 1 - y))
+    return np.stack([w * across_x, w * across_y], axis=-1)
 
 
 def box_window(frame: FaceFrame, points_px: np.ndarray, inner_uv: tuple[float, float, float, float],

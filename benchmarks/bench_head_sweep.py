@@ -1,0 +1,140 @@
+"""How far the mesh warp turns a head: commanded sweeps read back with two measures (issue P12).
+
+    .venv/bin/python benchmarks/bench_head_sweep.py                        # sample actor + every shared face
+    .venv/bin/python benchmarks/bench_head_sweep.py --faces s5.jpg --real-clips d9.mp4 d12.mp4
+
+For each face (the slot's framing, stages.image.load_actor), one axis at a time is swept
+0 → +limit → −limit → 0 (yaw ±25°, pitch ±15°, roll ±10°), rendered with the mesh warp and tracked
+with MediaPipe. Per axis it prints the rendered angle against the commanded (gain = least-squares
+slope through the sweep, and Pearson r), read two ways:
+- rigid: the rigid fit of the skull's points (stages.motion.driving.face_geometry.head_rotation_deg,
+  the same reading that turns driving clips into motion);
+- parallax: 2-D only — the nose tip against the eye line over the eye distance (yaw: along it,
+  pitch: across it), turned into an angle with the rate real heads show: the real clips in
+  ../shared/driving are tracked the same way and their nose travel per unit sine of their own
+  rigid-fit angle is the calibration (printed first). Roll: the eye line's angle in the picture.
+It also prints the warp's fold-free limit per axis and the least Jacobian determinant of the head
+layer's field over the sweep (> 0: no fold).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support is not in the wheel
+
+from stages.motion.driving import face_geometry as geo  # noqa: E402
+from stages.types import PLAN_TO_LP_SIGN  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SWEEPS_DEG = {"yaw": 25.0, "pitch": 15.0, "roll": 10.0}
+_AXIS = {"yaw": 0, "pitch": 1, "roll": 2}
+_STEPS = 12
+
+
+def sweep_angles(limit_deg: float) -> np.ndarray:
+    """0 → +limit → −limit → 0, evenly stepped (the first frame is the rest pose)."""
+    up = np.linspace(0.0, limit_deg, _STEPS // 2 + 1)
+    across = np.linspace(limit_deg, -limit_deg, _STEPS + 1)[1:]
+    back = np.linspace(-limit_deg, 0.0, _STEPS // 2 + 1)[1:]
+    return np.concatenate([up, across, back])
+
+
+def real_parallax_rate(clips: list[Path]) -> dict[str, float]:
+    """Median over real clips of the nose's travel (eye distances) per unit sine of the rigid-fit angle."""
+    from stages.motion.driving.motion import neutral_frame
+    from stages.motion.driving.video import track_video
+
+    rates: dict[str, list[float]] = {"yaw": [], "pitch": []}
+    for clip in clips:
+        lm = track_video(clip).landmarks
+        angles = geo.head_rotation_deg(lm, lm[neutral_frame(lm)])
+        parallax = geo.nose_parallax(lm)
+        for axis in rates:
+            k = _AXIS[axis]
+            slope = np.polyfit(np.sin(np.radians(angles[:, k])), parallax[:, k], 1)[0]
+            rates[axis].append(abs(float(slope)))
+            print(f"  {clip.name:<8} {axis:<5} nose travel {abs(slope):.3f} per unit sine "
+                  f"(rigid-fit range {angles[:, k].min():+.1f}…{angles[:, k].max():+.1f}°)")
+    return {axis: float(np.median(values)) for axis, values in rates.items()}
+
+
+def _gain_r(commanded: np.ndarray, rendered: np.ndarray) -> tuple[float, float]:
+    return float(np.polyfit(commanded, rendered, 1)[0]), float(np.corrcoef(commanded, rendered)[0, 1])
+
+
+def _readings(axis: str, lm: np.ndarray, rates: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """(rigid, parallax) angles in the plan's signs, relative to the sweep's first (rest) frame."""
+    rigid = geo.head_rotation_deg(lm, lm[0])[:, _AXIS[axis]] * PLAN_TO_LP_SIGN[axis]
+    if axis == "roll":
+        flat = geo.eye_line_roll_deg(lm)
+        return rigid, (flat - flat[0]) * PLAN_TO_LP_SIGN["roll"]
+    travel = geo.nose_parallax(lm)[:, _AXIS[axis]]
+    sine = np.clip((travel - travel[0]) / rates[axis], -1.0, 1.0)
+    # Sign: the nose travel's own sign per axis is fixed by the picture's axes; align it with
+    # the rigid reading (both are measurements of the same turn).
+    parallax = np.degrees(np.arcsin(sine))
+    return rigid, parallax * np.sign(np.dot(parallax, rigid) or 1.0)
+
+
+def sweep_face(face: str | None, rates: dict[str, float]) -> list[str]:
+    """One printed line per axis for one face."""
+    from stages.image import load_actor
+    from stages.image.face import track_landmarks
+    from stages.warp.mesh import MeshWarpBackend
+    from stages.warp.mesh.bases import angle_limit_deg, least_area
+    from tests.stages.warp.mesh.conftest import make_plan, new_slab
+
+    actor = load_actor(image=face)
+    prepared = MeshWarpBackend().prepare(actor)
+    name = Path(face).name if face else "sample"
+    lines = []
+    for axis, limit in SWEEPS_DEG.items():
+        commanded = sweep_angles(limit)
+        plan = make_plan(len(commanded), **{f"head_{axis}_deg": commanded})
+        slab = new_slab(len(commanded))
+        prepared.render(plan, slice(0, len(commanded)), slab)
+        lm = track_landmarks(slab)
+        found = ~np.isnan(lm[:, 0, 0])
+        if not found[0] or found.sum() < len(found) - 2:
+            lines.append(f"{name:<8} {axis:<5} face tracked in {found.sum()} of {len(found)} frames: not judged")
+            continue
+        rigid, parallax = _readings(axis, lm[found], rates)
+        g1, r1 = _gain_r(commanded[found], rigid)
+        g2, r2 = _gain_r(commanded[found], parallax)
+        lines.append(f"{name:<8} {axis:<5} ±{limit:<4.0f} {g1:6.2f} {r1:6.3f}   {g2:6.2f} {r2:6.3f}   "
+                     f"{angle_limit_deg(prepared.pose_limits, axis):5.1f}° "
+                     f"{least_area(prepared.face_layer, plan, prepared.pose_limits):6.2f}")
+    return lines
+
+
+def main() -> None:
+    """Print the calibration, then one line per face and axis."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--faces", nargs="*", default=None, help="file names in ../shared/faces (default: all)")
+    parser.add_argument("--real-clips", nargs="*", default=None,
+                        help="file names in ../shared/driving for the calibration (default: all)")
+    args = parser.parse_args()
+    clips = [SHARED / "driving" / c for c in args.real_clips] if args.real_clips else sorted(
+        (SHARED / "driving").glob("*.mp4"))
+    print("real heads (calibration of the parallax reading):")
+    rates = real_parallax_rate(clips)
+    print(f"  median: yaw {rates['yaw']:.3f}, pitch {rates['pitch']:.3f} eye distances per unit sine\n")
+    faces = [None] + ([str(SHARED / "faces" / f) for f in args.faces] if args.faces is not None
+                      else [str(p) for p in sorted((SHARED / "faces").glob("*.jpg"))])
+    print(f"{'face':<8} {'axis':<5} {'sweep':<5} {'rigid gain':>10} {'r':>6}   {'parallax gain':>6} {'r':>6}   "
+          f"{'limit':>6} {'min det':>7}")
+    for face in faces:
+        try:
+            for line in sweep_face(face, rates):
+                print(line)
+        except Exception as exc:  # a face the tracker refuses (e.g. no human face) is reported, not fatal
+            print(f"{Path(face).name if face else 'sample':<8} not rendered: {exc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""The head's depth everywhere in the frame: the face mesh's own depths, a skull beyond them.
+
+A head turn moves each point across the picture by its depth times the sine of the angle, so
+the depth map decides how far the nose swings against the eyes (parallax) — and whether the
+warp folds. Three parts, computed once per actor on a raster of the frame:
+
+- over the face (inside the face oval) the landmarks' depths interpolated linearly between
+  mesh points, so the nose tip keeps its full height over the eyes (a smoothed average halved
+  it: part of the mesh warp's "half a turn"), drawn out by FACE_DEPTH_GAIN and RELIEF_GAIN;
+- beyond the oval an ellipsoid over the head ellipse (hair, ears, back of the skull), falling to
+  the silhouette plane at its rim, joined to the face's edge over a short band;
+- a slope limit: the smallest surface above that map whose slope is at most MAX_DEPTH_SLOPE
+  (a cone dilation). Where a real surface is steeper (the nose's flanks, the skull's rim) a turn
+  would hide what lies behind it; a warp cannot hide, it would fold. Raising the ground next to
+  a steep part keeps every peak (the nose tip still swings its full distance) and caps how much
+  a turn can squeeze the far side.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy.interpolate import LinearNDInterpolator
+from scipy.ndimage import map_coordinates
+
+from stages.warp.mesh.anatomy import FACE_OVAL, FaceFrame
+from stages.warp.mesh.regions import HeadEllipse, smoothstep
+
+MAX_DEPTH_SLOPE = 1.2
+"""Steepest depth slope (depth px per image px). A yaw θ squeezes the far side by
+slope·sin θ + (1 − cos θ): at 1.2 and θ = 30° that is 0.73 of the picture's length, so a turn
+of ±30° (the planner's limit) never folds, and at ±25° it is 0.6."""
+FACE_DEPTH_GAIN = 1.4
+RELIEF_GAIN = 1.5
+RELIEF_SIGMA = 0.12
+"""How far the face's depth is drawn out for the warp: the whole face by FACE_DEPTH_GAIN, and
+its relief (the depth less its blur over RELIEF_SIGMA × face height: the nose, the brow, the
+eye sockets) by RELIEF_GAIN on top. Why more than the landmarks' own depth: a warp of a
+frontal picture turned by θ with that depth reads as turned by only 0.6 θ on MediaPipe —
+both by the rigid fit of the skull's points and by the nose's travel across the eye line —
+because it cannot show what a real turn shows besides (the far cheek and ear hidden, the near
+ear revealed, the light moving). The gains were set on commanded sweeps so that the nose
+crosses the face as far per degree as it does on the real heads turning in ../shared/driving
+(0.56–0.69 of the eye distance per unit sine there; benchmarks/bench_head_sweep.py), while the
+forehead and skull, which the frame's top edge holds, move little more than before."""
+RASTER_STEP_PX = 2
+"""Raster pitch of the depth map: finer than every grid that samples it (≥ 2 px)."""
+JOIN_BAND = 0.06
+"""× face height: the band inside the oval over which the mesh depth hands over to the skull."""
+
+
+def _raster(frame_px: int) -> tuple[np.ndarray, int]:
+    """(n, n, 2) pixel centres (x, y) of the depth raster over the frame, and n."""
+    n = frame_px // RASTER_STEP_PX
+    centres = (np.arange(n) + 0.5) * RASTER_STEP_PX - 0.5
+    gx, gy = np.meshgrid(centres, centres)
+    return np.stack([gx, gy], -1), n
+
+
+def _inside_distance_px(oval_px: np.ndarray, n: int) -> np.ndarray:
+    """(n, n) distance in pixels from each raster cell to the oval's outline, inside it; 0 outside."""
+    mask = np.zeros((n, n), np.uint8)
+    cv2.fillPoly(mask, [np.round((oval_px + 0.5) / RASTER_STEP_PX - 0.5).astype(np.int32)], 1)
+    return cv2.distanceTransform(mask, cv2.DIST_L2, 5) * RASTER_STEP_PX
+
+
+def _cone_dilation(depth: np.ndarray, slope_per_cell: float) -> np.ndarray:
+    """The least surface ≥ `depth` whose slope is ≤ slope_per_cell (per raster cell, 8-neighbour chamfer)."""
+    out = depth.astype(np.float32)
+    kernel = np.ones((3, 3), np.uint8)
+    cross = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)
+    while True:
+        # A straight step costs one cell, a diagonal one √2 cells.
+        raised = np.maximum(cv2.dilate(out, cross) - slope_per_cell,
+                            cv2.dilate(out, kernel) - np.sqrt(2.0) * slope_per_cell)
+        if not (raised > out + 1e-4).any():
+            return out
+        np.maximum(out, raised, out=out)
+
+
+def _with_relief(face: np.ndarray, gain: float, sigma_cells: float) -> np.ndarray:
+    """The face's depth with its relief (what stands out of its smooth shape: the nose, the
+    brow ridge, the eye sockets' hollows) scaled by `gain`; NaN outside the face stays NaN."""
+    inside = np.isfinite(face)
+    weight = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), sigma_cells)
+    smooth = cv2.GaussianBlur(np.where(inside, face, 0.0).astype(np.float32), (0, 0), sigma_cells)
+    smooth = smooth / np.maximum(weight, 1e-6)
+    return np.where(inside, smooth + gain * (face - smooth), np.nan)
+
+
+class HeadDepth:
+    """Depth toward the viewer (pixels, 0 at the cheek contour) of any point of the frame."""
+
+    def __init__(self, frame: FaceFrame, landmarks_px: np.ndarray, head: HeadEllipse,
+                 crown_depth_px: float, frame_px: int) -> None:
+        mesh = np.asarray(landmarks_px, dtype=np.float64)[: frame.depth_px.shape[0], :2]
+        points, n = _raster(frame_px)
+        flat = points.reshape(-1, 2)
+        face = LinearNDInterpolator(mesh, frame.depth_px)(flat).reshape(n, n)
+        face = FACE_DEPTH_GAIN * _with_relief(face, RELIEF_GAIN, RELIEF_SIGMA * frame.face_h_px / RASTER_STEP_PX)
+        r = head.radius(frame.to_face(flat)).reshape(n, n)
+        skull = crown_depth_px * np.clip(1.0 - r**2, 0.0, 1.0)
+        inside = _inside_distance_px(mesh[list(FACE_OVAL)], n)
+        share = smoothstep(0.0, JOIN_BAND * frame.face_h_px, inside) * np.isfinite(face)
+        depth = np.where(share > 0.0, share * np.nan_to_num(face) + (1.0 - share) * skull, skull)
+        self._map = _cone_dilation(depth, MAX_DEPTH_SLOPE * RASTER_STEP_PX)
+
+    def at(self, points_px: np.ndarray) -> np.ndarray:
+        """Depth at image points (..., 2), bilinear between raster cells."""
+        pts = np.asarray(points_px, dtype=np.float64)
+        cells = (pts.reshape(-1, 2) + 0.5) / RASTER_STEP_PX - 0.5
+        values = map_coordinates(self._map, [cells[:, 1], cells[:, 0]], order=1, mode="nearest")
+        return values.astype(np.float64).reshape(pts.shape[:-1])
