@@ -30,7 +30,7 @@ from stages.warp.base import check_slab, validate_plan
 from stages.warp.mesh.features import F, N_FEATURES, fill_features
 from stages.warp.mesh.field import Box, Grid, GridInverter
 from stages.warp.mesh.lipline import refine_inner_lips
-from stages.warp.mesh.bases import LayerBases, pose_limits
+from stages.warp.mesh.bases import LayerBases, PoseLimits
 from stages.warp.mesh.layers import HeadModel, LayerFields, pack
 from stages.warp.mesh.mouth import MouthCompositor, MouthPatch, block_reach
 from stages.warp.mesh.regions import HeadEllipse
@@ -137,7 +137,7 @@ class PreparedMeshWarp:
         self.eye_patches = [EyePatch.build(frame, eye, self.roi) for eye in eyes]
         bases = LayerBases(frame, head, HeadModel.build(frame, lm, head), controls, mouth)
         base_basis = bases.face(base_grid)
-        self._feature_limits = pose_limits(base_basis, base_grid)
+        self._pose_limits = PoseLimits(base_basis, base_grid)
         self._layers = {"base": LayerFields(base_grid, pack(base_basis), BLOCK_FRAMES)}
         for name, basis in bases.mouth(self.mouth_patch).items():
             self._layers[name] = LayerFields(self.mouth_patch.grid, pack(basis), BLOCK_FRAMES)
@@ -152,9 +152,9 @@ class PreparedMeshWarp:
         return self._layers["base"]
 
     @property
-    def feature_limits(self) -> np.ndarray:
-        """Per-feature bounds the render clips to (the head's fold-free turns; inf elsewhere)."""
-        return self._feature_limits
+    def pose_limits(self) -> PoseLimits:
+        """How far the render lets the head turn and shift (each alone and all together)."""
+        return self._pose_limits
 
     def prepare_motion(self, plan: MotionPlan) -> None:
         """Nothing to prepare: the mesh warp renders from the plan's curves alone (a driving
@@ -190,7 +190,7 @@ class PreparedMeshWarp:
         """
         self._features.fill(0.0)
         fill_features(plan, block_start + first, block_start + last, FRAME_SIZE_PX, self._features[first:])
-        np.clip(self._features, -self._feature_limits, self._feature_limits, out=self._features)
+        self._pose_limits.apply(self._features)
         for layer in self._layers.values():
             layer.compute(self._features)
         layers = self._layers

@@ -86,3 +86,31 @@ def test_a_roll_tilts_the_eye_line_by_the_commanded_angle(prepared, tracker_land
     tilt = geo.eye_line_roll_deg(lm)
     gain = abs(np.polyfit(commanded, tilt - tilt[0], 1)[0])
     assert 0.85 <= gain <= 1.15
+
+
+def _on_edge_line(rendered: np.ndarray, source: np.ndarray, reach_px: int = 80) -> bool:
+    """Whether every pixel of a rendered edge line is a blend of two neighbouring pixels of the
+    source's same edge line within `reach_px` of it (±1 level): content slid along the edge."""
+    src = source.astype(np.int16)
+    lo = np.minimum(src[:-1], src[1:]) - 1
+    hi = np.maximum(src[:-1], src[1:]) + 1
+    for x, value in enumerate(rendered.astype(np.int16)):
+        window = slice(max(0, x - reach_px), min(len(lo), x + reach_px))
+        if not ((lo[window] <= value) & (value <= hi[window])).all(axis=1).any():
+            return False
+    return True
+
+
+def test_the_frame_edges_only_slide_along_themselves(prepared, astronaut_actor):
+    """Whatever the head does, nothing comes in across the frame's edge: each edge row and column
+    shows the picture's own edge, at most slid along it (a head the framing cuts at the top turns
+    its hair with it; the picture has nothing beyond the edge to pull in)."""
+    n = 6
+    plan = make_plan(n, head_yaw_deg=np.linspace(-25, 25, n), head_pitch_deg=np.linspace(15, -15, n),
+                     head_roll_deg=np.linspace(-10, 10, n), shift_x_px=np.linspace(-40, 40, n))
+    slab = new_slab(n)
+    prepared.render(plan, slice(0, n), slab)
+    img = astronaut_actor.image
+    for frame in slab:
+        for edge in (np.s_[0], np.s_[-1], np.s_[:, 0], np.s_[:, -1]):
+            assert _on_edge_line(frame[edge], img[edge])
