@@ -27,15 +27,24 @@ BLINK_LEVELS = 9
 _OVERSHOOT = 0.16  # × eye height: how far past the lower lid the margin landmarks go
 _LID_EDGE_LIFT = 0.1  # × eye height: the lid label's edge sits this far above those landmarks
 _BISECTIONS = 30
+_PAINT = 1.0  # how far a shut lid's skin is drawn toward the lid's lit skin colour
+_LASH = 1.0  # how far the lid's lowest band is drawn toward its lash colour
+_LASH_LINE = 0.35  # × eye height: that band, the lash line a shut lid shows
+_LASH_LUMA = 0.25  # a lash line is at most this bright against the lit lid skin
+
+
+def _taper(eye: an.EyeGeometry, u: np.ndarray) -> np.ndarray:
+    """1 across the middle of the eye, falling to 0 at its corners (and 0 beyond them)."""
+    lo, hi = eye.u_range
+    across = np.clip((u - 0.5 * (lo + hi)) / (0.5 * (hi - lo)), -1.0, 1.0)
+    return np.where((u > lo) & (u < hi), 1.0 - across**4, 0.0)
 
 
 def _lid_drop_px(eye: an.EyeGeometry, u: np.ndarray) -> np.ndarray:
     """How far the lash line at u travels for a full blink (0 beyond the eye corners)."""
     lo, hi = eye.u_range
-    inside = (u > lo) & (u < hi)
-    across = np.clip((u - 0.5 * (lo + hi)) / (0.5 * (hi - lo)), -1.0, 1.0)
     gap = np.maximum(eye.lower(u) - eye.margin(u), 0.0)
-    return np.where(inside, gap + _OVERSHOOT * eye.height_px * (1.0 - across**4), 0.0)
+    return np.where((u > lo) & (u < hi), gap + _OVERSHOOT * eye.height_px * _taper(eye, u), 0.0)
 
 
 def _lid_share(eye: an.EyeGeometry, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -43,6 +52,49 @@ def _lid_share(eye: an.EyeGeometry, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     margin = eye.margin(u)
     reach = np.maximum(0.8 * (margin - eye.brow(u)), 0.6 * eye.height_px)
     return 1.0 - smoothstep(0.0, 1.0, (margin - v) / reach)
+
+
+def _lid_paint(eye: an.EyeGeometry, u: np.ndarray, v: np.ndarray, label: np.ndarray,
+               drop: np.ndarray) -> np.ndarray:
+    """(2, h, w) float32, source space: how far each upper-lid pixel is drawn, on a shut lid,
+    toward the lid's lit skin (0) and toward its lash colour (1).
+
+    Measured where the pixel lands on the shut lid (the lid stretches as it comes down): the
+    lash line is the lid's lowest _LASH_LINE eye heights there, above its lower edge; the skin
+    paint takes over above it and fades out under the brow.
+    """
+    margin = eye.margin(u)
+    reach = np.maximum(0.8 * (margin - eye.brow(u)), 0.6 * eye.height_px)
+    line = _LASH_LINE * eye.height_px
+    edge = margin - _LID_EDGE_LIFT * eye.height_px  # the lid layer's lower edge
+    shut_edge = edge + drop * _lid_share(eye, u, edge)
+    above = np.maximum(shut_edge - (v + drop * _lid_share(eye, u, v)), 0.0)
+    lash = 1.0 - smoothstep(0.0, 1.0, (above - 0.6 * line) / (0.4 * line))
+    skin = (1.0 - lash) * (1.0 - smoothstep(0.0, 1.0, (margin - v) / reach))
+    weight = np.stack([_PAINT * skin, _LASH * lash]) * (_taper(eye, u) * label)
+    return np.ascontiguousarray(weight, np.float32)
+
+
+def _lid_colours(patch: "EyePatch", image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lit skin, lash) colours of one lid, float32 RGB.
+
+    Lit skin: the median of the brightest third of the upper-lid skin above the lash band. Lash:
+    the median of the darkest fifth of the lash band, no brighter than _LASH_LUMA of the skin
+    (soft-painted lashes read as no line at all)."""
+    rgb = image[patch.box.slices].reshape(-1, 3).astype(np.float32)
+    label = patch.lid_label.reshape(-1) > 0.9
+    luma_w = np.array([0.299, 0.587, 0.114], np.float32)
+    skin_px = rgb[label & (patch.paint[1].reshape(-1) < 0.05)]
+    lash_px = rgb[label & (patch.paint[1].reshape(-1) > 0.5 * max(_LASH, 1e-6))]
+    if len(skin_px) < 8:
+        skin_px = rgb
+    if len(lash_px) < 4:
+        lash_px = skin_px
+    skin_l, lash_l = skin_px @ luma_w, lash_px @ luma_w
+    skin = np.median(skin_px[skin_l >= np.percentile(skin_l, 67)], axis=0)
+    lash = np.median(lash_px[lash_l <= np.percentile(lash_l, 20)], axis=0)
+    lash *= min(1.0, _LASH_LUMA * float(skin @ luma_w) / max(float(lash @ luma_w), 1.0))
+    return skin.astype(np.float32), lash.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -54,6 +106,7 @@ class EyePatch:
     v_axis: np.ndarray  # (2,) float32, the face's downward direction in the image
     lid_label: np.ndarray  # (h, w) float32: 1 on upper-lid skin (source space)
     back_shift: np.ndarray  # (BLINK_LEVELS, h, w) float32: source = pixel − shift·v_axis
+    paint: np.ndarray  # (2, h, w) float32: how far a shut lid turns to lit skin / to lashes (source space)
 
     @classmethod
     def build(cls, frame: an.FaceFrame, eye: an.EyeGeometry, roi: Box) -> "EyePatch":
@@ -90,7 +143,7 @@ class EyePatch:
         centre_uv = np.array([mid_u[0], 0.5 * float(eye.margin(mid_u)[0] + eye.lower(mid_u)[0])])
         centre = frame.origin_px + frame.to_image_vectors(centre_uv)
         return cls(box, centre, frame.v_axis.astype(np.float32), np.ascontiguousarray(label, np.float32),
-                   np.ascontiguousarray(shifts, np.float32))
+                   np.ascontiguousarray(shifts, np.float32), _lid_paint(eye, u, v, label, drop))
 
 
 class EyeCompositor:
@@ -114,6 +167,12 @@ class EyeCompositor:
         self._lid_rgb = np.empty((h, w, 3), np.uint8)
         self._pix = np.empty((h, w, 3), np.float32)
         self._diff = np.empty((h, w, 3), np.float32)
+        # Premultiplied paint, source space: RGB·weight and the weight, remapped in one call.
+        skin, lash = _lid_colours(patch, image)
+        texture = patch.paint[0][..., None] * skin + patch.paint[1][..., None] * lash
+        self._paint_src = np.ascontiguousarray(np.dstack([texture, patch.paint.sum(axis=0)]), np.float32)
+        self._paint = np.empty((h, w, 4), np.float32)
+        self._keep = np.empty((h, w, 1), np.float32)
 
     def render(self, blink: float, face_map: np.ndarray, out_view: np.ndarray) -> None:
         """Draw the lid for `blink` over `out_view` (this patch of the frame, face layer done).
@@ -136,9 +195,17 @@ class EyeCompositor:
                   borderMode=cv2.BORDER_REPLICATE)
         cv2.remap(self.image, self._lid_map, None, cv2.INTER_LINEAR, dst=self._lid_rgb,
                   borderMode=cv2.BORDER_REPLICATE)
+        # The shut lid: its skin turns to the lit colour and its edge to a lash line as it comes
+        # down — lid = lid·(1 − b·weight) + b·(colour·weight).
+        cv2.remap(self._paint_src, self._local, None, cv2.INTER_LINEAR, dst=self._paint,
+                  borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        self._paint *= float(np.clip(blink, 0.0, 1.0))
+        self._diff[...] = self._lid_rgb
+        np.subtract(1.0, self._paint[..., 3:], out=self._keep)
+        np.multiply(self._diff, self._keep, out=self._diff)
+        np.add(self._diff, self._paint[..., :3], out=self._diff)
         # out += claim·(lid − out)
         self._pix[...] = out_view
-        self._diff[...] = self._lid_rgb
         np.subtract(self._diff, self._pix, out=self._diff)
         np.multiply(self._diff, self._claim[..., None], out=self._diff)
         np.add(self._pix, self._diff, out=self._pix)
