@@ -62,14 +62,15 @@ class SlotRunner:
                 pipeline.warp_frames(self.backends, prepared.actor, plan, slot.frames, progress,
                                      should_stop=slot.cancel.is_set,
                                      on_chunk=lambda start, stop: stream.add(slot.frames[start:stop], start))
+            # "drain": from the last warped chunk until the encoder and the checks are done with it.
+            with slot.clock.time("drain"):
                 slot.stream = stream.close()
         except BaseException:
             stream.abort()
             raise
-        # The warp's own time and the encoding it carried, apart (the checks ran beside it).
+        # The encoder and the checks ran beside the warp, each on its thread: their busy seconds.
         seconds = slot.clock.seconds
         seconds["encode"], seconds["verify"] = slot.stream.encode_s, slot.stream.verify_s
-        seconds["warp"] -= slot.stream.encode_s
         return slot.frames
 
     def finish(self, slot: Slot, progress: Progress = _no_progress) -> PublishedSlot:

@@ -1,16 +1,18 @@
 """What a slot's frames feed while they are warped: its stream, on disk as it is made, and the
 objective checks of its verdict.
 
-As each chunk lands in the slab, `SlotStream.add` encodes it into CMAF/HLS segments in the slot's
-live staging folder (`<output_dir>/.live/<slot_id>/`: each segment written then renamed, the
-playlist rewritten atomically, so a player can follow the slot while it renders). The finish
-stage then publishes that same stream — the segments as `hls/` and `video.mp4` remuxed from
-their packets — so the stream and the file decode to identical frames, and nothing is encoded
-twice. The encoder runs on the warp's own thread, chunk after chunk (PyAV releases the GIL while
-x264 works; a Python thread feeding it beside the warp slowed both). The checks of the verdict
-(stages/verify/stream.py: faces, black and frozen frames, the lip-sync window as soon as it is
-whole) run on a thread of their own, fed the chunks' frame ranges as they land: they read the
-slab, which holds the frames until the slot is published, and are done about when the warp is.
+As each chunk lands in the slab, `SlotStream.add` hands it to two threads of their own, each fed
+the chunks' frame ranges in order through a queue (views of the slab, which holds the frames
+until the slot is published: nothing is copied). The encoder's thread encodes them into
+CMAF/HLS segments in the slot's live staging folder (`<output_dir>/.live/<slot_id>/`: each
+segment written then renamed, the playlist rewritten atomically, so a player can follow the slot
+while it renders). The checks' thread runs the checks of the verdict (stages/verify/stream.py:
+faces, black and frozen frames, the lip-sync window as soon as it is whole). The warp's own
+thread only renders, so the slot's three kinds of work share the cores and the slot is done
+about when the slowest of them is, not when the warp and the encoding, one after the other, are.
+The finish stage then publishes that same stream — the segments as `hls/` and `video.mp4`
+remuxed from their packets — so the stream and the file decode to identical frames, and nothing
+is encoded twice.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class StreamRecord:
     """The objective checks (stages.verify.Verdict) made on the chunks, or None when not verifying."""
     encode_s: float = 0.0
     verify_s: float = 0.0
-    """Seconds the warp's thread spent encoding and checking (inside the warp stage's time)."""
+    """Seconds spent encoding and checking, each on its own thread beside the warp."""
 
     def manifest_fields(self) -> dict[str, Any]:
         """What the manifest says of the stream: the first segment's latency and every segment."""
@@ -62,7 +64,7 @@ def live_folder(output_dir: Path, slot_id: str) -> Path:
 
 
 class SlotStream:
-    """Encodes a slot's warped chunks as they come (see the module docstring)."""
+    """Encodes and checks a slot's warped chunks as they come (see the module docstring)."""
 
     def __init__(self, folder: Path, speech: Any, fps: int, n_frames: int, verify: bool,
                  on_segment: Callable[[int, int], None] | None = None) -> None:
@@ -75,36 +77,46 @@ class SlotStream:
         self._on_segment = on_segment or (lambda done, total: None)
         self._encoder = StreamEncoder(folder, fps, n_frames, speech.audio, speech.sample_rate_hz)
         self._n_segments = -(-n_frames // self._encoder.segment_frames)
-        self._encode_s = 0.0
-        self._checks = _BesideTheWarp(StreamingVerifier(speech, fps, n_frames)) if verify else None
+        self._encoding = _ChunkThread("slot-encode", self._encode)
+        self._verifier = StreamingVerifier(speech, fps, n_frames) if verify else None
+        self._checks = _ChunkThread("slot-checks", self._verifier.add_frames) if self._verifier is not None else None
 
-    def add(self, frames: np.ndarray, start_frame: int) -> None:
-        """Encode the next warped frames (in order) and queue them for the checks; report each
-        segment that became readable."""
-        if self._checks is not None:
-            self._checks.feed(frames, start_frame)
-        started = time.perf_counter()
-        segments = self._encoder.add_frames(frames, start_frame)
-        self._encode_s += time.perf_counter() - started
-        for segment in segments:
+    def _encode(self, frames: np.ndarray, start_frame: int) -> None:
+        """On the encoder's thread: encode a chunk, report each segment that became readable."""
+        for segment in self._encoder.add_frames(frames, start_frame):
             self._on_segment(segment.index + 1, self._n_segments)
 
+    def add(self, frames: np.ndarray, start_frame: int) -> None:
+        """Queue the next warped frames (in order) for the encoder and the checks; returns at once.
+        An error either met on an earlier chunk is raised here."""
+        for worker in (self._encoding, self._checks):
+            if worker is not None:
+                worker.raise_error()
+                worker.feed(frames, start_frame)
+
     def close(self) -> StreamRecord:
-        """Finish the stream (its last segment, the playlist's end) and the checks; say what they hold."""
+        """Wait for the queued chunks, finish the stream (its last segment, the playlist's end) and
+        the checks; say what they hold."""
+        self._encoding.finish()
         started = time.perf_counter()
         result = self._encoder.close()
-        self._encode_s += time.perf_counter() - started
+        encode_s = self._encoding.busy_s + time.perf_counter() - started
         _check_finished(result.playlist)
         self._on_segment(len(result.segments), len(result.segments))
-        verdict = self._checks.verdict() if self._checks is not None else None
+        verdict = None
+        if self._checks is not None:
+            self._checks.finish()
+            verdict = self._verifier.verdict()
         first = None if result.first_segment_at is None else result.first_segment_at - self._started
-        return StreamRecord(self.folder, result, first, verdict, self._encode_s,
+        return StreamRecord(self.folder, result, first, verdict, encode_s,
                             verdict.verify_s if verdict is not None else 0.0)
 
     def abort(self) -> None:
         """Drop the stream and the checks: the files go (the warp failed or was interrupted)."""
+        self._encoding.abandon()
         if self._checks is not None:
             self._checks.abandon()
+            self._verifier.close()
         self._encoder.abort()
         shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -125,42 +137,48 @@ def _check_finished(playlist: Path) -> None:
         raise OSError(f"the slot's stream was not finished on disk ({playlist})")
 
 
-class _BesideTheWarp:
-    """The verdict's checks on a thread of their own, fed frame chunks in order through a queue."""
+class _ChunkThread:
+    """`work(frames, start_frame)` for each queued chunk, in order, on a thread of its own."""
 
-    def __init__(self, verifier: Any) -> None:
-        self._verifier = verifier
+    def __init__(self, name: str, work: Callable[[np.ndarray, int], None]) -> None:
+        self._work = work
         self._chunks: queue.SimpleQueue = queue.SimpleQueue()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="slot-checks", daemon=True)
+        self.busy_s = 0.0
+        """Seconds spent in `work`, all chunks."""
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while (item := self._chunks.get()) is not None:
             if self._error is None:
+                started = time.perf_counter()
                 try:
-                    self._verifier.add_frames(*item)
-                except BaseException as exc:  # kept for verdict(): the warp's thread raises it
+                    self._work(*item)
+                except BaseException as exc:  # kept for finish(): the caller's thread raises it
                     self._error = exc
+                self.busy_s += time.perf_counter() - started
 
     def feed(self, frames: np.ndarray, start_frame: int) -> None:
         """Queue a chunk (a view of the slab: nothing is copied)."""
         self._chunks.put((frames, start_frame))
 
-    def verdict(self) -> Any:
-        """Wait for the queued chunks, then the verdict."""
-        self._chunks.put(None)
-        self._thread.join()
+    def raise_error(self) -> None:
+        """Raise the error an earlier chunk met, if any (the rest of the queue is skipped)."""
         if self._error is not None:
             raise self._error
-        return self._verifier.verdict()
 
-    def abandon(self) -> None:
-        """Stop checking (the slot's warp failed): the thread ends, the face tracker is let go."""
-        self._error = self._error or InterruptedError("checks abandoned")
+    def finish(self) -> None:
+        """Wait for the queued chunks; raise the error one of them met."""
         self._chunks.put(None)
         self._thread.join()
-        self._verifier.close()
+        self.raise_error()
+
+    def abandon(self) -> None:
+        """Stop working (the slot's warp failed): the chunks still queued are skipped, the thread ends."""
+        self._error = self._error or InterruptedError("abandoned")
+        self._chunks.put(None)
+        self._thread.join()
 
 
 def publish_stream(stream: StreamRecord, folder: Path) -> None:
