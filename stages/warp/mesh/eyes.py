@@ -28,14 +28,18 @@ _OVERSHOOT = 0.16  # × eye height: how far past the lower lid the margin landma
 _LID_EDGE_LIFT = 0.1  # × eye height: the lid label's edge sits this far above those landmarks
 _BISECTIONS = 30
 _PAINT = 1.0  # how far a shut lid's skin is drawn toward the lid's lit skin colour
+_CORNER_PAINT = 0.15  # × eye width: the skin paint reaches this far past the corners
+_SKIN_PERCENTILE = 67.0  # the lit skin: the median of the lid skin brighter than this percentile
 _LASH = 1.0  # how far the lid's lowest band is drawn toward its lash colour
-_LASH_LINE = 0.35  # × eye height: that band, the lash line a shut lid shows
+_LASH_LINE = 0.12  # × eye width: that band, the lash line a shut lid shows
 _LASH_LUMA = 0.25  # a lash line is at most this bright against the lit lid skin
 
 
-def _taper(eye: an.EyeGeometry, u: np.ndarray) -> np.ndarray:
-    """1 across the middle of the eye, falling to 0 at its corners (and 0 beyond them)."""
+def _taper(eye: an.EyeGeometry, u: np.ndarray, widen: float = 0.0) -> np.ndarray:
+    """1 across the middle of the eye, falling to 0 at its corners (and 0 beyond them); `widen`
+    moves the corners outward by that share of the eye's width."""
     lo, hi = eye.u_range
+    lo, hi = lo - widen * (hi - lo), hi + widen * (hi - lo)
     across = np.clip((u - 0.5 * (lo + hi)) / (0.5 * (hi - lo)), -1.0, 1.0)
     return np.where((u > lo) & (u < hi), 1.0 - across**4, 0.0)
 
@@ -60,18 +64,18 @@ def _lid_paint(eye: an.EyeGeometry, u: np.ndarray, v: np.ndarray, label: np.ndar
     toward the lid's lit skin (0) and toward its lash colour (1).
 
     Measured where the pixel lands on the shut lid (the lid stretches as it comes down): the
-    lash line is the lid's lowest _LASH_LINE eye heights there, above its lower edge; the skin
+    lash line is the lid's lowest _LASH_LINE eye widths there, above its lower edge; the skin
     paint takes over above it and fades out under the brow.
     """
     margin = eye.margin(u)
     reach = np.maximum(0.8 * (margin - eye.brow(u)), 0.6 * eye.height_px)
-    line = _LASH_LINE * eye.height_px
+    line = _LASH_LINE * eye.width_px
     edge = margin - _LID_EDGE_LIFT * eye.height_px  # the lid layer's lower edge
     shut_edge = edge + drop * _lid_share(eye, u, edge)
     above = np.maximum(shut_edge - (v + drop * _lid_share(eye, u, v)), 0.0)
     lash = 1.0 - smoothstep(0.0, 1.0, (above - 0.6 * line) / (0.4 * line))
     skin = (1.0 - lash) * (1.0 - smoothstep(0.0, 1.0, (margin - v) / reach))
-    weight = np.stack([_PAINT * skin, _LASH * lash]) * (_taper(eye, u) * label)
+    weight = np.stack([_PAINT * skin * _taper(eye, u, _CORNER_PAINT), _LASH * lash * _taper(eye, u)]) * label
     return np.ascontiguousarray(weight, np.float32)
 
 
@@ -91,7 +95,7 @@ def _lid_colours(patch: "EyePatch", image: np.ndarray) -> tuple[np.ndarray, np.n
     if len(lash_px) < 4:
         lash_px = skin_px
     skin_l, lash_l = skin_px @ luma_w, lash_px @ luma_w
-    skin = np.median(skin_px[skin_l >= np.percentile(skin_l, 67)], axis=0)
+    skin = np.median(skin_px[skin_l >= np.percentile(skin_l, _SKIN_PERCENTILE)], axis=0)
     lash = np.median(lash_px[lash_l <= np.percentile(lash_l, 20)], axis=0)
     lash *= min(1.0, _LASH_LUMA * float(skin @ luma_w) / max(float(lash @ luma_w), 1.0))
     return skin.astype(np.float32), lash.astype(np.float32)
