@@ -85,8 +85,9 @@ def print_profile(prepared, plan: MotionPlan, slab: np.ndarray) -> None:
     try:
         for block_start in range(0, n, BLOCK_FRAMES):
             last = min(n, block_start + BLOCK_FRAMES) - block_start
-            prepared._fill_block_fields(plan, block_start, 0, last)
-            prepared._render_frames(ws, range(0, last), block_start, slab)
+            block = prepared._blocks[0]
+            prepared._fill_block_fields(block, plan, block_start, 0, last)
+            prepared._render_frames(ws, block, range(0, last), block_start, slab)
     finally:
         cv2.setNumThreads(before)
     cpu_s, wall_s = time.process_time() - c0, time.perf_counter() - t0

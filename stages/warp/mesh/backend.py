@@ -40,6 +40,9 @@ BLOCK_FRAMES = 32
 N_THREADS = 2
 STRIPE_TILES = 4
 """Grid rows per stripe of the head ROI that is remapped between its first and last moving tile."""
+FIELDS_FRAMES = 2
+"""About how many frames' rendering a block's fields take (the main thread renders that many
+fewer frames of a block while it computes the next block's)."""
 FACE_ITERATIONS = 8
 """Fixed-point steps inverting the face layer (head turns move the head far)."""
 _BLINK_EPS = 1e-3
@@ -95,6 +98,15 @@ class _Workspace:
         self.eyes = tuple(EyeCompositor(p, image) for p in eyes)
 
 
+class _BlockFields:
+    """One block's feature rows, every layer's node fields and the mouth's reach per frame."""
+
+    def __init__(self, packed: dict[str, tuple[Grid, np.ndarray]]) -> None:
+        self.features = np.zeros((BLOCK_FRAMES, N_FEATURES), np.float32)
+        self.layers = {name: LayerFields(grid, basis, BLOCK_FRAMES) for name, (grid, basis) in packed.items()}
+        self.reach = np.zeros((BLOCK_FRAMES, 4), np.float64)
+
+
 def _sub_box(inner: Box, outer: Box) -> tuple[slice, slice]:
     """Slices of `inner` relative to `outer` (inner lies inside outer)."""
     return (slice(inner.y0 - outer.y0, inner.y0 - outer.y0 + inner.h),
@@ -138,18 +150,19 @@ class PreparedMeshWarp:
         bases = LayerBases(frame, head, HeadModel.build(frame, lm, head), controls, mouth)
         base_basis = bases.face(base_grid)
         self._pose_limits = PoseLimits(base_basis, base_grid)
-        self._layers = {"base": LayerFields(base_grid, pack(base_basis), BLOCK_FRAMES)}
-        for name, basis in bases.mouth(self.mouth_patch).items():
-            self._layers[name] = LayerFields(self.mouth_patch.grid, pack(basis), BLOCK_FRAMES)
-        self._features = np.zeros((BLOCK_FRAMES, N_FEATURES), np.float32)
-        self._mouth_reach = np.zeros((BLOCK_FRAMES, 4), np.float64)
+        packed = {"base": (base_grid, pack(base_basis))}
+        packed.update({name: (self.mouth_patch.grid, pack(basis)) for name, basis in bases.mouth(self.mouth_patch).items()})
+        # Two blocks' worth: the next block's fields are computed while this one renders.
+        self._blocks = (_BlockFields(packed), _BlockFields(packed))
+        self._current = self._blocks[0]
         self._workspaces = [_Workspace(image, base_grid, self.mouth_patch, tuple(self.eye_patches))
                             for _ in range(N_THREADS)]
 
     @property
     def face_layer(self) -> LayerFields:
-        """The whole-face layer (head pose + expressions on the ROI grid): for checks of its field."""
-        return self._layers["base"]
+        """The whole-face layer (head pose + expressions on the ROI grid): for checks of its field
+        (its fields are those of the block rendered last)."""
+        return self._current.layers["base"]
 
     @property
     def pose_limits(self) -> PoseLimits:
@@ -170,17 +183,28 @@ class PreparedMeshWarp:
             self._render_blocks(plan, start, stop, out)
 
     def _render_blocks(self, plan: MotionPlan, start: int, stop: int, out: np.ndarray) -> None:
+        """Render block by block on two threads; the main thread also computes the next block's
+        fields meanwhile (so it takes FIELDS_FRAMES fewer frames), instead of both threads
+        waiting for them between blocks."""
         pool = _thread_pool()
-        for block_start in range(start - start % BLOCK_FRAMES, stop, BLOCK_FRAMES):
-            first = max(start, block_start) - block_start
-            last = min(stop, block_start + BLOCK_FRAMES) - block_start
-            self._fill_block_fields(plan, block_start, first, last)
-            half = (first + last + 1) // 2
-            job = pool.submit(self._render_frames, self._workspaces[1], range(half, last), block_start, out)
-            self._render_frames(self._workspaces[0], range(first, half), block_start, out)
-            job.result()
+        spans = [(b, max(start, b) - b, min(stop, b + BLOCK_FRAMES) - b)
+                 for b in range(start - start % BLOCK_FRAMES, stop, BLOCK_FRAMES)]
+        self._fill_block_fields(self._blocks[0], plan, *spans[0])
+        for k, (block_start, first, last) in enumerate(spans):
+            block = self._blocks[k % 2]
+            ahead = spans[k + 1] if k + 1 < len(spans) else None
+            split = min(max(first, (first + last + 1 - (FIELDS_FRAMES if ahead else 0)) // 2), last)
+            job = pool.submit(self._render_frames, self._workspaces[1], block, range(split, last), block_start, out)
+            try:
+                if ahead is not None:
+                    self._fill_block_fields(self._blocks[(k + 1) % 2], plan, *ahead)
+                self._render_frames(self._workspaces[0], block, range(first, split), block_start, out)
+            finally:
+                job.result()  # the other thread is done with `block` before it is refilled
+            self._current = block
 
-    def _fill_block_fields(self, plan: MotionPlan, block_start: int, first: int, last: int) -> None:
+    def _fill_block_fields(self, block: "_BlockFields", plan: MotionPlan, block_start: int, first: int,
+                           last: int) -> None:
         """Node fields of block rows [first, last) of the block at absolute frame `block_start`.
 
         Blocks sit at multiples of BLOCK_FRAMES and every matmul has the full block shape (rows
@@ -188,28 +212,29 @@ class PreparedMeshWarp:
         the block's row count and the row's place in it (OpenBLAS does with some core types),
         so this is what keeps a frame's pixels independent of how a caller chunks a render.
         """
-        self._features.fill(0.0)
-        fill_features(plan, block_start + first, block_start + last, FRAME_SIZE_PX, self._features[first:])
-        self._pose_limits.apply(self._features)
-        for layer in self._layers.values():
-            layer.compute(self._features)
-        layers = self._layers
+        features, layers = block.features, block.layers
+        features.fill(0.0)
+        fill_features(plan, block_start + first, block_start + last, FRAME_SIZE_PX, features[first:])
+        self._pose_limits.apply(features)
+        for layer in layers.values():
+            layer.compute(features)
         block_reach(self.mouth_patch, layers["upper"].fields, layers["lower"].fields, layers["teeth"].fields,
-                    self._mouth_reach)
+                    block.reach)
 
-    def _render_frames(self, ws: _Workspace, js: range, block_start: int, out: np.ndarray) -> None:
-        layers = self._layers
+    def _render_frames(self, ws: _Workspace, block: "_BlockFields", js: range, block_start: int,
+                       out: np.ndarray) -> None:
+        layers = block.layers
         mouth_box = self.mouth_patch.grid.box.slices
-        blink = self._features[:, F["blink"]]
+        blink = block.features[:, F["blink"]]
         for j in js:
             dst = out[block_start + j]
             self._copy_frame(dst)
             fine = ws.base.invert(layers["base"].fields[j])
             self._remap_head(ws.base, dst)
             ws.mouth.render(layers["upper"].fields[j], layers["lower"].fields[j],
-                            layers["teeth"].fields[j], self._mouth_reach[j], dst[mouth_box])
+                            layers["teeth"].fields[j], block.reach[j], dst[mouth_box])
             if blink[j] > _BLINK_EPS:  # with open eyes the lid layer is the face layer
-                self._draw_lids(ws, j, float(blink[j]), fine, dst)
+                self._draw_lids(ws, layers["base"], j, float(blink[j]), fine, dst)
 
     def _copy_frame(self, dst: np.ndarray) -> None:
         """The actor image into the frame outside the head ROI (`_remap_head` writes the ROI)."""
@@ -240,9 +265,10 @@ class PreparedMeshWarp:
             cv2.remap(self.image, fine[rows, c0:c1], None, cv2.INTER_LINEAR, dst=roi_dst[rows, c0:c1],
                       borderMode=cv2.BORDER_REPLICATE)
 
-    def _draw_lids(self, ws: _Workspace, j: int, blink: float, fine: np.ndarray, dst: np.ndarray) -> None:
-        """Both upper lids at `blink` over frame `dst` (block row j), where the eyes are now."""
-        base = self._layers["base"]
+    def _draw_lids(self, ws: _Workspace, base: LayerFields, j: int, blink: float, fine: np.ndarray,
+                   dst: np.ndarray) -> None:
+        """Both upper lids at `blink` over frame `dst` (row j of the face layer `base`'s block),
+        where the eyes are now."""
         for eye, patch in zip(ws.eyes, self.eye_patches):
             # The lid is drawn where the eye is now: a turned, nodded or shifted head
             # carries it tens of pixels from where it sits in the picture.
