@@ -7,9 +7,12 @@ their precomputed lid maps, and every scratch buffer the render loop will need.
 
 render() works in blocks of frames: the block's feature rows, one matmul per layer for all its
 node fields, then per frame only cv2 / numpy calls writing into those buffers: invert the
-face layer's node field and upsample it, one remap of the head ROI, then the mouth patch (its
-layers remapped and blended by their claims, the opening painted) and, during blinks, the lid
-patches. Frames of a block are split across two threads (cv2 and numpy release the GIL).
+face layer's node field and upsample it, remap the head ROI where that map moves a pixel (copy
+it elsewhere), then the mouth patch over the part its layers reach this frame (its layers
+remapped and blended by their claims, the opening painted) and, during blinks, the lid
+patches. Frames of a block are split across two threads (cv2 and numpy release the GIL); the
+main thread computes the next block's fields meanwhile, into a second set of buffers.
+Where the time goes, per step: benchmarks/bench_warp.py --profile.
 """
 
 from __future__ import annotations
