@@ -6,7 +6,7 @@
 Two judges, each on two clocks (frame i shown from its presentation time i/fps, or read at its
 centre (i + ½)/fps; the centre clock reads every event half a frame later):
 
-- events (this script's own instrument): a sound onset is the moment the loudness (300–4000 Hz, 20 ms RMS
+- events (stages/verify/lipsync.event_offsets): a sound onset is the moment the loudness (300–4000 Hz, 20 ms RMS
   windows every 5 ms, in dB) has made half its rise out of a dip of ≥ 12 dB into speech — speech
   after a pause, or the burst after a stop closure (p/b/m among them). The mouth's event for it
   is the moment the lip gap (MediaPipe 13–14 over 61–291) around it leaves its closure: 20 % of
@@ -34,20 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import butter, find_peaks, sosfiltfilt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support is not in the wheel
 
 from bench_mouth import SHARED, gap_ratio, render_face  # noqa: E402
 
-from stages.verify.lipsync import best_lag, envelope_reference  # noqa: E402
+from stages.verify.lipsync import EventOffsets, best_lag, envelope_reference, event_offsets  # noqa: E402
 
-HOP_S = 0.005
-WINDOW_S = 0.02
-MIN_DIP_DB = 12.0
-SPEECH_BAND_HZ = (300.0, 4000.0)
-SEARCH_BEFORE_S, SEARCH_AFTER_S, RISE_S = 0.25, 0.10, 0.30
-PAUSE_S = 0.15
 SPEAKERS = ("d11.mp4", "d12.mp4")
 """The shared clips of people speaking with their own audio (d3, d9, d14 carry music or noise)."""
 
@@ -151,76 +144,7 @@ def render_video(face: Path | None, seconds: float, folder: Path) -> Video:
     return Video("sample" if face is None else face.stem, landmarks, np.asarray(audio, np.float64), rate, fps)
 
 
-# --- the event instrument --------------------------------------------------------------------
-
-def loudness_db(audio: np.ndarray, rate_hz: int) -> np.ndarray:
-    """dB of the speech band's RMS in WINDOW_S windows centred every HOP_S from t = 0.
-
-    The band (filtered forward and back: no delay) keeps the rumble and hiss of a room out of the
-    dips between words."""
-    sos = butter(4, SPEECH_BAND_HZ, btype="band", fs=rate_hz, output="sos")
-    energy = np.concatenate([[0.0], np.cumsum(sosfiltfilt(sos, audio.astype(np.float64)) ** 2)])
-    centres = np.arange(0.0, len(audio) / rate_hz, HOP_S) * rate_hz
-    half = 0.5 * WINDOW_S * rate_hz
-    lo = np.clip(np.round(centres - half).astype(np.int64), 0, len(audio))
-    hi = np.clip(np.round(centres + half).astype(np.int64), 0, len(audio))
-    return 10.0 * np.log10(np.maximum((energy[hi] - energy[lo]) / (2 * half), 1e-12))
-
-
-def _crossing(series: np.ndarray, start: int, end: int, level: float) -> float:
-    """First fractional index in [start, end] where `series` reaches `level` (linear between samples)."""
-    for i in range(start, end):
-        if series[i + 1] >= level > series[i] or series[i] >= level:
-            if series[i] >= level:
-                return float(i)
-            return i + (level - series[i]) / (series[i + 1] - series[i])
-    return float(end)
-
-
-def sound_onsets(audio: np.ndarray, rate_hz: int) -> tuple[np.ndarray, np.ndarray]:
-    """(onset times s, after a pause?) of every rise of ≥ MIN_DIP_DB out of a dip into speech."""
-    db = loudness_db(audio, rate_hz)
-    floor, top = np.percentile(db, 5), np.percentile(db, 99)
-    dips, _ = find_peaks(-db, prominence=MIN_DIP_DB, distance=int(0.08 / HOP_S))
-    times, pauses = [], []
-    rise_n, pause_n = int(RISE_S / HOP_S), int(PAUSE_S / HOP_S)
-    for m in dips:
-        if m + 2 >= len(db):
-            continue
-        p = m + int(np.argmax(db[m:m + rise_n]))
-        rise = db[p] - db[m]
-        if rise < MIN_DIP_DB or db[p] < top - 25.0:  # not a rise into speech
-            continue
-        t = _crossing(db, m, p, db[m] + 0.5 * rise) * HOP_S
-        if times and t - times[-1] < 0.08:
-            continue
-        times.append(t)
-        pauses.append(m >= pause_n and bool(np.all(db[m - pause_n:m + 1] < floor + 12.0)))
-    return np.array(times), np.array(pauses, bool)
-
-
-def mouth_events(gap: np.ndarray, fps: float, onsets_s: np.ndarray, share: float) -> np.ndarray:
-    """Per sound onset, the fractional frame index where the lip gap around it has made `share`
-    of its rise out of its closure (NaN where the mouth does not open there)."""
-    g = gap.copy()
-    ok = np.isfinite(g)
-    g[~ok] = np.interp(np.flatnonzero(~ok), np.flatnonzero(ok), g[ok])
-    spread = np.percentile(g, 90) - np.percentile(g, 10)
-    out = np.full(len(onsets_s), np.nan)
-    for k, t in enumerate(onsets_s):
-        a = max(0, int(np.floor((t - SEARCH_BEFORE_S) * fps)))
-        b = min(len(g) - 1, int(np.ceil((t + SEARCH_AFTER_S) * fps)))
-        if b - a < 2:
-            continue
-        c = a + int(np.argmin(g[a:b + 1]))
-        e = min(len(g) - 1, c + int(np.ceil(RISE_S * fps)))
-        p = c + int(np.argmax(g[c:e + 1]))
-        rise = g[p] - g[c]
-        if p == c or rise < 0.25 * spread:
-            continue
-        out[k] = _crossing(g, c, p, g[c] + share * rise)
-    return out
-
+# --- the judges -----------------------------------------------------------------------------
 
 def median_ci(values: np.ndarray, seed: int = 0, draws: int = 4000) -> tuple[float, float, float]:
     """Median and its 95 % bootstrap interval (NaN when empty)."""
@@ -232,26 +156,9 @@ def median_ci(values: np.ndarray, seed: int = 0, draws: int = 4000) -> tuple[flo
     return float(np.median(values)), float(lo), float(hi)
 
 
-@dataclass(frozen=True)
-class EventTiming:
-    """Δ = mouth event − sound onset (ms, presentation clock) per paired event."""
-
-    open_ms: np.ndarray
-    half_ms: np.ndarray
-    pause: np.ndarray
-    onsets: int
-
-
-def event_timing(video: Video) -> EventTiming:
-    """Pair every sound onset with the mouth's opening around it; Δ on the presentation clock."""
-    onsets, pauses = sound_onsets(video.audio, video.rate_hz)
-    gap = gap_ratio(video.landmarks)
-    opened = mouth_events(gap, video.fps, onsets, 0.2)
-    half = mouth_events(gap, video.fps, onsets, 0.5)
-    keep = np.isfinite(opened) & np.isfinite(half)
-    ms = 1000.0 / video.fps
-    return EventTiming((opened[keep] * ms - 1000.0 * onsets[keep]), (half[keep] * ms - 1000.0 * onsets[keep]),
-                       pauses[keep], len(onsets))
+def event_timing(video: Video) -> EventOffsets:
+    """The event judge on one video: its lip gap (13–14 over 61–291) against its audio."""
+    return event_offsets(gap_ratio(video.landmarks), video.fps, video.audio, video.rate_hz)
 
 
 def envelope_lags(video: Video) -> tuple[float, float, float]:
@@ -275,16 +182,16 @@ def _ci(values: np.ndarray, shift_ms: float = 0.0) -> str:
     return "—" if not np.isfinite(m) else f"{m:+5.0f} [{lo:+4.0f},{hi:+4.0f}]"
 
 
-def _row(name: str, timing: EventTiming, fps: float, envelope: tuple[float, float, float] | None) -> str:
+def _row(name: str, timing: EventOffsets, fps: float, envelope: tuple[float, float, float] | None) -> str:
     half_frame_ms = 500.0 / fps
     env = "" if envelope is None else f"{envelope[0]:+6.2f} {envelope[1]:+6.2f} ({envelope[2]:.2f})"
     return (f"{name:<10} {timing.onsets:>4} {len(timing.open_ms):>4} {_ci(timing.open_ms):>19} "
             f"{_ci(timing.open_ms, half_frame_ms):>19} {_ci(timing.half_ms):>19} "
-            f"{int(timing.pause.sum()):>3} {_ci(timing.open_ms[timing.pause]):>19} {env}")
+            f"{int(timing.after_pause.sum()):>3} {_ci(timing.open_ms[timing.after_pause]):>19} {env}")
 
 
-def _pooled(timings: list[EventTiming]) -> EventTiming:
-    return EventTiming(*(np.concatenate([getattr(t, f) for t in timings]) for f in ("open_ms", "half_ms", "pause")),
+def _pooled(timings: list[EventOffsets]) -> EventOffsets:
+    return EventOffsets(*(np.concatenate([getattr(t, f) for t in timings]) for f in ("open_ms", "half_ms", "after_pause")),
                        sum(t.onsets for t in timings))
 
 
@@ -318,7 +225,7 @@ def main() -> None:
     print(f"\nΔ = mouth − sound, ms (− = mouth first), median [95 % CI]; envelope lags in frames (+ = video late)\n"
           f"{'video':<10} {'ons':>4} {'ev':>4} {'open, shown i/fps':>19} {'open, centre':>19} {'half, shown':>19} "
           f"{'n':>3} {'open after pause':>19} {'env centre / shown (r)'}")
-    groups: dict[str, list[EventTiming]] = {"real": [], "render": []}
+    groups: dict[str, list[EventOffsets]] = {"real": [], "render": []}
     with tempfile.TemporaryDirectory() as folder:
         videos = [("real", _load(args.cache, f"clip-{c.stem}", lambda c=c: read_speaker(c))) for c in clips]
         for face in faces:
