@@ -3,7 +3,9 @@
 It measures the mouth on the frames themselves (MediaPipe inner-lip gap), builds two
 references from the speech — the phoneme timeline through its own openness table (independent
 of the motion planner's viseme tables) and the audio's loudness — and finds the lag with the
-best normalised cross-correlation.
+best normalised cross-correlation. A second judge (`event_offsets`, at the end) times single
+events instead — each speech onset against the moment the lips leave their closure — and so
+also reads real recordings whose loudness never falls silent.
 
 Sign convention, everywhere in this module: lag = +k frames means the mouth movement in the
 video happens k frames AFTER the reference (the video is late, i.e. the audio is early);

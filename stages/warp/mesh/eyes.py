@@ -6,6 +6,13 @@ down so that the lash line lands on the lower lid (a hair past it), the lash ban
 one piece and the skin above stretching less and less up to the brow. Where that layer lands
 it covers the eye, so a blink draws the lid down over a still iris instead of squashing it.
 
+As it comes down the lid is repainted the way a shut lid looks: the skin above the lash line,
+which an open eye keeps folded in the socket's shade, turns toward the lid's lit skin, and the
+lid's lowest band (a share of the eye's width, wherever the stretched lid lands it) toward a
+dark lash colour. Left in its shade the shut lid is a dark band, and MediaPipe reads a dark band
+between two lash lines as an eye still open (shut readings 0.15–0.26 of the eye width on the
+shared portraits, against ≈ 0.04–0.07 for a real lid).
+
 The lid motion is along the face's vertical, and monotone in it, so its inverse is exact and
 cheap to precompute: for a ladder of blink levels, the backward shift of every patch pixel.
 A frame blends the two nearest levels and composes the result with the face layer's map.
