@@ -177,8 +177,11 @@ def block_reach(patch: MouthPatch, upper: np.ndarray, lower: np.ndarray, teeth: 
     out[:, :2] = np.inf
     out[:, 2:] = -np.inf
     for f in fields:
-        np.minimum(out[:, :2], f[sub].min(axis=(1, 2)), out=out[:, :2])
-        np.maximum(out[:, 2:], f[sub].max(axis=(1, 2)), out=out[:, 2:])
+        # Row by row, then along the row: numpy reduces an outer axis with whole-row vector
+        # steps, and a pair of axes of a strided view element by element (10× slower here).
+        nodes = f[sub]
+        np.minimum(out[:, :2], nodes.min(axis=1).min(axis=1), out=out[:, :2])
+        np.maximum(out[:, 2:], nodes.max(axis=1).max(axis=1), out=out[:, 2:])
 
 
 class MouthCompositor:
