@@ -6,12 +6,12 @@
 Two judges, each on two clocks (frame i shown from its presentation time i/fps, or read at its
 centre (i + ½)/fps; the centre clock reads every event half a frame later):
 
-- events (stages/verify/lipsync.event_offsets): a sound onset is the moment the loudness (300–4000 Hz, 20 ms RMS
-  windows every 5 ms, in dB) has made half its rise out of a dip of ≥ 12 dB into speech — speech
-  after a pause, or the burst after a stop closure (p/b/m among them). The mouth's event for it
-  is the moment the lip gap (MediaPipe 13–14 over 61–291) around it leaves its closure: 20 % of
-  its rise from the dip to the next opening, between frames by linear interpolation ("open");
-  "half" is 50 %. Δ = mouth event − sound onset in ms (negative: the mouth moves first). Per
+- events (stages/verify/lipsync.event_offsets): a sound onset is the moment the loudness
+  (300–4000 Hz, 20 ms RMS windows every 5 ms, in dB) has made half its rise out of a dip of
+  ≥ 12 dB into speech — speech after a pause, or the burst after a stop closure (p/b/m among
+  them). The mouth's event for it is the moment the lip gap (MediaPipe 13–14 over 61–291)
+  around it leaves its closure: 20 % of its rise from the closure to the next opening, between
+  frames by linear interpolation ("open"); "half" is 50 %. Δ = mouth event − sound onset in ms (negative: the mouth moves first). Per
   video: the event count, median Δ and a 95 % bootstrap interval of the median; "pause" rows
   keep only onsets after ≥ 150 ms near the noise floor.
 - envelope: stages/verify/lipsync's best lag of the mouth against the loudness per frame (+ = the
