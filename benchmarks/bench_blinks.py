@@ -107,7 +107,8 @@ def main() -> None:
     """Print one row per face."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faces", nargs="*", help="file names in ../shared/faces (default: all, plus the sample)")
-    parser.add_argument("--clips", nargs="*", default=[], help="driving clips (../shared/driving) to read real shut lids on")
+    parser.add_argument("--clips", nargs="*", default=[],
+                        help="driving clips (../shared/driving) to read real shut lids on")
     parser.add_argument("--save-dir", type=Path)
     args = parser.parse_args()
     faces = ([SHARED / "faces" / n for n in args.faces] if args.faces is not None
@@ -131,7 +132,8 @@ def main() -> None:
         print(f"{'worst':<8} {'':>6} {max(shut_all):6.3f}")
     for clip in args.clips:  # real lids: the clip's most shut frame
         open_ap, shut_ap, shut_flat = real_shut(SHARED / "driving" / clip)
-        print(f"{Path(clip).stem:<8} {open_ap:6.3f} {shut_ap:6.3f} {shut_flat:8.3f} {shut_ap / open_ap:9.2f}", flush=True)
+        print(f"{Path(clip).stem:<8} {open_ap:6.3f} {shut_ap:6.3f} {shut_flat:8.3f} {shut_ap / open_ap:9.2f}",
+              flush=True)
 
 
 if __name__ == "__main__":

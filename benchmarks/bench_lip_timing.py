@@ -11,9 +11,9 @@ centre (i + ½)/fps; the centre clock reads every event half a frame later):
   ≥ 12 dB into speech — speech after a pause, or the burst after a stop closure (p/b/m among
   them). The mouth's event for it is the moment the lip gap (MediaPipe 13–14 over 61–291)
   around it leaves its closure: 20 % of its rise from the closure to the next opening, between
-  frames by linear interpolation ("open"); "half" is 50 %. Δ = mouth event − sound onset in ms (negative: the mouth moves first). Per
-  video: the event count, median Δ and a 95 % bootstrap interval of the median; "pause" rows
-  keep only onsets after ≥ 150 ms near the noise floor.
+  frames by linear interpolation ("open"); "half" is 50 %. Δ = mouth event − sound onset in ms
+  (negative: the mouth moves first). Per video: the event count, median Δ and a 95 % bootstrap
+  interval of the median; "pause" rows keep only onsets after ≥ 150 ms near the noise floor.
 - envelope: stages/verify/lipsync's best lag of the mouth against the loudness per frame (+ = the
   video late), as it reads (frame centres) and with the audio delayed half a frame (what a
   judge on presentation time reads).
@@ -191,7 +191,8 @@ def _row(name: str, timing: EventOffsets, fps: float, envelope: tuple[float, flo
 
 
 def _pooled(timings: list[EventOffsets]) -> EventOffsets:
-    return EventOffsets(*(np.concatenate([getattr(t, f) for t in timings]) for f in ("open_ms", "half_ms", "after_pause")),
+    fields = ("open_ms", "half_ms", "after_pause")
+    return EventOffsets(*(np.concatenate([getattr(t, f) for t in timings]) for f in fields),
                        sum(t.onsets for t in timings))
 
 
@@ -222,7 +223,8 @@ def main() -> None:
     clips = [SHARED / "driving" / n for n in args.clips]
     for clip in clips:
         print(alignment_row(clip))
-    print(f"\nΔ = mouth − sound, ms (− = mouth first), median [95 % CI]; envelope lags in frames (+ = video late)\n"
+    print("\nΔ = mouth − sound, ms (− = mouth first), median [95 % CI]; "
+          "envelope lags in frames (+ = video late)\n"
           f"{'video':<10} {'ons':>4} {'ev':>4} {'open, shown i/fps':>19} {'open, centre':>19} {'half, shown':>19} "
           f"{'n':>3} {'open after pause':>19} {'env centre / shown (r)'}")
     groups: dict[str, list[EventOffsets]] = {"real": [], "render": []}
