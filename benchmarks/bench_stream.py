@@ -71,7 +71,7 @@ def main() -> None:
     frames = talking_frames(args.frames)
     audio = speech_like_audio(args.frames * SAMPLE_RATE_HZ // FPS)
     print(f"{args.frames} frames {frames.shape[2]}x{frames.shape[1]} @ {FPS} fps, chunks of {args.chunk}, "
-          f"x264 slice threads {ENCODER_THREADS}")
+          f"x264 threads {ENCODER_THREADS}")
     rows = []
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
