@@ -43,9 +43,10 @@ BLOCK_FRAMES = 32
 N_THREADS = 2
 STRIPE_TILES = 4
 """Grid rows per stripe of the head ROI that is remapped between its first and last moving tile."""
-FIELDS_FRAMES = 2
-"""About how many frames' rendering a block's fields take (the main thread renders that many
-fewer frames of a block while it computes the next block's)."""
+FIELDS_FRAMES = 1
+"""About how many frames' rendering a block's fields take (~2 ms of 32 frames at ~4 ms each;
+the main thread renders that many fewer frames of a block while it computes the next block's,
+rounded: of 32 frames each thread renders 16)."""
 FACE_ITERATIONS = 8
 """Fixed-point steps inverting the face layer (head turns move the head far)."""
 _BLINK_EPS = 1e-3
