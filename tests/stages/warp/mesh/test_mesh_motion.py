@@ -69,7 +69,8 @@ def test_a_blink_closes_the_lids_wherever_the_head_has_moved_them(prepared, trac
     for k, pose in enumerate(poses):
         for upper, lower in ((159, 145), (386, 374)):
             opening = _gap(lm[2 * n * k:2 * n * (k + 1)], upper, lower)
-            rest, shut = np.median(opening[:n]), np.median(opening[n:])
+            # nanmedian: a 40° jump between neighbouring frames can lose the tracker for one frame.
+            rest, shut = np.nanmedian(opening[:n]), np.nanmedian(opening[n:])
             assert shut < 0.5 * rest, (pose, upper, rest, shut)
 
 
