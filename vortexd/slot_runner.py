@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,6 +56,8 @@ class SlotRunner:
         prepared = self._prepared(slot, "warp")
         plan = prepared.plan
         verify = self.settings.verify if verify is None else verify
+        # The warp reports frames and the encoder's thread segments: one at a time to the caller.
+        progress = _one_at_a_time(progress)
         stream = SlotStream(live_folder(self.output_dir, slot.slot_id), prepared.speech, plan.fps, plan.n_frames,
                             verify, lambda done, total: progress("segment", done, total))
         try:
@@ -144,6 +147,16 @@ class SlotRunner:
         if slot.prepared is None:
             raise RuntimeError(f"{stage} of slot {slot.slot_id!r} before its prepare stage")
         return slot.prepared
+
+
+def _one_at_a_time(progress: Progress) -> Progress:
+    """`progress`, called by one thread at a time (a printer's line is never split by another's)."""
+    lock = threading.Lock()
+
+    def report(stage: str, done: int, total: int) -> None:
+        with lock:
+            progress(stage, done, total)
+    return report
 
 
 def _remove_staging(folder: Path) -> None:
