@@ -158,13 +158,21 @@ class GridInverter:
     All buffers are allocated here, once; `invert` only writes into them.
     """
 
-    def __init__(self, grid: Grid, iterations: int = 3, relax: float = 1.0) -> None:
+    def __init__(self, grid: Grid, iterations: int = 3, relax: float = 1.0,
+                 extra_iterations: int = 0, tolerance_px: float = 0.1) -> None:
         """`relax` < 1 damps each step (s ← s + relax·(q − d(s) − s)): needed where a field
         stretches the picture (|∇d| near or above 1, e.g. lips closing over a gap), where the
-        plain iteration would oscillate instead of converging."""
+        plain iteration would oscillate instead of converging.
+
+        `extra_iterations` (undamped only): after the fixed `iterations`, up to this many more
+        while a step still moves some node by more than `tolerance_px` — where the field is
+        steep (a strong head turn) the plain steps close the gap slowly, and a fixed count that
+        suits every frame would be paid on every frame."""
         self.grid = grid
         self.iterations = iterations
         self.relax = relax
+        self.extra_iterations = extra_iterations if relax == 1.0 else 0
+        self._tolerance_nodes = tolerance_px / grid.step
         rows, cols = grid.shape
         jj, ii = np.mgrid[0:rows, 0:cols]
         self._ident = np.ascontiguousarray(np.stack([ii, jj], -1), dtype=np.float32)
@@ -206,6 +214,15 @@ class GridInverter:
             else:
                 np.subtract(self._ident, self._sampled, out=self._sampled)
                 cv2.addWeighted(self._s_idx, 1.0 - self.relax, self._sampled, self.relax, 0.0, dst=self._s_idx)
+        for _ in range(self.extra_iterations):
+            cv2.remap(self._d_idx, self._s_idx, None, cv2.INTER_LINEAR, dst=self._sampled,
+                      borderMode=cv2.BORDER_REPLICATE)
+            np.subtract(self._ident, self._sampled, out=self._sampled)
+            np.subtract(self._sampled, self._s_idx, out=self._s_idx)  # the step: new − old
+            step = float(np.abs(self._s_idx).max())
+            np.copyto(self._s_idx, self._sampled)
+            if step <= self._tolerance_nodes:
+                break
 
     def _upsample(self, area: tuple[slice, slice] | None = None) -> None:
         """Node inverse → frame pixel coordinates at every pixel of the box (self.fine), or of

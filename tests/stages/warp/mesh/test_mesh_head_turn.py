@@ -114,3 +114,29 @@ def test_the_frame_edges_only_slide_along_themselves(prepared, astronaut_actor):
     for frame in slab:
         for edge in (np.s_[0], np.s_[-1], np.s_[:, 0], np.s_[:, -1]):
             assert _on_edge_line(frame[edge], img[edge])
+
+
+@pytest.mark.parametrize("yaw_deg", [25.0, -25.0])
+def test_a_strong_turn_is_inverted_to_a_fraction_of_a_pixel(prepared, yaw_deg):
+    """The render's inverse of the face layer's field lands every box pixel within a pixel of
+    where the field sends its source (the fixed steps alone left up to 6 px at 25° of yaw)."""
+    import cv2
+
+    from stages.types import FRAME_SIZE_PX
+    from stages.warp.mesh.backend import FACE_EXTRA_ITERATIONS, FACE_ITERATIONS
+    from stages.warp.mesh.features import N_FEATURES, fill_features
+    from stages.warp.mesh.field import GridInverter
+
+    layer = prepared.face_layer
+    grid = layer.grid
+    features = np.zeros((1, N_FEATURES), np.float32)
+    fill_features(make_plan(1, head_yaw_deg=yaw_deg), 0, 1, FRAME_SIZE_PX, features)
+    prepared.pose_limits.apply(features)
+    field = (features @ layer.basis).reshape(grid.shape + (2,)).astype(np.float32)
+    fine = GridInverter(grid, FACE_ITERATIONS, extra_iterations=FACE_EXTRA_ITERATIONS).invert(field)
+    ox, oy = grid.origin_px
+    nodes = np.stack([(fine[..., 0] - ox) / grid.step, (fine[..., 1] - oy) / grid.step], -1).astype(np.float32)
+    moved = cv2.remap(field, nodes, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    ys, xs = np.mgrid[grid.box.y0:grid.box.y0 + grid.box.h, grid.box.x0:grid.box.x0 + grid.box.w]
+    miss = np.hypot(fine[..., 0] + moved[..., 0] - xs, fine[..., 1] + moved[..., 1] - ys)
+    assert np.percentile(miss, 99) < 0.75 and miss.max() < 1.5
