@@ -49,22 +49,23 @@ class _Timers:
         setattr(obj, attr, timed)
 
 
+def _wrap_inverter(timers: _Timers, inverter, layer: str) -> None:
+    timers.wrap(inverter, "invert", f"{layer} layer: inverse map")
+    timers.wrap(inverter, "_iterate", "fixed-point iterations")
+    timers.wrap(inverter, "_upsample", "upsample to pixels")
+
+
 def _instrument(prepared, timers: _Timers) -> None:
     ws = prepared._workspaces[0]
-    timers.wrap(prepared, "_fill_block_fields", "node fields, one matmul per layer per block")
+    timers.wrap(prepared, "_fill_block_fields", "node fields per layer per block")
     timers.wrap(prepared, "_copy_frame", "frame copy outside the head ROI")
-    timers.wrap(ws.base, "invert", "face layer: inverse map")
-    timers.wrap(ws.base, "_iterate", "fixed-point iterations")
-    timers.wrap(ws.base, "_upsample", "upsample to pixels")
+    _wrap_inverter(timers, ws.base, "face")
     timers.wrap(prepared, "_remap_head", "head ROI remap")
     timers.wrap(ws.mouth, "render", "mouth")
     if hasattr(ws.mouth, "_active"):
         timers.wrap(ws.mouth, "_active", "active area")
     for side in ("upper", "lower", "teeth"):
-        inverter = getattr(ws.mouth, side)
-        timers.wrap(inverter, "invert", f"{side} layer: inverse map")
-        timers.wrap(inverter, "_iterate", "fixed-point iterations")
-        timers.wrap(inverter, "_upsample", "upsample to pixels")
+        _wrap_inverter(timers, getattr(ws.mouth, side), side)
     timers.wrap(ws.mouth, "_sample", "side remaps (colour + claim)")
     timers.wrap(ws.mouth, "_blend_sides", "blend sides by claims")
     timers.wrap(ws.mouth, "_paint_opening", "paint the opening")
