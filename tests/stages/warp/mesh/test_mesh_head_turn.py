@@ -10,7 +10,7 @@ import pytest
 from stages.motion.driving import face_geometry as geo
 from stages.warp.mesh import anatomy as an
 from stages.warp.mesh.bases import angle_limit_deg, least_area
-from stages.warp.mesh.head_depth import MAX_DEPTH_SLOPE, RASTER_STEP_PX, HeadDepth
+from stages.warp.mesh.head_depth import MAX_DEPTH_SLOPE, RASTER_STEP_PX
 from stages.warp.mesh.layers import HeadModel
 from stages.warp.mesh.regions import HeadEllipse
 from tests.stages.warp.mesh.conftest import make_plan, new_slab
@@ -36,9 +36,12 @@ def test_the_nose_stands_out_of_the_face_at_least_as_far_as_the_landmarks_say(as
 def test_the_depth_map_is_never_steeper_than_its_limit(astronaut_actor):
     """Where a surface is steeper than MAX_DEPTH_SLOPE a turn would fold the picture: the map is capped."""
     model, _ = _head_model(astronaut_actor)
-    depth: HeadDepth = model.depth
-    gy, gx = np.gradient(depth._map.astype(np.float64), RASTER_STEP_PX)
-    assert np.hypot(gx, gy).max() <= MAX_DEPTH_SLOPE * np.sqrt(2.0) + 1e-3  # chamfer: diagonal steps
+    centres = np.arange(0.5, 512, RASTER_STEP_PX) - 0.5
+    gx, gy = np.meshgrid(centres, centres)
+    depth = model.depth_at(np.stack([gx, gy], -1))
+    slope_y, slope_x = np.gradient(depth, RASTER_STEP_PX)
+    assert depth.max() > 50.0  # a head, not a flat map
+    assert np.hypot(slope_x, slope_y).max() <= MAX_DEPTH_SLOPE * np.sqrt(2.0) + 1e-3  # chamfer: diagonal steps
 
 
 @pytest.mark.parametrize("signs", list(itertools.product((1, -1), repeat=3)), ids=str)
