@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from scipy.interpolate import LinearNDInterpolator
-from scipy.ndimage import map_coordinates
 
 from stages.warp.mesh.anatomy import FACE_OVAL, FaceFrame
 from stages.warp.mesh.regions import HeadEllipse, smoothstep
@@ -55,6 +53,43 @@ def _raster(frame_px: int) -> tuple[np.ndarray, int]:
     centres = (np.arange(n) + 0.5) * RASTER_STEP_PX - 0.5
     gx, gy = np.meshgrid(centres, centres)
     return np.stack([gx, gy], -1), n
+
+
+def _triangles(points_px: np.ndarray, frame_px: int) -> np.ndarray:
+    """(T, 3) vertex indices of the Delaunay triangles of image points (cv2.Subdiv2D)."""
+    subdiv = cv2.Subdiv2D((-1, -1, frame_px + 2, frame_px + 2))
+    index = {}
+    for i, (x, y) in enumerate(np.clip(points_px, -0.5, frame_px + 0.5).astype(np.float32)):
+        index.setdefault((float(x), float(y)), i)
+        subdiv.insert((float(x), float(y)))
+    triangles = []
+    for tri in subdiv.getTriangleList().reshape(-1, 3, 2):
+        ids = [index.get((float(x), float(y))) for x, y in tri]
+        if None not in ids:  # a triangle on Subdiv2D's outer helper vertices
+            triangles.append(ids)
+    return np.array(triangles, np.int64).reshape(-1, 3)
+
+
+def _linear_over_mesh(points_px: np.ndarray, values: np.ndarray, n: int, frame_px: int) -> np.ndarray:
+    """(n, n) raster of `values` interpolated linearly inside the mesh's triangles; NaN outside."""
+    cells = (points_px + 0.5) / RASTER_STEP_PX - 0.5
+    out = np.full((n, n), np.nan)
+    for tri in _triangles(points_px, frame_px):
+        a, b, c = cells[tri]
+        lo = np.clip(np.ceil(np.minimum(np.minimum(a, b), c)), 0, n - 1).astype(int)
+        hi = np.clip(np.floor(np.maximum(np.maximum(a, b), c)), 0, n - 1).astype(int)
+        ys, xs = np.mgrid[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1]
+        v0, v1 = b - a, c - a
+        den = v0[0] * v1[1] - v1[0] * v0[1]
+        if abs(den) < 1e-9:  # a degenerate sliver covers no cell
+            continue
+        px, py = xs - a[0], ys - a[1]
+        wb = (px * v1[1] - v1[0] * py) / den
+        wc = (v0[0] * py - px * v0[1]) / den
+        inside = (wb >= -1e-9) & (wc >= -1e-9) & (wb + wc <= 1.0 + 1e-9)
+        value = (1.0 - wb - wc) * values[tri[0]] + wb * values[tri[1]] + wc * values[tri[2]]
+        out[ys[inside], xs[inside]] = value[inside]
+    return out
 
 
 def _inside_distance_px(oval_px: np.ndarray, n: int) -> np.ndarray:
@@ -96,7 +131,7 @@ class HeadDepth:
         mesh = np.asarray(landmarks_px, dtype=np.float64)[: frame.depth_px.shape[0], :2]
         points, n = _raster(frame_px)
         flat = points.reshape(-1, 2)
-        face = LinearNDInterpolator(mesh, frame.depth_px)(flat).reshape(n, n)
+        face = _linear_over_mesh(mesh, frame.depth_px, n, frame_px)
         face = FACE_DEPTH_GAIN * _with_relief(face, RELIEF_GAIN, RELIEF_SIGMA * frame.face_h_px / RASTER_STEP_PX)
         r = head.radius(frame.to_face(flat)).reshape(n, n)
         skull = crown_depth_px * np.clip(1.0 - r**2, 0.0, 1.0)
@@ -108,6 +143,11 @@ class HeadDepth:
     def at(self, points_px: np.ndarray) -> np.ndarray:
         """Depth at image points (..., 2), bilinear between raster cells."""
         pts = np.asarray(points_px, dtype=np.float64)
-        cells = (pts.reshape(-1, 2) + 0.5) / RASTER_STEP_PX - 0.5
-        values = map_coordinates(self._map, [cells[:, 1], cells[:, 0]], order=1, mode="nearest")
-        return values.astype(np.float64).reshape(pts.shape[:-1])
+        cells = ((pts.reshape(-1, 2) + 0.5) / RASTER_STEP_PX - 0.5).astype(np.float32)
+        # cv2.remap wants a 2-D map under 32767 a side: lay the points out in rows of 256.
+        count = len(cells)
+        grid = np.zeros((-(-count // 256) * 256, 2), np.float32)
+        grid[:count] = cells
+        grid = grid.reshape(-1, 256, 2)
+        values = cv2.remap(self._map, grid[..., 0], grid[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return values.reshape(-1)[:count].astype(np.float64).reshape(pts.shape[:-1])
