@@ -8,7 +8,7 @@ checked against the speech with the lip-sync judge.
     .venv/bin/python benchmarks/bench_driving.py                      # every video in ../shared/driving, 45 s slots
     .venv/bin/python benchmarks/bench_driving.py --seconds 12 --mode full d12.mp4
     .venv/bin/python benchmarks/bench_driving.py --seconds 4 --liveportrait /path/to/LivePortrait d14.mp4
-    .venv/bin/python benchmarks/bench_driving.py --faces s5.jpg s12.jpg        # the sample and two shared faces
+    .venv/bin/python benchmarks/bench_driving.py --faces sample s5.jpg s12.jpg   # the sample and two shared faces
 
 Yaw and pitch are read two ways, each as r and gain (the rendered motion's amplitude over the
 clip's): the rigid fit of the skull's points, and the nose's 2-D parallax across the eye line.
@@ -39,8 +39,8 @@ def main() -> None:
     parser.add_argument("videos", nargs="*", help="file names in ../shared/driving (default: all)")
     parser.add_argument("--seconds", type=float, default=45.0)
     parser.add_argument("--mode", choices=("pose", "full"), default="pose")
-    parser.add_argument("--faces", nargs="*", default=[],
-                        help="portraits in ../shared/faces to drive besides the sample actor")
+    parser.add_argument("--faces", nargs="*", default=["sample"],
+                        help="actors to drive: 'sample' (the built-in) and/or portraits in ../shared/faces")
     parser.add_argument("--liveportrait", metavar="WEIGHTS",
                         help="warp with LivePortrait instead of the mesh: the official release's folder, or "
                              "tiny / full for random weights (the path's mechanics: no face to judge)")
@@ -54,7 +54,7 @@ def main() -> None:
         print(f"{'face':<7} {'video':<8} {'yaw r/gain':>11} {'pitch r/gain':>12} {'par. yaw':>11} {'par. pitch':>11} "
               f"{'blinks d/r':>10} {'±1 frame':>8} {'extra':>5} {'join°':>6} {'clip max°':>9} {'jitter r/d':>13} "
               f"{'lip lag':>7} {'render s':>8}")
-        for face in [None] + [SHARED.parent / "faces" / name for name in args.faces]:
+        for face in [None if name == "sample" else SHARED.parent / "faces" / name for name in args.faces]:
             for video in videos:
                 row = judge_driven_slot(video, TEXT, args.seconds, args.mode, Path(folder), backends, face)
                 print(f"{face.stem if face else 'sample':<7} {_row_text(row)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,10 +91,16 @@ def judge_driven_slot(video: Path, text: str, seconds: float, mode: str, out: Pa
     from stages.verify.motion_transfer import measure_transfer
 
     fields = {"slot_id": f"driven-{video.stem}", "speech": {"text": text},
-              "motion": {"driving": str(video), "driving_mode": mode, "seed": 1}, "output": {"duration_s": seconds}}
+              "motion": {"driving": video.name, "driving_mode": mode, "seed": 1}, "output": {"duration_s": seconds}}
+    base = video.parent
     if face is not None:
-        fields["actor"] = {"image": str(face)}
-    recipe = parse_recipe(fields, video.parent)
+        # A recipe reads files from its own folder only: the portrait and the clip go there together.
+        base = out / f"inputs-{video.stem}-{face.stem}"
+        base.mkdir(parents=True, exist_ok=True)
+        for source in (video, face):
+            shutil.copyfile(source, base / source.name)
+        fields["actor"] = {"image": face.name}
+    recipe = parse_recipe(fields, base)
     started = time.perf_counter()
     slot = Slot(recipe.slot_id, 0, recipe, lease=HeldSlab(pipeline.allocate_slab(recipe.output.n_frames)))
     published = SlotRunner(backends.settings.model_copy(update={"verify": True}), backends, out).render(slot)
