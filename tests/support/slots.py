@@ -90,7 +90,8 @@ def judge_driven_slot(video: Path, text: str, seconds: float, mode: str, out: Pa
     from stages.verify.lipsync import measure_av_offset
     from stages.verify.motion_transfer import measure_transfer
 
-    fields = {"slot_id": f"driven-{video.stem}", "speech": {"text": text},
+    actor = face.stem if face is not None else "sample"
+    fields = {"slot_id": f"driven-{video.stem}-{actor}", "speech": {"text": text},
               "motion": {"driving": video.name, "driving_mode": mode, "seed": 1}, "output": {"duration_s": seconds}}
     base = video.parent
     if face is not None:
