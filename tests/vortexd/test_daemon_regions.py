@@ -56,7 +56,10 @@ def test_the_warp_stage_lives_in_its_region_and_says_how_much(tmp_path: Path, ti
         status = daemon.request("status")["result"]
         after = status["arena"]["liveportrait"]
         port = status["metrics_port"]
-        used_metric = _metric(port, 'vortex_arena_bytes{kind="used",region="liveportrait"}')
+        used_name = 'vortex_arena_bytes{kind="used",region="liveportrait"}'
+        # The gauges are refreshed once a second: give the one after the slot time to land.
+        wait_for(lambda: _metric(port, used_name) == after["used_bytes"], 5, "the region's use in /metrics")
+        used_metric = _metric(port, used_name)
         peak_metric = _metric(port, 'vortex_arena_bytes{kind="peak",region="liveportrait"}')
         human = subprocess.run([sys.executable, "-m", "vortexd.ctl", "status", "--socket", str(daemon.socket_path)],
                                capture_output=True, text=True, timeout=30)
