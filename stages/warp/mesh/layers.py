@@ -106,23 +106,18 @@ class LayerFields:
         self.grid = grid
         self.basis = basis  # (K, gh·gw·2) float32
         self._flat = np.empty((max_block, basis.shape[1]), np.float32)
-        self._term = np.empty_like(self._flat)
         self.fields = self._flat.reshape((max_block,) + grid.shape + (2,))
 
     def compute(self, features: np.ndarray) -> None:
         """Node fields for every frame of a whole block, written into the preallocated buffer.
 
-        Summed feature by feature with numpy's elementwise multiply and add, not a BLAS matmul:
-        the product is small (K ≈ 18), and OpenBLAS's worker threads keep spinning on both cores
-        after every call, where the render threads need them (≈ 1 ms of CPU per frame, measured
-        with bench_warp's CPU time); elementwise sums also round the same on every CPU and BLAS
-        build, whatever the block's shape.
+        numpy's own sum of products (einsum without optimize never calls BLAS), not a matmul: the
+        product is small (K ≈ 18), and OpenBLAS's worker threads kept spinning after every call
+        on the cores the render threads need (3.3 ms of CPU per frame beside a one-thread render,
+        `bench_warp.py --profile`); its sums also round the same on every CPU and BLAS build,
+        whatever the block's shape.
         """
         if features.shape != (self._flat.shape[0], self.basis.shape[0]):
             raise ValueError(f"expected a full block of features {(self._flat.shape[0], self.basis.shape[0])}, "
                              f"got {features.shape}")
-        out, term = self._flat, self._term
-        np.multiply(features[:, :1], self.basis[:1], out=out)
-        for k in range(1, self.basis.shape[0]):
-            np.multiply(features[:, k:k + 1], self.basis[k:k + 1], out=term)
-            np.add(out, term, out=out)
+        np.einsum("bk,kn->bn", features, self.basis, out=self._flat, optimize=False)
