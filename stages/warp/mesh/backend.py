@@ -218,10 +218,10 @@ class PreparedMeshWarp:
                            last: int) -> None:
         """Node fields of block rows [first, last) of the block at absolute frame `block_start`.
 
-        Blocks sit at multiples of BLOCK_FRAMES and every matmul has the full block shape (rows
-        outside the request are zero): BLAS kernels may round a row differently depending on
-        the block's row count and the row's place in it (OpenBLAS does with some core types),
-        so this is what keeps a frame's pixels independent of how a caller chunks a render.
+        Blocks sit at multiples of BLOCK_FRAMES and always have the full block shape (rows
+        outside the request are zero), so a frame's fields are computed alike however a caller
+        chunks a render (they once went through BLAS, whose kernels round a row by the block's
+        shape; LayerFields.compute no longer does, and this keeps it true for any change).
         """
         features, layers = block.features, block.layers
         features.fill(0.0)
