@@ -51,7 +51,7 @@ FACE_ITERATIONS = 8
 FACE_EXTRA_ITERATIONS = 12
 STRONG_TURN_SHARE = 0.4
 """Fixed-point steps inverting the face layer: 8 always, and on a strong turn (more than 0.4 of
-the head's fold-free budget, bases.PoseLimits.turn_share) up to 12 more while a step still moves
+the head's fold-free budget, as bases.PoseLimits.apply reports it) up to 12 more while a step still moves
 a node by more than 0.1 px. A strong turn's field is steep at the near side's hair and the far
 cheek's edge (up to bases.MAX_POSE_STRETCH), where 8 steps left up to 6 px of error at 25° of
 yaw; a small one's is not, and the extra steps would only cost time."""
@@ -226,8 +226,7 @@ class PreparedMeshWarp:
         features, layers = block.features, block.layers
         features.fill(0.0)
         fill_features(plan, block_start + first, block_start + last, FRAME_SIZE_PX, features[first:])
-        self._pose_limits.apply(features)
-        np.greater(self._pose_limits.turn_share(features), STRONG_TURN_SHARE, out=block.strong_turn)
+        np.greater(self._pose_limits.apply(features), STRONG_TURN_SHARE, out=block.strong_turn)
         for layer in layers.values():
             layer.compute(features)
         block_reach(self.mouth_patch, layers["upper"].fields, layers["lower"].fields, layers["teeth"].fields,
@@ -241,8 +240,7 @@ class PreparedMeshWarp:
         for j in js:
             dst = out[block_start + j]
             self._copy_frame(dst)
-            ws.base.extra_iterations = FACE_EXTRA_ITERATIONS if block.strong_turn[j] else 0
-            fine = ws.base.invert(layers["base"].fields[j])
+            fine = ws.base.invert(layers["base"].fields[j], converge=bool(block.strong_turn[j]))
             self._remap_head(ws.base, dst)
             ws.mouth.render(layers["upper"].fields[j], layers["lower"].fields[j],
                             layers["teeth"].fields[j], block.reach[j], dst[mouth_box])

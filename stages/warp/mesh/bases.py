@@ -120,23 +120,20 @@ class PoseLimits:
                 return False
         return True
 
-    def turn_share(self, features: np.ndarray) -> np.ndarray:
-        """(B,) how much of the joint budget each feature row's turn uses (≤ 1 once applied)."""
+    def apply(self, features: np.ndarray) -> np.ndarray:
+        """Clip a block of feature rows (B, K) in place to the limits and the joint budget;
+        returns (B,) how much of the budget each row's turn uses now (≤ 1)."""
+        np.clip(features, -self.per_feature, self.per_feature, out=features)
         sines = features[:, _SIN].astype(np.float64)
         share = np.divide(np.abs(sines), self._sin_limits, out=np.zeros_like(sines),
                           where=self._sin_limits > 0)
-        return (share**self.exponent).sum(axis=1) ** (1.0 / self.exponent)
-
-    def apply(self, features: np.ndarray) -> None:
-        """Clip a block of feature rows (B, K) in place to the limits and the joint budget."""
-        np.clip(features, -self.per_feature, self.per_feature, out=features)
-        sines = features[:, _SIN].astype(np.float64)
-        budget = self.turn_share(features)
+        budget = (share**self.exponent).sum(axis=1) ** (1.0 / self.exponent)
         over = budget > 1.0
         if over.any():
             scaled = sines[over] / budget[over, None]
             features[np.ix_(over, _SIN)] = scaled
             features[np.ix_(over, _VERSIN)] = 1.0 - np.sqrt(1.0 - scaled * scaled)
+        return np.minimum(budget, 1.0)
 
 
 def angle_limit_deg(limits: PoseLimits, axis: str) -> float:

@@ -164,10 +164,10 @@ class GridInverter:
         stretches the picture (|∇d| near or above 1, e.g. lips closing over a gap), where the
         plain iteration would oscillate instead of converging.
 
-        `extra_iterations` (undamped only): after the fixed `iterations`, up to this many more
-        while a step still moves some node by more than `tolerance_px` — where the field is
-        steep (a strong head turn) the plain steps close the gap slowly, and a fixed count that
-        suits every frame would be paid on every frame."""
+        `extra_iterations` (undamped only): after the fixed `iterations`, up to this many more,
+        when `invert` is asked to converge, while a step still moves some node by more than
+        `tolerance_px` — where the field is steep (a strong head turn) the plain steps close the
+        gap slowly, and a fixed count that suits every frame would be paid on every frame."""
         self.grid = grid
         self.iterations = iterations
         self.relax = relax
@@ -189,35 +189,37 @@ class GridInverter:
         self.fine = self._fine_all[s:s + grid.box.h, s:s + grid.box.w]
         """The box's part of the upsampled map (a view; rows are contiguous)."""
 
-    def invert(self, field_px: np.ndarray, area: tuple[slice, slice] | None = None) -> np.ndarray:
+    def invert(self, field_px: np.ndarray, area: tuple[slice, slice] | None = None,
+               converge: bool = False) -> np.ndarray:
         """Inverse map for forward node displacements `field_px` (rows, cols, 2) → self.fine.
 
         self.fine[y, x] is the frame pixel (x, y) whose content lands on box pixel (y, x). With
         `area` (rows, cols of the box) only self.fine[area] need be made (for a power-of-two
         step only it is: the nodes around it upsampled on their own, a node past each edge
-        included), the same values as a whole box's.
+        included), the same values as a whole box's. With `converge`, the fixed steps are
+        followed by up to `extra_iterations` more while a step still moves a node by more
+        than the tolerance (for a steep field).
         """
-        self._iterate(field_px)
+        self._iterate(field_px, self.extra_iterations if converge else 0)
         self._upsample(area)
         return self.fine
 
-    def _iterate(self, field_px: np.ndarray) -> None:
-        """The inverse on the nodes, in node-index units, into self._s_idx."""
+    def _iterate(self, field_px: np.ndarray, extra: int) -> None:
+        """The inverse on the nodes, in node-index units, into self._s_idx: the fixed steps,
+        then up to `extra` more until a step moves no node by more than the tolerance."""
         s = self.grid.step
         np.multiply(field_px, 1.0 / s, out=self._d_idx)  # node-index units, what remap wants
         np.subtract(self._ident, self._d_idx, out=self._s_idx)
-        for _ in range(self.iterations):
+        for k in range(self.iterations + extra):
             cv2.remap(self._d_idx, self._s_idx, None, cv2.INTER_LINEAR, dst=self._sampled,
                       borderMode=cv2.BORDER_REPLICATE)
-            if self.relax == 1.0:
-                np.subtract(self._ident, self._sampled, out=self._s_idx)
-            else:
-                np.subtract(self._ident, self._sampled, out=self._sampled)
+            np.subtract(self._ident, self._sampled, out=self._sampled)  # the plain step's target
+            if self.relax != 1.0:
                 cv2.addWeighted(self._s_idx, 1.0 - self.relax, self._sampled, self.relax, 0.0, dst=self._s_idx)
-        for _ in range(self.extra_iterations):
-            cv2.remap(self._d_idx, self._s_idx, None, cv2.INTER_LINEAR, dst=self._sampled,
-                      borderMode=cv2.BORDER_REPLICATE)
-            np.subtract(self._ident, self._sampled, out=self._sampled)
+                continue
+            if k < self.iterations:
+                np.copyto(self._s_idx, self._sampled)
+                continue
             np.subtract(self._sampled, self._s_idx, out=self._s_idx)  # the step: new − old
             step = float(np.abs(self._s_idx).max())
             np.copyto(self._s_idx, self._sampled)

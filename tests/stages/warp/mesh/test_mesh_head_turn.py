@@ -136,7 +136,7 @@ def test_a_strong_turn_is_inverted_to_a_fraction_of_a_pixel(prepared, yaw_deg):
     fill_features(make_plan(1, head_yaw_deg=yaw_deg), 0, 1, FRAME_SIZE_PX, features)
     prepared.pose_limits.apply(features)
     field = (features @ layer.basis).reshape(grid.shape + (2,)).astype(np.float32)
-    fine = GridInverter(grid, FACE_ITERATIONS, extra_iterations=FACE_EXTRA_ITERATIONS).invert(field)
+    fine = GridInverter(grid, FACE_ITERATIONS, extra_iterations=FACE_EXTRA_ITERATIONS).invert(field, converge=True)
     ox, oy = grid.origin_px
     nodes = np.stack([(fine[..., 0] - ox) / grid.step, (fine[..., 1] - oy) / grid.step], -1).astype(np.float32)
     moved = cv2.remap(field, nodes, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
