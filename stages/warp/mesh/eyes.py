@@ -74,14 +74,13 @@ def _lid_paint(eye: an.EyeGeometry, u: np.ndarray, v: np.ndarray, label: np.ndar
     lash line is the lid's lowest _LASH_LINE eye widths there, above its lower edge; the skin
     paint takes over above it and fades out under the brow.
     """
-    margin = eye.margin(u)
-    reach = np.maximum(0.8 * (margin - eye.brow(u)), 0.6 * eye.height_px)
     line = _LASH_LINE * eye.width_px
-    edge = margin - _LID_EDGE_LIFT * eye.height_px  # the lid layer's lower edge
+    edge = eye.margin(u) - _LID_EDGE_LIFT * eye.height_px  # the lid layer's lower edge
     shut_edge = edge + drop * _lid_share(eye, u, edge)
-    above = np.maximum(shut_edge - (v + drop * _lid_share(eye, u, v)), 0.0)
+    share = _lid_share(eye, u, v)  # also how the skin paint fades out under the brow
+    above = np.maximum(shut_edge - (v + drop * share), 0.0)
     lash = 1.0 - smoothstep(0.0, 1.0, (above - 0.6 * line) / (0.4 * line))
-    skin = (1.0 - lash) * (1.0 - smoothstep(0.0, 1.0, (margin - v) / reach))
+    skin = (1.0 - lash) * share
     weight = np.stack([_PAINT * skin * _taper(eye, u, _CORNER_PAINT), _LASH * lash * _taper(eye, u)]) * label
     return np.ascontiguousarray(weight, np.float32)
 
