@@ -401,18 +401,20 @@ def speech_onsets(audio: np.ndarray, sample_rate_hz: int) -> tuple[np.ndarray, n
     return np.array(times), np.array(pauses, bool)
 
 
-def mouth_openings(gap: np.ndarray, fps: float, onsets_s: np.ndarray, share: float = 0.2) -> np.ndarray:
-    """Per sound onset, the fractional frame index where the lip gap around it has made `share`
-    of its rise out of its closure; NaN where the mouth does not open there (a rise under a
-    quarter of the gap's p10–p90 spread). Frames without a face are interpolated over."""
+def mouth_openings(gap: np.ndarray, fps: float, onsets_s: np.ndarray,
+                   shares: tuple[float, ...] = (0.2,)) -> np.ndarray:
+    """(len(shares), onsets): per sound onset, the fractional frame index where the lip gap
+    around it has made each share of its rise out of its closure; NaN where the mouth does not
+    open there (a rise under a quarter of the gap's p10–p90 spread). Frames without a face are
+    interpolated over. The closure and the rise are found once for every share."""
     g = np.asarray(gap, np.float64).copy()
     ok = np.isfinite(g)
+    out = np.full((len(shares), len(onsets_s)), np.nan)
     if ok.sum() < 2:
-        return np.full(len(onsets_s), np.nan)
+        return out
     g[~ok] = np.interp(np.flatnonzero(~ok), np.flatnonzero(ok), g[ok])
     spread = np.percentile(g, 90) - np.percentile(g, 10)
     before, after, rise_s = OPENING_SEARCH_S
-    out = np.full(len(onsets_s), np.nan)
     for k, t in enumerate(onsets_s):
         a = max(0, int(np.floor((t - before) * fps)))
         b = min(len(g) - 1, int(np.ceil((t + after) * fps)))
@@ -425,7 +427,7 @@ def mouth_openings(gap: np.ndarray, fps: float, onsets_s: np.ndarray, share: flo
             c += 1
         p = c + int(np.argmax(g[c:min(len(g) - 1, c + int(np.ceil(rise_s * fps))) + 1]))
         if p > c and g[p] - low >= 0.25 * spread:
-            out[k] = _crossing(g, c, p, low + share * (g[p] - low))
+            out[:, k] = [_crossing(g, c, p, low + share * (g[p] - low)) for share in shares]
     return out
 
 
@@ -446,8 +448,7 @@ def event_offsets(gap: np.ndarray, fps: float, audio: np.ndarray, sample_rate_hz
     """Time every sound onset of `audio` (sample 0 plays with frame 0) against the lips' opening
     in `gap` (any lip-gap measure, one value per frame)."""
     onsets, pauses = speech_onsets(audio, sample_rate_hz)
-    opened = mouth_openings(gap, fps, onsets, 0.2)
-    half = mouth_openings(gap, fps, onsets, 0.5)
+    opened, half = mouth_openings(gap, fps, onsets, (0.2, 0.5))
     keep = np.isfinite(opened) & np.isfinite(half)
     frame_ms = 1000.0 / fps
     return EventOffsets(opened[keep] * frame_ms - 1000.0 * onsets[keep],
