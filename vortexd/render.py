@@ -90,18 +90,15 @@ def render_slot(recipe: Recipe, settings: Settings, out_root: Path, progress: Pr
     check_address_space(recipe.output.n_frames)
     slab = pipeline.allocate_slab(recipe.output.n_frames, prefault=False)
     slot = Slot(recipe.slot_id, 0, recipe, lease=HeldSlab(slab))
-    runner = SlotRunner(settings, backends, out_root)
     # The slab's pages are committed beside the prepare stage (see vortexd.slab_prefault), and
     # must be before the warp: a machine out of memory still refuses before any frame.
     prefault = SlabPrefault(slab)
     try:
-        slot.prepared = runner.prepare(slot, progress)
+        published = SlotRunner(settings, backends, out_root).render(
+            slot, progress, before_warp=lambda: _committed(prefault, recipe.output.n_frames, slab.nbytes))
     except BaseException:
-        prefault.wait_quietly()  # the prepare stage's error is the one to report
+        prefault.wait_quietly()  # a stage's error is the one to report; the thread must end first
         raise
-    _committed(prefault, recipe.output.n_frames, slab.nbytes)
-    runner.warp(slot, progress)
-    published = runner.finish(slot, progress)
     return RenderResult(slot_dir=published.path, manifest=published.manifest)
 
 

@@ -13,7 +13,7 @@ import json
 import shutil
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -87,9 +87,14 @@ class SlotRunner:
         _remove_staging(slot.stream.folder)
         return published
 
-    def render(self, slot: Slot, progress: Progress = _no_progress) -> PublishedSlot:
-        """All three stages in a row (the one-shot `vortexd render`); the slot must hold a slab."""
+    def render(self, slot: Slot, progress: Progress = _no_progress,
+               before_warp: Callable[[], None] | None = None) -> PublishedSlot:
+        """All three stages in a row (the one-shot `vortexd render`); the slot must hold a slab.
+        `before_warp` runs between prepare and warp (the one-shot render waits there for its
+        slab's pages, committed beside the prepare stage)."""
         slot.prepared = self.prepare(slot, progress)
+        if before_warp is not None:
+            before_warp()
         self.warp(slot, progress)
         return self.finish(slot, progress)
 
