@@ -72,7 +72,13 @@ def _polyphase(samples: np.ndarray, up: int, down: int) -> np.ndarray:
     skip = (half_len + down - half_len % down) // down
     n_out = -(-len(samples) * up // down)
     # Zeros before (taps reaching back past sample 0) and after (past the last sample).
-    padded = np.concatenate([np.zeros(n_taps - 1), samples, np.zeros(n_taps + down + 1)])
+    padded = np.concatenate([np.zeros(n_taps - 1), samples, np.zeros(n_taps + 2 * down + 1)])
+    # Inputs `down` apart lie in one row of this transposed table: residue r = i mod down holds
+    # x[r], x[r + down], x[r + 2·down], … contiguously. Read strided from `padded`, every tap's
+    # pass touched a cache line per output (~0.5 s for 45 s of speech); read from here, the
+    # same products are summed in the same order (the same bits) in ~0.05 s.
+    rows = len(padded) // down
+    by_residue = np.ascontiguousarray(padded[: rows * down].reshape(rows, down).T)
     out = np.empty(n_out)
     for first in range(min(up, n_out)):
         count = len(range(first, n_out, up))
@@ -80,7 +86,7 @@ def _polyphase(samples: np.ndarray, up: int, down: int) -> np.ndarray:
         phase, newest = tick % up, tick // up + n_taps - 1
         acc = np.zeros(count)
         for tap in range(n_taps):
-            start = newest - tap
-            acc += table[tap, phase] * padded[start : start + down * (count - 1) + 1 : down]
+            row, column = divmod(newest - tap, down)
+            acc += table[tap, phase] * by_residue[column, row : row + count]
         out[first::up] = acc
     return out
