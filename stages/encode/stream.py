@@ -107,6 +107,7 @@ class StreamEncoder:
         self._shape: tuple[int, int] | None = None
         self._next_frame = self._next_block = 0
         self._segments: list[Segment] = []
+        self._keyframes_muxed = 0
         self._started: float | None = None
         self._first_segment_at: float | None = None
         self._result: StreamResult | None = None
@@ -162,7 +163,7 @@ class StreamEncoder:
         self._mux_video(self._video.encode(None))
         self._feed_audio(None)
         self._container.close()
-        self._scan_segments()
+        self._scan_segments(final=True)
         expected = -(-self.n_frames // self.segment_frames)
         if len(self._segments) != expected:
             raise RuntimeError(f"the hls muxer wrote {len(self._segments)} segments where {expected} were planned")
@@ -236,6 +237,7 @@ class StreamEncoder:
             packet.dts = packet.dts * timeline.frame_ticks + timeline.priming_ticks
             packet.duration = timeline.frame_ticks
             packet.time_base = timeline.time_base
+            self._keyframes_muxed += bool(packet.is_keyframe)
             self._container.mux(packet)
             self._scan_segments()
 
@@ -266,10 +268,18 @@ class StreamEncoder:
             packet.pts += AAC_FRAME_SAMPLES
             packet.dts += AAC_FRAME_SAMPLES
             self._container.mux(packet)
+            self._scan_segments()
 
-    def _scan_segments(self) -> None:
-        """Record every segment file renamed into place since the last look (a stat per packet)."""
-        while True:
+    def _scan_segments(self, final: bool = False) -> None:
+        """Record every segment file renamed into place since the last look.
+
+        The hls muxer closes a segment only when the next one's keyframe reaches it, which the
+        interleaving queue may hold back until audio catches up: so the folder is looked at
+        after a packet is muxed only while a keyframe has been muxed whose segment before it is
+        not yet seen (a few packets per segment, not a stat after each of ~2,100 packets).
+        `final`: the muxer is closed; every segment left is on disk.
+        """
+        while final or len(self._segments) < self._keyframes_muxed - 1:
             index = len(self._segments)
             path = self.folder / segment_name(index)
             if not path.is_file():
