@@ -33,6 +33,12 @@ from stages.types import FRAME_SIZE_PX, MotionPlan  # noqa: E402
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 OPEN_FRAMES = 4
 BLINK = np.concatenate([np.zeros(OPEN_FRAMES), [0.33, 0.67], np.ones(4), [0.67, 0.33], np.zeros(2)])
+_CORNERS = ((33, 133), (362, 263))
+_UPPER = ((159, 158, 160), (386, 385, 387))  # as face_geometry.eye_aperture reads them
+_LOWER = ((145, 153, 144), (374, 380, 373))
+_RINGS = ((33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7),
+          (263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249))
+_SAME_LEVELS = 6  # a pixel within this many levels of the open frame still shows the open eye
 _CURVES = ("jaw_open", "lip_width", "lip_round", "lips_closed", "eye_wide", "brow", "smile",
            "head_yaw_deg", "head_pitch_deg", "head_roll_deg", "shift_x_px", "shift_y_px")
 
@@ -62,18 +68,77 @@ def apertures(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return eye_aperture(landmarks), eye_aperture(flat)
 
 
-def lid_figures(frames: np.ndarray) -> tuple[float, float, float, int]:
-    """(open aperture, shut aperture at the blink's deepest frame, its 2-D reading, that frame)."""
+def depth_floor(landmarks: np.ndarray) -> np.ndarray:
+    """(T,) the part of the aperture MediaPipe's depth guess alone gives: the upper and lower lid
+    points' z difference over the eye width, both eyes averaged. Nearly the same open and shut (it
+    is the face's shape prior, not the picture's lid), it is the lowest a shut lid can read."""
+    floors = []
+    for (a, b), upper, lower in zip(_CORNERS, _UPPER, _LOWER):
+        dz = np.abs(landmarks[:, list(upper), 2] - landmarks[:, list(lower), 2]).mean(axis=1)
+        floors.append(dz / np.linalg.norm(landmarks[:, a] - landmarks[:, b], axis=-1))
+    return np.mean(floors, axis=0)
+
+
+def eye_cover(open_frame: np.ndarray, shut_frame: np.ndarray, landmarks: np.ndarray) -> tuple[float, float, float]:
+    """The second instrument, from the pixels alone: (share of the open eye's opening — the
+    polygon of its lid contour on `landmarks`, the open frame's — that still shows the open eye at
+    the shut frame, the darkest band's height over the eye width on the open frame, on the shut one).
+
+    The dark band: down each column of the eye's middle 60 %, the run of pixels darker than half
+    way from the column's median to its darkest around that darkest pixel (the iris and lashes on
+    an open eye, the lash line on a shut one); the median over the columns."""
+    import cv2
+
+    showing, bands = [], ([], [])
+    for ring, (a, b) in zip(_RINGS, _CORNERS):
+        mask = np.zeros(open_frame.shape[:2], np.uint8)
+        cv2.fillPoly(mask, [np.round(landmarks[list(ring), :2]).astype(np.int32)], 1)
+        inside = mask > 0
+        diff = np.abs(shut_frame.astype(np.int16) - open_frame.astype(np.int16)).max(axis=-1)
+        showing.append(float((diff[inside] <= _SAME_LEVELS).mean()))
+        width = float(np.linalg.norm(landmarks[a, :2] - landmarks[b, :2]))
+        for frame, out in zip((open_frame, shut_frame), bands):
+            out.append(_dark_band(frame, landmarks[[a, b], :2], width) / width)
+    return float(np.mean(showing)), float(np.mean(bands[0])), float(np.mean(bands[1]))
+
+
+def _dark_band(frame: np.ndarray, corners: np.ndarray, width: float) -> float:
+    """Median height in pixels of the darkest band down the middle columns of an eye."""
+    luma = frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    (x0, y0), (x1, y1) = sorted(corners.tolist())
+    runs = []
+    for x in np.arange(x0 + 0.2 * (x1 - x0), x0 + 0.8 * (x1 - x0)).astype(int):
+        yc = int(round(y0 + (y1 - y0) * (x - x0) / max(x1 - x0, 1e-6)))
+        col = luma[max(yc - int(0.4 * width), 0):yc + int(0.4 * width), x]
+        i = int(np.argmin(col))
+        dark = col < 0.5 * (np.median(col) + col[i])
+        top, bottom = i, i
+        while top > 0 and dark[top - 1]:
+            top -= 1
+        while bottom < len(col) - 1 and dark[bottom + 1]:
+            bottom += 1
+        runs.append(bottom - top + 1)
+    return float(np.median(runs))
+
+
+def lid_figures(frames: np.ndarray) -> dict[str, float]:
+    """Both instruments at the blink's deepest frame (by MediaPipe's aperture) against the first
+    open one: open / shut aperture, the shut one in 2-D, the depth floor, the share of the eye
+    still showing and the dark band's height open and shut."""
     from stages.image.face import track_landmarks
 
-    aperture, flat = apertures(track_landmarks(frames))
+    landmarks = track_landmarks(frames)
+    aperture, flat = apertures(landmarks)
     shut_ids = np.flatnonzero(BLINK >= 1.0)
     deepest = int(shut_ids[np.nanargmin(aperture[shut_ids])])
-    return float(np.nanmedian(aperture[:OPEN_FRAMES])), float(aperture[deepest]), float(flat[deepest]), deepest
+    showing, band_open, band_shut = eye_cover(frames[0], frames[deepest], landmarks[0])
+    return {"open": float(np.nanmedian(aperture[:OPEN_FRAMES])), "shut": float(aperture[deepest]),
+            "shut_2d": float(flat[deepest]), "floor": float(depth_floor(landmarks)[deepest]),
+            "showing": showing, "band_open": band_open, "band_shut": band_shut, "deepest": deepest}
 
 
-def real_shut(path: Path) -> tuple[float, float, float]:
-    """A driving clip's (open level, shut aperture, its 2-D reading) at its most shut frame."""
+def real_shut(path: Path) -> dict[str, float]:
+    """A driving clip's readings at its most shut frame (band_open: at its most open one)."""
     import av
 
     from stages.image.face import track_landmarks
@@ -81,9 +146,21 @@ def real_shut(path: Path) -> tuple[float, float, float]:
 
     with av.open(str(path)) as container:
         frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-    aperture, flat = apertures(track_landmarks(frames))
-    i = int(np.nanargmin(aperture))
-    return open_level(aperture[np.isfinite(aperture)]), float(aperture[i]), float(flat[i])
+    landmarks = track_landmarks(frames)
+    aperture, flat = apertures(landmarks)
+    i, o = int(np.nanargmin(aperture)), int(np.nanargmax(aperture))
+    return {"open": open_level(aperture[np.isfinite(aperture)]), "shut": float(aperture[i]),
+            "shut_2d": float(flat[i]), "floor": float(depth_floor(landmarks)[i]),
+            "band_open": eye_cover(frames[o], frames[o], landmarks[o])[1],
+            "band_shut": eye_cover(frames[i], frames[i], landmarks[i])[1]}
+
+
+def _row(name: str, f: dict[str, float], seconds: float | None = None) -> str:
+    """One printed row of the table."""
+    showing = f"{100 * f['showing']:8.0f}%" if "showing" in f else f"{'':>9}"
+    tail = f" {seconds:8.2f}" if seconds is not None else ""
+    return (f"{name:<8} {f['open']:6.3f} {f['shut']:6.3f} {f['shut_2d']:8.3f} {f['floor']:6.3f} "
+            f"{f['shut'] / f['open']:9.2f} {showing} {f['band_open']:6.3f} {f['band_shut']:6.3f}{tail}")
 
 
 def _save_eyes(path: Path, frames: np.ndarray, deepest: int) -> None:
@@ -113,7 +190,8 @@ def main() -> None:
     args = parser.parse_args()
     faces = ([SHARED / "faces" / n for n in args.faces] if args.faces is not None
              else [None] + sorted((SHARED / "faces").glob("*.jpg")))
-    print(f"{'face':<8} {'open':>6} {'shut':>6} {'shut 2-D':>8} {'shut/open':>9} {'render s':>8}")
+    print(f"{'face':<8} {'open':>6} {'shut':>6} {'shut 2-D':>8} {'floor':>6} {'shut/open':>9} {'showing':>9} "
+          f"{'band o':>6} {'band s':>6} {'render s':>8}")
     shut_all = []
     for face in faces:
         name = "sample" if face is None else face.stem
@@ -122,18 +200,15 @@ def main() -> None:
         except Exception as exc:  # noqa: BLE001 - a refused portrait is a row of the table
             print(f"{name:<8} refused: {getattr(exc, 'message', exc)}")
             continue
-        open_ap, shut_ap, shut_flat, deepest = lid_figures(frames)
-        shut_all.append(shut_ap)
-        print(f"{name:<8} {open_ap:6.3f} {shut_ap:6.3f} {shut_flat:8.3f} {shut_ap / open_ap:9.2f} {seconds:8.2f}",
-              flush=True)
+        figures = lid_figures(frames)
+        shut_all.append(figures["shut"])
+        print(_row(name, figures, seconds), flush=True)
         if args.save_dir is not None:
-            _save_eyes(args.save_dir / f"blink-{name}.png", frames, deepest)
+            _save_eyes(args.save_dir / f"blink-{name}.png", frames, int(figures["deepest"]))
     if shut_all:
         print(f"{'worst':<8} {'':>6} {max(shut_all):6.3f}")
     for clip in args.clips:  # real lids: the clip's most shut frame
-        open_ap, shut_ap, shut_flat = real_shut(SHARED / "driving" / clip)
-        print(f"{Path(clip).stem:<8} {open_ap:6.3f} {shut_ap:6.3f} {shut_flat:8.3f} {shut_ap / open_ap:9.2f}",
-              flush=True)
+        print(_row(Path(clip).stem, real_shut(SHARED / "driving" / clip)), flush=True)
 
 
 if __name__ == "__main__":

@@ -35,11 +35,15 @@ _OVERSHOOT = 0.16  # × eye height: how far past the lower lid the margin landma
 _LID_EDGE_LIFT = 0.1  # × eye height: the lid label's edge sits this far above those landmarks
 _BISECTIONS = 30
 _PAINT = 1.0  # how far a shut lid's skin is drawn toward the lid's lit skin colour
-_CORNER_PAINT = 0.15  # × eye width: the skin paint reaches this far past the corners
+_CORNER_PAINT = 0.3  # × eye width: the skin paint reaches this far past the corners
 _SKIN_PERCENTILE = 67.0  # the lit skin: the median of the lid skin brighter than this percentile
-_LASH = 1.0  # how far the lid's lowest band is drawn toward its lash colour
-_LASH_LINE = 0.12  # × eye width: that band, the lash line a shut lid shows
+_LASH = 1.0  # how far the lash line's core is drawn toward the lash colour
+_LASH_LINE = 0.08  # × eye width: the lash line a shut lid shows (its thickness at mid-eye)
+_LASH_CORNER = 0.05  # × eye width: the line runs this far past the eye's corners, thinning
+_LASH_CENTRE = 0.0  # the line's core: on the lid's edge…
+_LASH_SPREAD = 0.6  # …with a Gaussian profile this many thicknesses wide (a soft line, no bar)
 _LASH_LUMA = 0.25  # a lash line is at most this bright against the lit lid skin
+_LASH_REACH = 8.0  # lash distances are clipped here: the line's profile is nil by then
 
 
 def _taper(eye: an.EyeGeometry, u: np.ndarray, widen: float = 0.0) -> np.ndarray:
@@ -67,22 +71,36 @@ def _lid_share(eye: an.EyeGeometry, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def _lid_paint(eye: an.EyeGeometry, u: np.ndarray, v: np.ndarray, label: np.ndarray,
                drop: np.ndarray) -> np.ndarray:
-    """(2, h, w) float32, source space: how far each upper-lid pixel is drawn, on a shut lid,
-    toward the lid's lit skin (0) and toward its lash colour (1).
-
-    Measured where the pixel lands on the shut lid (the lid stretches as it comes down): the
-    lash line is the lid's lowest _LASH_LINE eye widths there, above its lower edge; the skin
-    paint takes over above it and fades out under the brow.
-    """
-    line = _LASH_LINE * eye.width_px
-    edge = eye.margin(u) - _LID_EDGE_LIFT * eye.height_px  # the lid layer's lower edge
-    shut_edge = edge + drop * _lid_share(eye, u, edge)
-    share = _lid_share(eye, u, v)  # also how the skin paint fades out under the brow
-    above = np.maximum(shut_edge - (v + drop * share), 0.0)
-    lash = 1.0 - smoothstep(0.0, 1.0, (above - 0.6 * line) / (0.4 * line))
-    skin = (1.0 - lash) * share
-    weight = np.stack([_PAINT * skin * _taper(eye, u, _CORNER_PAINT), _LASH * lash * _taper(eye, u)]) * label
+    """(h, w) float32, source space: how far each upper-lid pixel is drawn, on a shut lid, toward
+    the lid's lit skin — all of it down to the lid's edge (the lash line is drawn over it, in the
+    frame: see _lash_distance), fading out under the brow."""
+    weight = _PAINT * _lid_share(eye, u, v) * _taper(eye, u, _CORNER_PAINT) * label
     return np.ascontiguousarray(weight, np.float32)
+
+
+def _lash_band(eye: an.EyeGeometry, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """(h, w) bool, source space: the open lid's lowest _LASH_LINE eye widths — its own lashes,
+    whose darkest pixels give the shut lid's lash colour."""
+    edge = eye.margin(u) - _LID_EDGE_LIFT * eye.height_px
+    return (edge - v < _LASH_LINE * eye.width_px) & (_taper(eye, u) > 0.5)
+
+
+def _lash_field(eye: an.EyeGeometry, u: np.ndarray, v: np.ndarray, drop: np.ndarray,
+                blink: float) -> np.ndarray:
+    """(h, w, 2) float32, source space: how far above the lid's lower edge, as it lands at
+    `blink`, each face-layer pixel lies, in lash-line thicknesses (clipped to ±_LASH_REACH); and
+    the line's strength there, fading out past the eye's corners.
+
+    The lash line is drawn in the frame from this distance rather than carried down with the
+    lid's texture: the lid lands stretched, and a band one or two source pixels thick, resampled
+    that way, breaks into dashes (and a thick one reads on MediaPipe as an eye still ajar). The
+    distance is a smooth field, so it can be interpolated; the strength fades at the corners
+    instead of the line thinning there (a thickness near 0 would make the distance jump).
+    """
+    edge = eye.margin(u) - _LID_EDGE_LIFT * eye.height_px
+    landed = edge + blink * drop * _lid_share(eye, u, edge)
+    dist = np.clip((landed - v) / (_LASH_LINE * eye.width_px), -_LASH_REACH, _LASH_REACH)
+    return np.ascontiguousarray(np.dstack([dist, _taper(eye, u, _LASH_CORNER)]), np.float32)
 
 
 def _lid_colours(patch: "EyePatch", image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,9 +111,10 @@ def _lid_colours(patch: "EyePatch", image: np.ndarray) -> tuple[np.ndarray, np.n
     (soft-painted lashes read as no line at all)."""
     rgb = image[patch.box.slices].reshape(-1, 3).astype(np.float32)
     label = patch.lid_label.reshape(-1) > 0.9
+    band = patch.lash_band.reshape(-1)
     luma_w = np.array([0.299, 0.587, 0.114], np.float32)
-    skin_px = rgb[label & (patch.paint[1].reshape(-1) < 0.05)]
-    lash_px = rgb[label & (patch.paint[1].reshape(-1) > 0.5 * max(_LASH, 1e-6))]
+    skin_px = rgb[label & ~band]
+    lash_px = rgb[label & band]
     if len(skin_px) < 8:
         skin_px = rgb
     if len(lash_px) < 4:
@@ -116,7 +135,9 @@ class EyePatch:
     v_axis: np.ndarray  # (2,) float32, the face's downward direction in the image
     lid_label: np.ndarray  # (h, w) float32: 1 on upper-lid skin (source space)
     back_shift: np.ndarray  # (BLINK_LEVELS, h, w) float32: source = pixel − shift·v_axis
-    paint: np.ndarray  # (2, h, w) float32: how far a shut lid turns to lit skin / to lashes (source space)
+    paint: np.ndarray  # (h, w) float32: how far a shut lid turns to its lit skin (source space)
+    lash_band: np.ndarray  # (h, w) bool: the open lid's own lash band (source space)
+    lash_field: np.ndarray  # (BLINK_LEVELS, h, w, 2) float32: _lash_field at each level
 
     @classmethod
     def build(cls, frame: an.FaceFrame, eye: an.EyeGeometry, roi: Box) -> "EyePatch":
@@ -152,8 +173,10 @@ class EyePatch:
         mid_u = np.array([0.5 * (lo + hi)])
         centre_uv = np.array([mid_u[0], 0.5 * float(eye.margin(mid_u)[0] + eye.lower(mid_u)[0])])
         centre = frame.origin_px + frame.to_image_vectors(centre_uv)
+        lash = np.stack([_lash_field(eye, u, v, drop, k / (BLINK_LEVELS - 1)) for k in range(BLINK_LEVELS)])
         return cls(box, centre, frame.v_axis.astype(np.float32), np.ascontiguousarray(label, np.float32),
-                   np.ascontiguousarray(shifts, np.float32), _lid_paint(eye, u, v, label, drop))
+                   np.ascontiguousarray(shifts, np.float32), _lid_paint(eye, u, v, label, drop),
+                   _lash_band(eye, u, v), lash)
 
 
 class EyeCompositor:
@@ -171,18 +194,21 @@ class EyeCompositor:
         self._origin = np.array([patch.box.x0, patch.box.y0], np.float32)
         self._shift = np.empty((h, w), np.float32)
         self._shift_at = np.empty((h, w), np.float32)
-        self._local = np.empty((h, w, 2), np.float32)
+        self._local_face = np.empty((h, w, 2), np.float32)  # the face layer's map, patch coordinates
+        self._local = np.empty((h, w, 2), np.float32)  # the lid layer's
         self._lid_map = np.empty((h, w, 2), np.float32)
         self._claim = np.empty((h, w), np.float32)
         self._lid_rgb = np.empty((h, w, 3), np.uint8)
         self._pix = np.empty((h, w, 3), np.float32)
         self._diff = np.empty((h, w, 3), np.float32)
         # Premultiplied paint, source space: RGB·weight and the weight, remapped in one call.
-        skin, lash = _lid_colours(patch, image)
-        texture = patch.paint[0][..., None] * skin + patch.paint[1][..., None] * lash
-        self._paint_src = np.ascontiguousarray(np.dstack([texture, patch.paint.sum(axis=0)]), np.float32)
+        skin, self._lash_rgb = _lid_colours(patch, image)
+        self._paint_src = np.ascontiguousarray(np.dstack([patch.paint[..., None] * skin, patch.paint]), np.float32)
         self._paint = np.empty((h, w, 4), np.float32)
         self._keep = np.empty((h, w, 1), np.float32)
+        self._lash_field = np.empty((h, w, 2), np.float32)
+        self._lash_at = np.empty((h, w, 2), np.float32)
+        self._lash_w = np.empty((h, w), np.float32)
 
     def render(self, blink: float, face_map: np.ndarray, out_view: np.ndarray) -> None:
         """Draw the lid for `blink` over `out_view` (this patch of the frame, face layer done).
@@ -195,8 +221,8 @@ class EyeCompositor:
         f = level - k
         cv2.addWeighted(p.back_shift[k], 1.0 - f, p.back_shift[k + 1], f, 0.0, dst=self._shift)
         # The lid layer = the face layer's map, then the lid's own backward shift at that point.
-        np.subtract(face_map, self._origin, out=self._local)
-        cv2.remap(self._shift, self._local, None, cv2.INTER_LINEAR, dst=self._shift_at,
+        np.subtract(face_map, self._origin, out=self._local_face)
+        cv2.remap(self._shift, self._local_face, None, cv2.INTER_LINEAR, dst=self._shift_at,
                   borderMode=cv2.BORDER_REPLICATE)
         np.multiply(self._shift_at[..., None], p.v_axis, out=self._lid_map)
         np.subtract(face_map, self._lid_map, out=self._lid_map)
@@ -219,5 +245,26 @@ class EyeCompositor:
         np.subtract(self._diff, self._pix, out=self._diff)
         np.multiply(self._diff, self._claim[..., None], out=self._diff)
         np.add(self._pix, self._diff, out=self._pix)
+        self._draw_lash_line(k, f, float(np.clip(blink, 0.0, 1.0)))
         np.add(self._pix, 0.5, out=self._pix)
         np.copyto(out_view, self._pix, casting="unsafe")
+
+    def _draw_lash_line(self, k: int, f: float, blink: float) -> None:
+        """The lash line along the lid's edge where it lands at this blink (levels k, k + 1 mixed
+        by f), over self._pix — after the lid is mixed in, so the soft line spans the seam
+        between the lid and the lower lid under it. self._local_face holds the face layer's map."""
+        p = self.patch
+        cv2.addWeighted(p.lash_field[k], 1.0 - f, p.lash_field[k + 1], f, 0.0, dst=self._lash_field)
+        cv2.remap(self._lash_field, self._local_face, None, cv2.INTER_LINEAR, dst=self._lash_at,
+                  borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)  # strength 0 outside the patch
+        # weight = blink·_LASH·strength·exp(−½((distance − centre)/spread)²)
+        w = self._lash_w
+        np.subtract(self._lash_at[..., 0], _LASH_CENTRE, out=w)
+        np.multiply(w, w, out=w)
+        np.multiply(w, -0.5 / _LASH_SPREAD**2, out=w)
+        cv2.exp(w, w)
+        np.multiply(w, self._lash_at[..., 1], out=w)
+        np.multiply(w, blink * _LASH, out=w)
+        np.subtract(self._lash_rgb, self._pix, out=self._diff)
+        np.multiply(self._diff, w[..., None], out=self._diff)
+        np.add(self._pix, self._diff, out=self._pix)
