@@ -159,9 +159,12 @@ def prepare_warp(backends: Backends, actor: Actor, plan: MotionPlan | None = Non
 
 def warp_frames(backends: Backends, actor: Actor, plan: MotionPlan, slab: np.ndarray,
                 progress: Progress = _no_progress, should_stop: Callable[[], bool] = lambda: False,
-                on_chunk: Callable[[int, int], None] = lambda start, stop: None) -> None:
+                on_chunk: Callable[[int, int], None] = lambda start, stop: None,
+                before_chunk: Callable[[int, int], None] = lambda start, stop: None) -> None:
     """The warp stage: render every frame of `plan` into `slab`, chunk by chunk; `on_chunk(start,
-    stop)` is told of each chunk as it lands (the slot's stream encodes it then).
+    stop)` is told of each chunk as it lands (the slot's stream encodes it then), and
+    `before_chunk(start, stop)` before it is rendered (a one-shot render waits there for the
+    chunk's pages of its slab).
 
     Prepared actors stay cached in the warp's region; when a chunk finds the region full, the
     other actors are let go and the chunk is rendered once more before the slot is failed.
@@ -172,6 +175,7 @@ def warp_frames(backends: Backends, actor: Actor, plan: MotionPlan, slab: np.nda
         if should_stop():
             raise InterruptedError("warp cancelled")
         frames = slice(start, min(start + chunk, plan.n_frames))
+        before_chunk(frames.start, frames.stop)
         try:
             prepared.render(plan, frames, slab)
         except StageMemoryExceeded as exc:

@@ -90,22 +90,25 @@ def render_slot(recipe: Recipe, settings: Settings, out_root: Path, progress: Pr
     check_address_space(recipe.output.n_frames)
     slab = pipeline.allocate_slab(recipe.output.n_frames, prefault=False)
     slot = Slot(recipe.slot_id, 0, recipe, lease=HeldSlab(slab))
-    # The slab's pages are committed beside the prepare stage (see vortexd.slab_prefault), and
-    # must be before the warp: a machine out of memory still refuses before any frame.
+    # The slab's pages are committed beside the prepare stage and the warp (see
+    # vortexd.slab_prefault); each chunk waits for its own: a machine out of memory is refused
+    # before a frame lands where it has no page.
     prefault = SlabPrefault(slab)
+    frame_bytes = slab[0].nbytes
     try:
         published = SlotRunner(settings, backends, out_root).render(
-            slot, progress, before_warp=lambda: _committed(prefault, recipe.output.n_frames, slab.nbytes))
+            slot, progress,
+            before_chunk=lambda start, stop: _committed(prefault, stop * frame_bytes, recipe.output.n_frames, slab.nbytes))
     except BaseException:
         prefault.wait_quietly()  # a stage's error is the one to report; the thread must end first
         raise
     return RenderResult(slot_dir=published.path, manifest=published.manifest)
 
 
-def _committed(prefault: SlabPrefault, n_frames: int, n_bytes: int) -> None:
-    """Wait for the slab's pages; StageInputError on output.duration_s where memory ran out."""
+def _committed(prefault: SlabPrefault, needed_bytes: int, n_frames: int, n_bytes: int) -> None:
+    """Wait for the slab's first `needed_bytes`; StageInputError on output.duration_s where memory ran out."""
     try:
-        prefault.wait()
+        prefault.wait_for(needed_bytes)
     except MemoryError as exc:
         raise StageInputError("output.duration_s", f"{n_frames} frames need {format_bytes(n_bytes)} of memory "
                               f"for the video, more than this process can get ({exc})",

@@ -49,10 +49,11 @@ class SlotRunner:
         return pipeline.prepare(slot.recipe, self.settings, self.backends, slot.clock, progress,
                                 should_stop=slot.cancel.is_set, inputs=slot.inputs)
 
-    def warp(self, slot: Slot, progress: Progress = _no_progress, verify: bool | None = None) -> np.ndarray:
+    def warp(self, slot: Slot, progress: Progress = _no_progress, verify: bool | None = None,
+             before_chunk: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Every frame of the slot's plan into its slab, each chunk encoded into the slot's live
         stream (and checked, when verifying) as it lands; returns the frames (the finished stream
-        is kept in `slot.stream`)."""
+        is kept in `slot.stream`). `before_chunk(start, stop)` runs before each chunk's render."""
         prepared = self._prepared(slot, "warp")
         plan = prepared.plan
         verify = self.settings.verify if verify is None else verify
@@ -64,7 +65,8 @@ class SlotRunner:
             with slot.clock.time("warp"):
                 pipeline.warp_frames(self.backends, prepared.actor, plan, slot.frames, progress,
                                      should_stop=slot.cancel.is_set,
-                                     on_chunk=lambda start, stop: stream.add(slot.frames[start:stop], start))
+                                     on_chunk=lambda start, stop: stream.add(slot.frames[start:stop], start),
+                                     before_chunk=before_chunk or (lambda start, stop: None))
             # "drain": from the last warped chunk until the encoder and the checks are done with it.
             with slot.clock.time("drain"):
                 slot.stream = stream.close()
@@ -88,14 +90,12 @@ class SlotRunner:
         return published
 
     def render(self, slot: Slot, progress: Progress = _no_progress,
-               before_warp: Callable[[], None] | None = None) -> PublishedSlot:
+               before_chunk: Callable[[int, int], None] | None = None) -> PublishedSlot:
         """All three stages in a row (the one-shot `vortexd render`); the slot must hold a slab.
-        `before_warp` runs between prepare and warp (the one-shot render waits there for its
-        slab's pages, committed beside the prepare stage)."""
+        `before_chunk(start, stop)` runs before each chunk of the warp (the one-shot render waits
+        there for those frames' pages of its slab, committed beside the prepare stage and the warp)."""
         slot.prepared = self.prepare(slot, progress)
-        if before_warp is not None:
-            before_warp()
-        self.warp(slot, progress)
+        self.warp(slot, progress, before_chunk=before_chunk)
         return self.finish(slot, progress)
 
     def warm_up(self, slab: np.ndarray) -> None:
