@@ -128,3 +128,15 @@ def test_measure_av_offset_explains_a_faceless_video(talk) -> None:
     offset = measure_av_offset(blank, speech.audio, speech.phonemes)
     assert offset.lag_frames is None and offset.face_ratio == 0.0
     assert offset.envelope is None and any("cannot correlate" in note for note in offset.notes)
+
+
+@pytest.mark.parametrize("sigma", [0.6, 1.0, 2.5])
+def test_the_phoneme_reference_smooths_as_scipy_gaussian_filter1d(sigma: float) -> None:
+    from scipy.ndimage import gaussian_filter1d
+
+    from stages.verify.lipsync import smooth_gaussian
+
+    steps = np.repeat(np.random.default_rng(3).uniform(0.0, 1.0, 40), 7)  # phoneme-like plateaus
+    for values in (steps, steps[:3], np.array([0.2, 0.9])):
+        np.testing.assert_allclose(smooth_gaussian(values, sigma), gaussian_filter1d(values, sigma, mode="nearest"),
+                                   rtol=0, atol=1e-12)
