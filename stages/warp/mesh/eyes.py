@@ -7,11 +7,12 @@ one piece and the skin above stretching less and less up to the brow. Where that
 it covers the eye, so a blink draws the lid down over a still iris instead of squashing it.
 
 As it comes down the lid is repainted the way a shut lid looks: the skin above the lash line,
-which an open eye keeps folded in the socket's shade, turns toward the lid's lit skin, and the
-lid's lowest band (a share of the eye's width, wherever the stretched lid lands it) toward a
-dark lash colour. Left in its shade the shut lid is a dark band, and MediaPipe reads a dark band
-between two lash lines as an eye still open (shut readings 0.15–0.26 of the eye width on the
-shared portraits, against ≈ 0.04–0.07 for a real lid).
+which an open eye keeps folded in the socket's shade, turns toward the lid's lit skin, and a soft
+dark-brown lash line is drawn along the lid's edge wherever it has landed. Left in its shade the
+shut lid is a dark band, and MediaPipe reads a dark band between two lash lines as an eye still
+open (shut readings 0.15–0.26 of the eye width on the shared portraits, against ≈ 0.04–0.07 for
+a real lid). The line is drawn in the frame from a distance field, not carried down with the
+lid's stretched texture, which breaks a thin line into dashes (see _lash_field).
 
 The lid motion is along the face's vertical, and monotone in it, so its inverse is exact and
 cheap to precompute: for a ladder of blink levels, the backward shift of every patch pixel.
@@ -35,14 +36,15 @@ _OVERSHOOT = 0.16  # × eye height: how far past the lower lid the margin landma
 _LID_EDGE_LIFT = 0.1  # × eye height: the lid label's edge sits this far above those landmarks
 _BISECTIONS = 30
 _PAINT = 1.0  # how far a shut lid's skin is drawn toward the lid's lit skin colour
+_PAINT_FADE = 0.5  # paint = travel share ** this: held up the lid, over its stretched streaks
 _CORNER_PAINT = 0.3  # × eye width: the skin paint reaches this far past the corners
 _SKIN_PERCENTILE = 67.0  # the lit skin: the median of the lid skin brighter than this percentile
 _LASH = 1.0  # how far the lash line's core is drawn toward the lash colour
 _LASH_LINE = 0.08  # × eye width: the lash line a shut lid shows (its thickness at mid-eye)
-_LASH_CORNER = 0.05  # × eye width: the line runs this far past the eye's corners, thinning
+_LASH_CORNER = 0.05  # × eye width: the line runs this far past the eye's corners, fading
 _LASH_CENTRE = 0.0  # the line's core: on the lid's edge…
 _LASH_SPREAD = 0.6  # …with a Gaussian profile this many thicknesses wide (a soft line, no bar)
-_LASH_LUMA = 0.25  # a lash line is at most this bright against the lit lid skin
+_LASH_LUMA = 0.35  # a lash line is at most this bright against the lit lid skin (dark brown, not black)
 _LASH_REACH = 8.0  # lash distances are clipped here: the line's profile is nil by then
 
 
@@ -69,12 +71,11 @@ def _lid_share(eye: an.EyeGeometry, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return 1.0 - smoothstep(0.0, 1.0, (margin - v) / reach)
 
 
-def _lid_paint(eye: an.EyeGeometry, u: np.ndarray, v: np.ndarray, label: np.ndarray,
-               drop: np.ndarray) -> np.ndarray:
+def _lid_paint(eye: an.EyeGeometry, u: np.ndarray, v: np.ndarray, label: np.ndarray) -> np.ndarray:
     """(h, w) float32, source space: how far each upper-lid pixel is drawn, on a shut lid, toward
     the lid's lit skin — all of it down to the lid's edge (the lash line is drawn over it, in the
-    frame: see _lash_distance), fading out under the brow."""
-    weight = _PAINT * _lid_share(eye, u, v) * _taper(eye, u, _CORNER_PAINT) * label
+    frame: see _lash_field), fading out under the brow."""
+    weight = _PAINT * _lid_share(eye, u, v) ** _PAINT_FADE * _taper(eye, u, _CORNER_PAINT) * label
     return np.ascontiguousarray(weight, np.float32)
 
 
@@ -175,7 +176,7 @@ class EyePatch:
         centre = frame.origin_px + frame.to_image_vectors(centre_uv)
         lash = np.stack([_lash_field(eye, u, v, drop, k / (BLINK_LEVELS - 1)) for k in range(BLINK_LEVELS)])
         return cls(box, centre, frame.v_axis.astype(np.float32), np.ascontiguousarray(label, np.float32),
-                   np.ascontiguousarray(shifts, np.float32), _lid_paint(eye, u, v, label, drop),
+                   np.ascontiguousarray(shifts, np.float32), _lid_paint(eye, u, v, label),
                    _lash_band(eye, u, v), lash)
 
 

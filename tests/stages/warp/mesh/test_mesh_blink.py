@@ -49,8 +49,9 @@ def test_the_shut_lids_meet_in_the_picture(blink):
 
 def test_the_shut_eye_shows_no_eye_and_an_unbroken_lash_line(blink):
     """At the shut frame, almost none of the open eye's opening (its lid contour on the open
-    frame) still shows the eye, and every column across the middle 70 % of the eye has a lash-dark pixel:
-    the line runs unbroken (it fades out toward the corners)."""
+    frame) still shows the eye, and down every column across the middle 70 % of the eye the
+    darkest pixel is lash-dark against the column, evenly from column to column: the line runs
+    unbroken (a lid edge carried down stretched breaks into dashes)."""
     frames, landmarks = blink
     luma = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     for ring, (a, b) in EYES:
@@ -62,9 +63,10 @@ def test_the_shut_eye_shows_no_eye_and_an_unbroken_lash_line(blink):
         ys = np.flatnonzero(mask.any(axis=1))
         width = x1 - x0
         band = luma[SHUT, ys[0]:ys[-1] + int(0.3 * width)]
-        for x in range(int(x0 + 0.15 * width), int(x1 - 0.15 * width) + 1):
-            column = band[:, x]
-            assert column.min() < 0.5 * np.median(column), x
+        columns = band[:, int(x0 + 0.15 * width):int(x1 - 0.15 * width) + 1]
+        darkest = columns.min(axis=0) / np.median(columns, axis=0)
+        assert darkest.max() < 0.65, darkest
+        assert np.abs(np.diff(darkest)).max() < 0.15, darkest
 
 
 def test_open_eyes_are_left_as_the_portrait_has_them(blink, prepared):
