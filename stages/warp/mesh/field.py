@@ -152,6 +152,20 @@ def squared_distances(a_px: np.ndarray, b_px: np.ndarray) -> np.ndarray:
     return np.maximum(d2, 0.0)
 
 
+FULL_STEPS = 3
+"""Undamped fixed-point steps taken on every node before only the still-moving ones are stepped
+(after three, a tenth to a half of a face grid's nodes still move)."""
+GATHER_SHARE = 0.3
+"""Up to this share of the grid's nodes still moving, they are gathered and stepped alone;
+beyond it stepping the whole grid costs less."""
+
+
+def _bits(xy: np.ndarray) -> np.ndarray:
+    """(..., 2) float32 (x, y) pairs as one int64 each, (...): equal exactly where both
+    coordinates are the same bits (one comparison per node instead of a reduction over pairs)."""
+    return xy.view(np.int64)[..., 0]
+
+
 class GridInverter:
     """Turns one frame's forward node field into the full-resolution inverse map of its box.
 
@@ -176,7 +190,8 @@ class GridInverter:
         rows, cols = grid.shape
         jj, ii = np.mgrid[0:rows, 0:cols]
         self._ident = np.ascontiguousarray(np.stack([ii, jj], -1), dtype=np.float32)
-        self._origin = np.array(grid.origin_px, dtype=np.float32)
+        # The nodes' own pixel offset, whole (adding a 2-vector would broadcast node by node).
+        self._origin = np.ascontiguousarray(np.broadcast_to(np.array(grid.origin_px, np.float32), (rows, cols, 2)))
         self._d_idx = np.empty((rows, cols, 2), np.float32)
         self._s_idx = np.empty((rows, cols, 2), np.float32)
         self._ident_px = np.ascontiguousarray(self._ident * float(grid.step) + self._origin, dtype=np.float32)
@@ -195,56 +210,115 @@ class GridInverter:
 
         self.fine[y, x] is the frame pixel (x, y) whose content lands on box pixel (y, x). With
         `area` (rows, cols of the box) only self.fine[area] need be made (for a power-of-two
-        step only it is: the nodes around it upsampled on their own, a node past each edge
-        included), the same values as a whole box's. With `converge`, the fixed steps are
-        followed by up to `extra_iterations` more while a step still moves a node by more
+        step only it is: the nodes around it iterated and upsampled on their own, a node past
+        each edge included), the same values as a whole box's. With `converge`, the fixed steps
+        are followed by up to `extra_iterations` more while a step still moves a node by more
         than the tolerance (for a steep field).
         """
-        self._iterate(field_px, self.extra_iterations if converge else 0)
-        self._upsample(area)
+        nodes = self._nodes_for(area)
+        self._iterate(field_px, self.extra_iterations if converge else 0, nodes)
+        self._upsample(nodes)
         return self.fine
 
-    def _iterate(self, field_px: np.ndarray, extra: int) -> None:
-        """The inverse on the nodes, in node-index units, into self._s_idx: the fixed steps,
-        then up to `extra` more until a step moves no node by more than the tolerance."""
+    def _nodes_for(self, area: tuple[slice, slice] | None) -> tuple[slice, slice]:
+        """The node block whose upsampling covers box `area` (all nodes for the whole box, or
+        when the step is not a power of two; see `_upsample`)."""
         s = self.grid.step
-        np.multiply(field_px, 1.0 / s, out=self._d_idx)  # node-index units, what remap wants
-        np.subtract(self._ident, self._d_idx, out=self._s_idx)
-        for k in range(self.iterations + extra):
-            cv2.remap(self._d_idx, self._s_idx, None, cv2.INTER_LINEAR, dst=self._sampled,
-                      borderMode=cv2.BORDER_REPLICATE)
-            np.subtract(self._ident, self._sampled, out=self._sampled)  # the plain step's target
-            if self.relax != 1.0:
-                cv2.addWeighted(self._s_idx, 1.0 - self.relax, self._sampled, self.relax, 0.0, dst=self._s_idx)
-                continue
-            if k < self.iterations:
-                np.copyto(self._s_idx, self._sampled)
-                continue
-            np.subtract(self._sampled, self._s_idx, out=self._s_idx)  # the step: new − old
-            step = float(np.abs(self._s_idx).max())
-            np.copyto(self._s_idx, self._sampled)
-            if step <= self._tolerance_nodes:
-                break
-
-    def _upsample(self, area: tuple[slice, slice] | None = None) -> None:
-        """Node inverse → frame pixel coordinates at every pixel of the box (self.fine), or of
-        its `area`."""
-        s = self.grid.step
-        np.multiply(self._s_idx, float(s), out=self._s_idx)
-        np.add(self._s_idx, self._origin, out=self._s_idx)
+        n_rows, n_cols = self._s_idx.shape[:2]
         if area is None or s & (s - 1):
-            # cv2.resize places output pixels at (k + 0.5)/s − 0.5 of its input: exact in binary
-            # for power-of-two steps only, so only then does a part upsample bit for bit alike.
-            cv2.resize(self._s_idx, (self._fine_all.shape[1], self._fine_all.shape[0]), dst=self._fine_all,
-                       interpolation=cv2.INTER_LINEAR)
-            return
+            return slice(0, n_rows), slice(0, n_cols)
         # fine_all row R interpolates nodes R // s - 1 … R // s + 1 (half-pixel centres): a block
         # of nodes from one before to one past those upsamples to the same values in between.
         (r0, r1), (c0, c1) = ((sl.start + s, sl.stop + s) for sl in area)
-        n_rows, n_cols = self._s_idx.shape[:2]
-        nr0, nr1 = max(0, r0 // s - 1), min(n_rows, (r1 - 1) // s + 2)
-        nc0, nc1 = max(0, c0 // s - 1), min(n_cols, (c1 - 1) // s + 2)
-        cv2.resize(self._s_idx[nr0:nr1, nc0:nc1], ((nc1 - nc0) * s, (nr1 - nr0) * s),
+        return (slice(max(0, r0 // s - 1), min(n_rows, (r1 - 1) // s + 2)),
+                slice(max(0, c0 // s - 1), min(n_cols, (c1 - 1) // s + 2)))
+
+    def _iterate(self, field_px: np.ndarray, extra: int, nodes: tuple[slice, slice]) -> None:
+        """The inverse on the `nodes` block, in node-index units, into self._s_idx: the fixed
+        steps, then up to `extra` more until a step moves no node by more than the tolerance.
+
+        Each node iterates on its own (it samples the whole field where it is now), so a block
+        of nodes iterated alone gets the values the whole grid's iteration gives it.
+        """
+        s = self.grid.step
+        np.multiply(field_px, 1.0 / s, out=self._d_idx)  # node-index units, what remap wants
+        s_idx, ident, sampled = self._s_idx[nodes], self._ident[nodes], self._sampled[nodes]
+        np.subtract(ident, self._d_idx[nodes], out=s_idx)
+        if self.relax != 1.0:
+            for _ in range(self.iterations):
+                cv2.remap(self._d_idx, s_idx, None, cv2.INTER_LINEAR, dst=sampled, borderMode=cv2.BORDER_REPLICATE)
+                np.subtract(ident, sampled, out=sampled)  # the plain step's target
+                cv2.addWeighted(s_idx, 1.0 - self.relax, sampled, self.relax, 0.0, dst=s_idx)
+            return
+        self._settle(nodes, self.iterations, extra)
+
+    def _settle(self, nodes: tuple[slice, slice], iterations: int, extra: int) -> None:
+        """Undamped steps s ← q − d(s) on the `nodes` block of self._s_idx: `iterations` of
+        them, then up to `extra` more while a step moves some node by more than the tolerance.
+
+        remap reads d at s rounded to 1/32 of a node, so a node whose step left it where it was,
+        bit for bit, samples the same d again and stays there for good. After FULL_STEPS whole
+        steps, when few nodes still move, only they are stepped, gathered into one short row;
+        they get the very values whole steps give them.
+        """
+        s_idx, ident, sampled = self._s_idx[nodes], self._ident[nodes], self._sampled[nodes]
+        cur, prev = s_idx, sampled
+        full = min(FULL_STEPS, iterations)
+        for _ in range(full):
+            cv2.remap(self._d_idx, cur, None, cv2.INTER_LINEAR, dst=prev, borderMode=cv2.BORDER_REPLICATE)
+            np.subtract(ident, prev, out=prev)
+            cur, prev = prev, cur  # ping-pong: the new estimate becomes the current one
+        moved = None
+        if full and iterations + extra > full and s_idx.flags.c_contiguous:  # the whole grid
+            moved = np.flatnonzero(_bits(cur) != _bits(prev))
+        if cur is not s_idx:
+            np.copyto(s_idx, cur)
+        if moved is not None and moved.size <= GATHER_SHARE * (s_idx.size // 2):
+            self._step_gathered(s_idx.reshape(-1, 2), ident.reshape(-1, 2), moved, iterations - full, extra)
+        elif iterations + extra > full:
+            self._step_whole(s_idx, ident, sampled, iterations - full, extra)
+
+    def _step_whole(self, s_idx: np.ndarray, ident: np.ndarray, scratch: np.ndarray, iterations: int,
+                    extra: int) -> None:
+        """The rest of `_settle`'s steps on the whole block `s_idx` (`scratch` its size)."""
+        for k in range(iterations + extra):
+            cv2.remap(self._d_idx, s_idx, None, cv2.INTER_LINEAR, dst=scratch, borderMode=cv2.BORDER_REPLICATE)
+            np.subtract(ident, scratch, out=scratch)
+            if k < iterations:
+                np.copyto(s_idx, scratch)
+                continue
+            step = float(np.abs(scratch - s_idx).max())
+            np.copyto(s_idx, scratch)
+            if step <= self._tolerance_nodes:
+                return
+
+    def _step_gathered(self, s_flat: np.ndarray, ident_flat: np.ndarray, moved: np.ndarray, iterations: int,
+                       extra: int) -> None:
+        """The rest of `_settle`'s steps on the nodes `moved` alone (flat indices into the grid's
+        nodes as rows of (x, y), `s_flat`), dropping each node as soon as a step leaves it put."""
+        for k in range(iterations + extra):
+            if moved.size == 0:
+                return
+            old = s_flat[moved]
+            new = cv2.remap(self._d_idx, old[None], None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0]
+            np.subtract(ident_flat[moved], new, out=new)
+            s_flat[moved] = new
+            if k >= iterations and float(np.abs(new - old).max()) <= self._tolerance_nodes:
+                return
+            moved = moved[_bits(new) != _bits(old)]
+
+    def _upsample(self, nodes: tuple[slice, slice]) -> None:
+        """The `nodes` block's inverse → frame pixel coordinates at every pixel those nodes
+        interpolate (self.fine, or the part of it `_nodes_for` chose)."""
+        s = self.grid.step
+        s_idx = self._s_idx[nodes]
+        np.multiply(s_idx, float(s), out=s_idx)
+        np.add(s_idx, self._origin[nodes], out=s_idx)
+        # cv2.resize places output pixels at (k + 0.5)/s − 0.5 of its input: exact in binary
+        # for power-of-two steps only, so only then does a part upsample bit for bit alike
+        # (`_nodes_for` gives other steps all nodes).
+        (nr0, nr1), (nc0, nc1) = ((sl.start, sl.stop) for sl in nodes)
+        cv2.resize(s_idx, ((nc1 - nc0) * s, (nr1 - nr0) * s),
                    dst=self._fine_all[nr0 * s:nr1 * s, nc0 * s:nc1 * s], interpolation=cv2.INTER_LINEAR)
 
     def moving_tiles(self, tol_px: float = 1.0 / 128.0) -> np.ndarray:
