@@ -62,8 +62,7 @@ def _instrument(prepared, timers: _Timers) -> None:
     _wrap_inverter(timers, ws.base, "face")
     timers.wrap(prepared, "_remap_head", "head ROI remap")
     timers.wrap(ws.mouth, "render", "mouth")
-    if hasattr(ws.mouth, "_active"):
-        timers.wrap(ws.mouth, "_active", "active area")
+    timers.wrap(ws.mouth, "active_area", "mouth: active area")
     for side in ("upper", "lower", "teeth"):
         _wrap_inverter(timers, getattr(ws.mouth, side), side)
     timers.wrap(ws.mouth, "_sample", "side remaps (colour + claim)")

@@ -133,6 +133,26 @@ def _moving_spans(tiles: np.ndarray, stripe: int) -> list[tuple[int, int, int]]:
     return [(k * stripe, int(c0), int(c1)) for k, (c0, c1) in enumerate(zip(first, stop))]
 
 
+def _offset(part: tuple[slice, slice], dy: int, dx: int) -> tuple[slice, slice]:
+    """(rows, cols) slices moved by dy rows and dx columns."""
+    return slice(part[0].start + dy, part[0].stop + dy), slice(part[1].start + dx, part[1].stop + dx)
+
+
+def _around(rows: slice, cols: slice, skip: tuple[slice, slice] | None) -> list[tuple[slice, slice]]:
+    """The non-empty parts of rows × cols that lie outside the rectangle `skip` (all of it
+    when `skip` is None): the rows above and below it, and left and right of it beside it."""
+    if skip is None or cols.start >= cols.stop:
+        return [(rows, cols)] if cols.start < cols.stop else []
+    (sr0, sr1), (sc0, sc1) = (skip[0].start, skip[0].stop), (skip[1].start, skip[1].stop)
+    mid0, mid1 = max(rows.start, sr0), min(rows.stop, sr1)
+    if mid0 >= mid1 or sc0 >= cols.stop or sc1 <= cols.start:
+        return [(rows, cols)]
+    parts = [(slice(rows.start, mid0), cols), (slice(mid1, rows.stop), cols),
+             (slice(mid0, mid1), slice(cols.start, max(cols.start, sc0))),
+             (slice(mid0, mid1), slice(min(cols.stop, sc1), cols.stop))]
+    return [(r, c) for r, c in parts if r.start < r.stop and c.start < c.stop]
+
+
 def _sub_box(inner: Box, outer: Box) -> tuple[slice, slice]:
     """Slices of `inner` relative to `outer` (inner lies inside outer)."""
     return (slice(inner.y0 - outer.y0, inner.y0 - outer.y0 + inner.h),
@@ -251,15 +271,20 @@ class PreparedMeshWarp:
     def _render_frames(self, ws: _Workspace, block: "_BlockFields", js: range, block_start: int,
                        out: np.ndarray) -> None:
         layers = block.layers
-        mouth_box = self.mouth_patch.grid.box.slices
+        mouth_box = self.mouth_patch.grid.box
         blink = block.features[:, F["blink"]]
         for j in js:
             dst = out[block_start + j]
             self._copy_frame(dst)
             fine = ws.base.invert(layers["base"].fields[j], converge=bool(block.strong_turn[j]))
-            self._remap_head(ws.base, dst, ws.head_rgba)
+            area = ws.mouth.active_area(block.reach[j])
+            # What the mouth covers whole, the face layer need not draw first.
+            under_mouth = ws.mouth.opaque_part(area)
+            if under_mouth is not None:
+                under_mouth = _offset(under_mouth, mouth_box.y0 - self.roi.y0, mouth_box.x0 - self.roi.x0)
+            self._remap_head(ws.base, dst, ws.head_rgba, under_mouth)
             ws.mouth.render(layers["upper"].fields[j], layers["lower"].fields[j],
-                            layers["teeth"].fields[j], block.reach[j], dst[mouth_box])
+                            layers["teeth"].fields[j], area, dst[mouth_box.slices])
             if blink[j] > _BLINK_EPS:  # with open eyes the lid layer is the face layer
                 self._draw_lids(ws, layers["base"], j, float(blink[j]), fine, dst)
 
@@ -268,9 +293,10 @@ class PreparedMeshWarp:
         for part in self._outside_roi:
             np.copyto(dst[part], self.image[part])
 
-    def _remap_head(self, inverter: GridInverter, dst: np.ndarray, scratch: np.ndarray) -> None:
+    def _remap_head(self, inverter: GridInverter, dst: np.ndarray, scratch: np.ndarray,
+                    skip: tuple[slice, slice] | None = None) -> None:
         """The face layer: the head ROI of `dst` sampled from the actor image through the map
-        `inverter` just made.
+        `inverter` just made, but for the ROI's rows and columns `skip` (left as they are).
 
         Only where the map moves a pixel is it remapped, stripe by stripe of the ROI between the
         first and last moving tile; the rest (the corners around the head, at least) is copied,
@@ -280,18 +306,22 @@ class PreparedMeshWarp:
         in each (a channel's bilinear weights and rounding do not depend on the others).
         """
         roi_dst, roi_src = dst[self.roi.slices], self.image[self.roi.slices]
-        tiles, step, fine = inverter.moving_tiles(), inverter.grid.step, inverter.fine
-        n_rows, gw = tiles.shape
+        tiles, step = inverter.moving_tiles(), inverter.grid.step
+        n_rows = tiles.shape[0]
         for r0, c0, c1 in _moving_spans(tiles, STRIPE_TILES):
             rows = slice(r0 * step, min(r0 + STRIPE_TILES, n_rows) * step)
             c0, c1 = c0 * step, c1 * step
             np.copyto(roi_dst[rows, :c0], roi_src[rows, :c0])
             np.copyto(roi_dst[rows, c1:], roi_src[rows, c1:])
-            if c1 > c0:
-                part = scratch[rows, c0:c1]
-                cv2.remap(self._image_rgba, fine[rows, c0:c1], None, cv2.INTER_LINEAR, dst=part,
-                          borderMode=cv2.BORDER_REPLICATE)
-                cv2.cvtColor(part, cv2.COLOR_RGBA2RGB, dst=roi_dst[rows, c0:c1])
+            for part in _around(rows, slice(c0, c1), skip):
+                self._remap_part(inverter.fine, part, scratch, roi_dst)
+
+    def _remap_part(self, fine: np.ndarray, part: tuple[slice, slice], scratch: np.ndarray,
+                    roi_dst: np.ndarray) -> None:
+        """ROI rows and columns `part` of the head remapped through `fine` into `roi_dst`."""
+        rgba = scratch[part]
+        cv2.remap(self._image_rgba, fine[part], None, cv2.INTER_LINEAR, dst=rgba, borderMode=cv2.BORDER_REPLICATE)
+        cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB, dst=roi_dst[part])
 
     def _draw_lids(self, ws: _Workspace, base: LayerFields, j: int, blink: float, fine: np.ndarray,
                    dst: np.ndarray) -> None:

@@ -15,6 +15,7 @@ own colours and light.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -184,6 +185,24 @@ def block_reach(patch: MouthPatch, upper: np.ndarray, lower: np.ndarray, teeth: 
         np.maximum(out[:, 2:], nodes.max(axis=1).max(axis=1), out=out[:, 2:])
 
 
+def _opaque_rim(patch: MouthPatch) -> tuple[tuple[int, int], tuple[int, int], int] | None:
+    """Where `MouthCompositor._fade_in` is exactly 1: ((rows), (columns)) of the patch where
+    its feather is 1, and how many pixels in from an active area's edge its ramp reaches 1 —
+    or None when its float arithmetic does not give exactly 1 there (then nothing is skipped)."""
+    f = patch.feather_px
+    ramp = math.ceil(f)
+    if np.multiply(np.array([min(ramp, f)], np.float32), 1.0 / f)[0] != 1.0:
+        return None
+    full = patch.feather == 1.0
+    rows, cols = np.flatnonzero(full.any(axis=1)), np.flatnonzero(full.any(axis=0))
+    if rows.size == 0:
+        return None
+    box = ((int(rows[0]), int(rows[-1]) + 1), (int(cols[0]), int(cols[-1]) + 1))
+    if not full[box[0][0]:box[0][1], box[1][0]:box[1][1]].all():
+        return None
+    return box[0], box[1], ramp
+
+
 class MouthCompositor:
     """Per-thread scratch for the mouth: the three sides' maps and claims, blended by colour.
 
@@ -204,7 +223,7 @@ class MouthCompositor:
         h, w = g.box.h, g.box.w
         self._rgba = {k: np.empty((h, w, 4), np.uint8) for k in ("upper", "lower", "teeth", "paint", "cavity")}
         self._claim = {k: np.empty((h, w), np.float32) for k in self._rgba}
-        self._label = {k: np.empty((h, w), np.float32) for k in ("lower", "teeth")}
+        self._kept = {k: np.empty((h, w), np.float32) for k in ("lower", "teeth")}  # claims left them
         self._alpha_u8 = np.empty((h, w), np.uint8)
         self._free = np.empty((h, w), np.float32)
         self._weight = np.empty((h, w), np.float32)
@@ -220,17 +239,32 @@ class MouthCompositor:
         self._ramp_x = np.empty((1, w), np.float32)
         self._ys = np.arange(h, dtype=np.float32)[:, None]
         self._xs = np.arange(w, dtype=np.float32)[None, :]
+        self._opaque_rim = _opaque_rim(patch)
 
-    def _active(self, reach: np.ndarray) -> tuple[slice, slice]:
+    def active_area(self, reach: np.ndarray) -> tuple[slice, slice]:
         """Patch rows and columns the mouth layers can reach this frame (plus a feather), from
-        the frame's row of `block_reach`."""
+        the frame's row of `block_reach`: what `render` is to be given."""
         p = self.patch
         x0, y0, x1, y1 = p.support_px
         pad = p.feather_px + 2.0
         h, w = self.hole.shape
         lo_x, lo_y, hi_x, hi_y = (float(v) for v in reach)
-        rows = slice(int(np.clip(np.floor(y0 + lo_y - pad), 0, h)), int(np.clip(np.ceil(y1 + hi_y + pad), 0, h)))
-        cols = slice(int(np.clip(np.floor(x0 + lo_x - pad), 0, w)), int(np.clip(np.ceil(x1 + hi_x + pad), 0, w)))
+        # Python's floor/ceil on floats: numpy's on one number cost more than the arithmetic.
+        rows = slice(min(max(math.floor(y0 + lo_y - pad), 0), h), min(max(math.ceil(y1 + hi_y + pad), 0), h))
+        cols = slice(min(max(math.floor(x0 + lo_x - pad), 0), w), min(max(math.ceil(x1 + hi_x + pad), 0), w))
+        return rows, cols
+
+    def opaque_part(self, area: tuple[slice, slice]) -> tuple[slice, slice] | None:
+        """Patch rows and columns inside `area` where `render` fades the face layer out
+        entirely (its fade is exactly 1, see `_fade_in`): there the mouth does not read what
+        the face layer drew, so the face layer need not draw it. None where there is none."""
+        if self._opaque_rim is None:
+            return None
+        (fr0, fr1), (fc0, fc1), ramp = self._opaque_rim
+        rows = slice(max(area[0].start + ramp, fr0), min(area[0].stop - ramp, fr1))
+        cols = slice(max(area[1].start + ramp, fc0), min(area[1].stop - ramp, fc1))
+        if rows.start >= rows.stop or cols.start >= cols.stop:
+            return None
         return rows, cols
 
     def _fade_in(self, area: tuple[slice, slice]) -> np.ndarray:
@@ -279,13 +313,13 @@ class MouthCompositor:
         return slice(rows.start + first, rows.start + last), cols
 
     def render(self, upper_field: np.ndarray, lower_field: np.ndarray, teeth_field: np.ndarray,
-               reach: np.ndarray, out_view: np.ndarray) -> None:
-        """Draw the mouth into `out_view` (the patch of the frame, holding the face layer).
+               area: tuple[slice, slice], out_view: np.ndarray) -> None:
+        """Draw the mouth into `out_view` (the patch of the frame, holding the face layer but
+        for `opaque_part(area)`, which it need not hold).
 
-        Only the part the mouth layers can reach this frame (`reach`, its row of `block_reach`)
-        is touched; elsewhere in the patch they coincide with the face layer.
+        Only `area` (this frame's `active_area`) is touched; elsewhere in the patch the mouth
+        layers coincide with the face layer.
         """
-        area = self._active(reach)
         if area[0].start >= area[0].stop or area[1].start >= area[1].stop:
             return
         s_l, s_t, c_low = self._claim_sides(area, upper_field, lower_field, teeth_field)
@@ -310,20 +344,20 @@ class MouthCompositor:
         s_u = self.upper.invert(upper_field, area)
         s_l = self.lower.invert(lower_field, area)
         c_up = self._sample("upper", p.upper, s_u, area)
-        c_low = self._sample("lower", p.lower, s_l, area)
-        np.copyto(self._label["lower"][area], c_low)
-        free, hole = self._free[area], self.hole[area]
+        label_low = self._sample("lower", p.lower, s_l, area)
+        free, hole, c_low = self._free[area], self.hole[area], self._kept["lower"][area]
         np.subtract(1.0, c_up, out=free)
-        np.minimum(c_low, free, out=c_low)
+        np.minimum(label_low, free, out=c_low)
         np.subtract(free, c_low, out=free)
         s_t = None
         if p.has_interior:
             s_t = self.teeth.invert(teeth_field, area)
-            c_teeth = self._sample("teeth", p.teeth, s_t, area)
-            np.copyto(self._label["teeth"][area], c_teeth)
-            np.minimum(c_teeth, free, out=c_teeth)
+            c_teeth = self._kept["teeth"][area]
+            np.minimum(self._sample("teeth", p.teeth, s_t, area), free, out=c_teeth)
             np.subtract(free, c_teeth, out=free)
-        np.clip(free, 0.0, 1.0, out=hole)
+        # Each claim takes at most what is left (and labels lie in [0, 1]), so `free` stays in
+        # [0, 1]: the hole is `free` as it is.
+        np.copyto(hole, free)
         return s_l, s_t, c_low
 
     def _blend_sides(self, area: tuple[slice, slice], out_view: np.ndarray, c_low: np.ndarray,
@@ -345,9 +379,9 @@ class MouthCompositor:
         # Sides are premultiplied by their labels: a side's colour weight is the share of its
         # label it kept after the priorities (1 for the upper side), times the scale.
         self._accumulate(self._rgba["upper"], scale, area)
-        sides = [("lower", c_low)] + ([("teeth", self._claim["teeth"][area])] if with_teeth else [])
+        sides = [("lower", c_low)] + ([("teeth", self._kept["teeth"][area])] if with_teeth else [])
         for name, claim in sides:
-            np.maximum(self._label[name][area], 1e-3, out=weight)
+            np.maximum(self._claim[name][area], 1e-3, out=weight)
             np.divide(claim, weight, out=weight)
             np.multiply(weight, scale[area], out=weight)
             self._accumulate(self._rgba[name], self._weight, area)
