@@ -12,7 +12,7 @@ dark-brown lash line is drawn along the lid's edge wherever it has landed. Left 
 shut lid is a dark band, and MediaPipe reads a dark band between two lash lines as an eye still
 open (shut readings 0.15–0.26 of the eye width on the shared portraits, against ≈ 0.04–0.07 for
 a real lid). The line is drawn in the frame from a distance field, not carried down with the
-lid's stretched texture, which breaks a thin line into dashes (see _lash_field).
+lid's stretched texture, which breaks a thin line into dashes (see _lash_profile).
 
 The lid motion is along the face's vertical, and monotone in it, so its inverse is exact and
 cheap to precompute: for a ladder of blink levels, the backward shift of every patch pixel.
@@ -45,7 +45,7 @@ _LASH_CORNER = 0.05  # × eye width: the line runs this far past the eye's corne
 _LASH_CENTRE = 0.0  # the line's core: on the lid's edge…
 _LASH_SPREAD = 0.6  # …with a Gaussian profile this many thicknesses wide (a soft line, no bar)
 _LASH_LUMA = 0.35  # a lash line is at most this bright against the lit lid skin (dark brown, not black)
-_LASH_REACH = 8.0  # lash distances are clipped here: the line's profile is nil by then
+_LASH_REACH = 6.0  # the profile's argument is clipped here: exp(−36), nil
 
 
 def _taper(eye: an.EyeGeometry, u: np.ndarray, widen: float = 0.0) -> np.ndarray:
@@ -74,7 +74,7 @@ def _lid_share(eye: an.EyeGeometry, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 def _lid_paint(eye: an.EyeGeometry, u: np.ndarray, v: np.ndarray, label: np.ndarray) -> np.ndarray:
     """(h, w) float32, source space: how far each upper-lid pixel is drawn, on a shut lid, toward
     the lid's lit skin — all of it down to the lid's edge (the lash line is drawn over it, in the
-    frame: see _lash_field), fading out under the brow."""
+    frame: see _lash_profile), fading out under the brow."""
     weight = _PAINT * _lid_share(eye, u, v) ** _PAINT_FADE * _taper(eye, u, _CORNER_PAINT) * label
     return np.ascontiguousarray(weight, np.float32)
 
@@ -86,22 +86,23 @@ def _lash_band(eye: an.EyeGeometry, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return (edge - v < _LASH_LINE * eye.width_px) & (_taper(eye, u) > 0.5)
 
 
-def _lash_field(eye: an.EyeGeometry, u: np.ndarray, v: np.ndarray, drop: np.ndarray,
-                blink: float) -> np.ndarray:
-    """(h, w, 2) float32, source space: how far above the lid's lower edge, as it lands at
-    `blink`, each face-layer pixel lies, in lash-line thicknesses (clipped to ±_LASH_REACH); and
-    the line's strength there, fading out past the eye's corners.
+def _lash_profile(eye: an.EyeGeometry, u: np.ndarray, v: np.ndarray, drop: np.ndarray,
+                  blink: float) -> np.ndarray:
+    """(h, w) float32, source space: how far above the lid's lower edge, as it lands at `blink`,
+    each face-layer pixel lies — in lash-line thicknesses, offset and scaled into the argument of
+    the line's Gaussian profile (a frame's line weight is exp(−profile²)), clipped to ±_LASH_REACH.
 
     The lash line is drawn in the frame from this distance rather than carried down with the
     lid's texture: the lid lands stretched, and a band one or two source pixels thick, resampled
     that way, breaks into dashes (and a thick one reads on MediaPipe as an eye still ajar). The
-    distance is a smooth field, so it can be interpolated; the strength fades at the corners
-    instead of the line thinning there (a thickness near 0 would make the distance jump).
+    distance is a smooth field, so it can be interpolated; the line fades at the corners by its
+    strength (_lash_strength) rather than thinning there (a thickness near 0 makes it jump).
     """
     edge = eye.margin(u) - _LID_EDGE_LIFT * eye.height_px
     landed = edge + blink * drop * _lid_share(eye, u, edge)
-    dist = np.clip((landed - v) / (_LASH_LINE * eye.width_px), -_LASH_REACH, _LASH_REACH)
-    return np.ascontiguousarray(np.dstack([dist, _taper(eye, u, _LASH_CORNER)]), np.float32)
+    dist = (landed - v) / (_LASH_LINE * eye.width_px)
+    profile = (dist - _LASH_CENTRE) / (np.sqrt(2.0) * _LASH_SPREAD)
+    return np.ascontiguousarray(np.clip(profile, -_LASH_REACH, _LASH_REACH), np.float32)
 
 
 def _lid_colours(patch: "EyePatch", image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +139,8 @@ class EyePatch:
     back_shift: np.ndarray  # (BLINK_LEVELS, h, w) float32: source = pixel − shift·v_axis
     paint: np.ndarray  # (h, w) float32: how far a shut lid turns to its lit skin (source space)
     lash_band: np.ndarray  # (h, w) bool: the open lid's own lash band (source space)
-    lash_field: np.ndarray  # (BLINK_LEVELS, h, w, 2) float32: _lash_field at each level
+    lash_profile: np.ndarray  # (BLINK_LEVELS, h, w) float32: _lash_profile at each level
+    lash_strength: np.ndarray  # (h, w) float32: the line's strength, fading past the eye's corners
 
     @classmethod
     def build(cls, frame: an.FaceFrame, eye: an.EyeGeometry, roi: Box) -> "EyePatch":
@@ -174,10 +176,11 @@ class EyePatch:
         mid_u = np.array([0.5 * (lo + hi)])
         centre_uv = np.array([mid_u[0], 0.5 * float(eye.margin(mid_u)[0] + eye.lower(mid_u)[0])])
         centre = frame.origin_px + frame.to_image_vectors(centre_uv)
-        lash = np.stack([_lash_field(eye, u, v, drop, k / (BLINK_LEVELS - 1)) for k in range(BLINK_LEVELS)])
+        profile = np.stack([_lash_profile(eye, u, v, drop, k / (BLINK_LEVELS - 1)) for k in range(BLINK_LEVELS)])
+        strength = np.ascontiguousarray(_taper(eye, u, _LASH_CORNER), np.float32)
         return cls(box, centre, frame.v_axis.astype(np.float32), np.ascontiguousarray(label, np.float32),
                    np.ascontiguousarray(shifts, np.float32), _lid_paint(eye, u, v, label),
-                   _lash_band(eye, u, v), lash)
+                   _lash_band(eye, u, v), profile, strength)
 
 
 class EyeCompositor:
@@ -207,9 +210,9 @@ class EyeCompositor:
         self._paint_src = np.ascontiguousarray(np.dstack([patch.paint[..., None] * skin, patch.paint]), np.float32)
         self._paint = np.empty((h, w, 4), np.float32)
         self._keep = np.empty((h, w, 1), np.float32)
-        self._lash_field = np.empty((h, w, 2), np.float32)
-        self._lash_at = np.empty((h, w, 2), np.float32)
-        self._lash_w = np.empty((h, w), np.float32)
+        self._profile = np.empty((h, w), np.float32)
+        self._profile_at = np.empty((h, w), np.float32)
+        self._strength_at = np.empty((h, w), np.float32)
 
     def render(self, blink: float, face_map: np.ndarray, out_view: np.ndarray) -> None:
         """Draw the lid for `blink` over `out_view` (this patch of the frame, face layer done).
@@ -255,17 +258,16 @@ class EyeCompositor:
         by f), over self._pix — after the lid is mixed in, so the soft line spans the seam
         between the lid and the lower lid under it. self._local_face holds the face layer's map."""
         p = self.patch
-        cv2.addWeighted(p.lash_field[k], 1.0 - f, p.lash_field[k + 1], f, 0.0, dst=self._lash_field)
-        cv2.remap(self._lash_field, self._local_face, None, cv2.INTER_LINEAR, dst=self._lash_at,
-                  borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)  # strength 0 outside the patch
-        # weight = blink·_LASH·strength·exp(−½((distance − centre)/spread)²)
-        w = self._lash_w
-        np.subtract(self._lash_at[..., 0], _LASH_CENTRE, out=w)
-        np.multiply(w, w, out=w)
-        np.multiply(w, -0.5 / _LASH_SPREAD**2, out=w)
+        cv2.addWeighted(p.lash_profile[k], 1.0 - f, p.lash_profile[k + 1], f, 0.0, dst=self._profile)
+        cv2.remap(self._profile, self._local_face, None, cv2.INTER_LINEAR, dst=self._profile_at,
+                  borderMode=cv2.BORDER_REPLICATE)
+        cv2.remap(p.lash_strength, self._local_face, None, cv2.INTER_LINEAR, dst=self._strength_at,
+                  borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)  # no line outside the patch
+        # weight = blink·_LASH·strength·exp(−½((distance − centre)/spread)²) = …·exp(−profile²)
+        w = self._profile_at
+        cv2.multiply(w, w, dst=w, scale=-1.0)
         cv2.exp(w, w)
-        np.multiply(w, self._lash_at[..., 1], out=w)
-        np.multiply(w, blink * _LASH, out=w)
+        cv2.multiply(w, self._strength_at, dst=w, scale=blink * _LASH)
         np.subtract(self._lash_rgb, self._pix, out=self._diff)
         np.multiply(self._diff, w[..., None], out=self._diff)
         np.add(self._pix, self._diff, out=self._pix)
