@@ -8,12 +8,24 @@ Per face, a plan of open eyes then a blink (closing over 3 frames, shut for 3, o
 is rendered through the mesh warp and tracked with MediaPipe. The eye aperture is
 stages.motion.driving.face_geometry.eye_aperture — lid gap (159/158/160 to 145/153/144 and the
 other eye's) over the eye's width, both eyes averaged — the same reading the driving-clip
-judge uses (a real open eye ≈ 0.3, a real shut one ≈ 0.05–0.07 on the shared clips). Printed:
-the open aperture (median of the open frames), the shut one (the deepest frame of the blink),
-its reading in the picture's plane (MediaPipe's depth guess left out: "2-D"), their ratio, and
-the time to prepare the face and render the plan. With --clips, the same readings at the most
-shut frame of real driving clips. With --save-dir, the open and
-the deepest frame's eyes are written side by side (×3) as a PNG.
+judge uses (a real open eye ≈ 0.3, a real shut one ≈ 0.05–0.07 on the shared clips). Printed,
+at the blink's deepest frame against the open frames:
+
+- open, shut: the aperture (open: median of the open frames); shut/open their ratio;
+- shut 2-D: the shut aperture in the picture's plane (MediaPipe's depth guess left out);
+- floor: what MediaPipe's depth guess alone gives (the lid points' z offset: the same open or
+  shut, the lowest the 3-D reading can go);
+- across: the 2-D gap across the eye alone (perpendicular to the corner-to-corner line): on a
+  turned face the same depth offset also lands the upper points beside the lower ones;
+- the second instrument, pixels only: showing, the share of the open eye's opening (its lid
+  contour on the open frame) whose pixels are unchanged at the shut frame (eye still visible);
+  band o / band s, the darkest band's height down the eye's middle columns over the eye width
+  (iris and lashes open, the lash line shut; soft real lines read wide);
+- render s: preparing the face and rendering the plan.
+
+With --clips, the same readings at the most shut frame of real driving clips (band o at the
+most open one). With --save-dir, the open and the deepest frame's eyes are written side by side
+(×3) as a PNG.
 """
 
 from __future__ import annotations
@@ -79,6 +91,21 @@ def depth_floor(landmarks: np.ndarray) -> np.ndarray:
     return np.mean(floors, axis=0)
 
 
+def across_gap(landmarks: np.ndarray) -> np.ndarray:
+    """(T,) the lid gap across the eye alone: the upper-to-lower lid points' offset perpendicular
+    to the corner-to-corner line, in the picture, over the eye width, both eyes averaged. The
+    aperture's other parts are MediaPipe's: its depth guess (depth_floor) and, on a turned face,
+    that same depth offset projected along the eye (the upper points land beside the lower)."""
+    gaps = []
+    for (a, b), upper, lower in zip(_CORNERS, _UPPER, _LOWER):
+        axis = landmarks[:, b, :2] - landmarks[:, a, :2]
+        width = np.linalg.norm(axis, axis=-1)
+        normal = np.stack([-axis[:, 1], axis[:, 0]], axis=-1) / width[:, None]
+        offset = landmarks[:, list(upper), :2] - landmarks[:, list(lower), :2]
+        gaps.append(np.abs((offset * normal[:, None]).sum(axis=-1)).mean(axis=1) / width)
+    return np.mean(gaps, axis=0)
+
+
 def eye_cover(open_frame: np.ndarray, shut_frame: np.ndarray, landmarks: np.ndarray) -> tuple[float, float, float]:
     """The second instrument, from the pixels alone: (share of the open eye's opening — the
     polygon of its lid contour on `landmarks`, the open frame's — that still shows the open eye at
@@ -134,7 +161,7 @@ def lid_figures(frames: np.ndarray) -> dict[str, float]:
     showing, band_open, band_shut = eye_cover(frames[0], frames[deepest], landmarks[0])
     return {"open": float(np.nanmedian(aperture[:OPEN_FRAMES])), "shut": float(aperture[deepest]),
             "shut_2d": float(flat[deepest]), "floor": float(depth_floor(landmarks)[deepest]),
-            "showing": showing, "band_open": band_open, "band_shut": band_shut, "deepest": deepest}
+            "across": float(across_gap(landmarks)[deepest]), "showing": showing, "band_open": band_open, "band_shut": band_shut, "deepest": deepest}
 
 
 def real_shut(path: Path) -> dict[str, float]:
@@ -151,6 +178,7 @@ def real_shut(path: Path) -> dict[str, float]:
     i, o = int(np.nanargmin(aperture)), int(np.nanargmax(aperture))
     return {"open": open_level(aperture[np.isfinite(aperture)]), "shut": float(aperture[i]),
             "shut_2d": float(flat[i]), "floor": float(depth_floor(landmarks)[i]),
+            "across": float(across_gap(landmarks)[i]),
             "band_open": eye_cover(frames[o], frames[o], landmarks[o])[1],
             "band_shut": eye_cover(frames[i], frames[i], landmarks[i])[1]}
 
@@ -159,7 +187,7 @@ def _row(name: str, f: dict[str, float], seconds: float | None = None) -> str:
     """One printed row of the table."""
     showing = f"{100 * f['showing']:8.0f}%" if "showing" in f else f"{'':>9}"
     tail = f" {seconds:8.2f}" if seconds is not None else ""
-    return (f"{name:<8} {f['open']:6.3f} {f['shut']:6.3f} {f['shut_2d']:8.3f} {f['floor']:6.3f} "
+    return (f"{name:<8} {f['open']:6.3f} {f['shut']:6.3f} {f['shut_2d']:8.3f} {f['floor']:6.3f} {f['across']:6.3f} "
             f"{f['shut'] / f['open']:9.2f} {showing} {f['band_open']:6.3f} {f['band_shut']:6.3f}{tail}")
 
 
@@ -190,7 +218,7 @@ def main() -> None:
     args = parser.parse_args()
     faces = ([SHARED / "faces" / n for n in args.faces] if args.faces is not None
              else [None] + sorted((SHARED / "faces").glob("*.jpg")))
-    print(f"{'face':<8} {'open':>6} {'shut':>6} {'shut 2-D':>8} {'floor':>6} {'shut/open':>9} {'showing':>9} "
+    print(f"{'face':<8} {'open':>6} {'shut':>6} {'shut 2-D':>8} {'floor':>6} {'across':>6} {'shut/open':>9} {'showing':>9} "
           f"{'band o':>6} {'band s':>6} {'render s':>8}")
     shut_all = []
     for face in faces:
