@@ -15,8 +15,10 @@ at the blink's deepest frame against the open frames:
 - shut 2-D: the shut aperture in the picture's plane (MediaPipe's depth guess left out);
 - floor: what MediaPipe's depth guess alone gives (the lid points' z offset: the same open or
   shut, the lowest the 3-D reading can go);
-- across: the 2-D gap across the eye alone (perpendicular to the corner-to-corner line): on a
-  turned face the same depth offset also lands the upper points beside the lower ones;
+- across: the 2-D gap across the eye alone (perpendicular to the corner-to-corner line). The
+  rest of the 2-D reading is the pairs' stagger along the eye: MediaPipe's upper points sit
+  0.05–0.09 of the width beside the lower ones on an open eye; a real shut lid pulls them to
+  ≤ 0.02, ours keep 0.01–0.07;
 - the second instrument, pixels only: showing, the share of the open eye's opening (its lid
   contour on the open frame) whose pixels are unchanged at the shut frame (eye still visible);
   band o / band s, the darkest band's height down the eye's middle columns over the eye width
@@ -94,8 +96,8 @@ def depth_floor(landmarks: np.ndarray) -> np.ndarray:
 def across_gap(landmarks: np.ndarray) -> np.ndarray:
     """(T,) the lid gap across the eye alone: the upper-to-lower lid points' offset perpendicular
     to the corner-to-corner line, in the picture, over the eye width, both eyes averaged. The
-    aperture's other parts are MediaPipe's: its depth guess (depth_floor) and, on a turned face,
-    that same depth offset projected along the eye (the upper points land beside the lower)."""
+    aperture's other parts: MediaPipe's depth guess (depth_floor) and the pairs' stagger along
+    the eye (its upper points sit beside the lower ones, open or shut)."""
     gaps = []
     for (a, b), upper, lower in zip(_CORNERS, _UPPER, _LOWER):
         axis = landmarks[:, b, :2] - landmarks[:, a, :2]
