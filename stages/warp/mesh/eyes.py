@@ -96,7 +96,7 @@ def _lash_profile(eye: an.EyeGeometry, u: np.ndarray, v: np.ndarray, drop: np.nd
     lid's texture: the lid lands stretched, and a band one or two source pixels thick, resampled
     that way, breaks into dashes (and a thick one reads on MediaPipe as an eye still ajar). The
     distance is a smooth field, so it can be interpolated; the line fades at the corners by its
-    strength (_lash_strength) rather than thinning there (a thickness near 0 makes it jump).
+    strength (EyePatch.lash_strength) rather than thinning there (a thickness near 0 would jump).
     """
     edge = eye.margin(u) - _LID_EDGE_LIFT * eye.height_px
     landed = edge + blink * drop * _lid_share(eye, u, edge)
