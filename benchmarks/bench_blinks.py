@@ -17,7 +17,7 @@ at the blink's deepest frame against the open frames:
   shut, the lowest the 3-D reading can go);
 - across: the 2-D gap across the eye alone (perpendicular to the corner-to-corner line). The
   rest of the 2-D reading is the pairs' stagger along the eye: MediaPipe's upper points sit
-  0.05–0.09 of the width beside the lower ones on an open eye; a real shut lid pulls them to
+  0.01–0.12 of the width beside the lower ones on an open eye; a real shut lid pulls them to
   ≈ 0.02 (d9, d12), ours keep 0.01–0.13;
 - the second instrument, pixels only: showing, the share of the open eye's opening (its lid
   contour on the open frame) whose pixels are unchanged at the shut frame (eye still visible);
