@@ -2,10 +2,11 @@
 
     .venv/bin/python benchmarks/bench_head_sweep.py                        # sample actor + every shared face
     .venv/bin/python benchmarks/bench_head_sweep.py --faces s5.jpg --real-clips d9.mp4 d12.mp4
+    .venv/bin/python benchmarks/bench_head_sweep.py --faces --scale 0.3   # small turns, sample only
 
 For each face (the slot's framing, stages.image.load_actor), one axis at a time is swept
 0 → +limit → −limit → 0 (yaw ±25°, pitch ±15°, roll ±10°), rendered with the mesh warp and tracked
-with MediaPipe. Per axis it prints the rendered angle against the commanded (gain = least-squares
+with MediaPipe (--scale f sweeps f × those angles: how the gains depend on the turn's size). Per axis it prints the rendered angle against the commanded (gain = least-squares
 slope through the sweep, and Pearson r), read two ways:
 - rigid: the rigid fit of the skull's points (stages.motion.driving.face_geometry.head_rotation_deg,
   the same reading that turns driving clips into motion);
@@ -81,7 +82,7 @@ def _readings(axis: str, lm: np.ndarray, rates: dict[str, float]) -> tuple[np.nd
     return rigid, parallax * np.sign(np.dot(parallax, rigid) or 1.0)
 
 
-def sweep_face(face: str | None, rates: dict[str, float]) -> list[str]:
+def sweep_face(face: str | None, rates: dict[str, float], scale: float = 1.0) -> list[str]:
     """One printed line per axis for one face."""
     from stages.image import load_actor
     from stages.image.face import track_landmarks
@@ -93,7 +94,8 @@ def sweep_face(face: str | None, rates: dict[str, float]) -> list[str]:
     prepared = MeshWarpBackend().prepare(actor)
     name = Path(face).name if face else "sample"
     lines = []
-    for axis, limit in SWEEPS_DEG.items():
+    for axis, full in SWEEPS_DEG.items():
+        limit = full * scale
         commanded = sweep_angles(limit)
         plan = make_plan(len(commanded), **{f"head_{axis}_deg": commanded})
         slab = new_slab(len(commanded))
@@ -106,7 +108,7 @@ def sweep_face(face: str | None, rates: dict[str, float]) -> list[str]:
         rigid, parallax = _readings(axis, lm[found], rates)
         g1, r1 = _gain_r(commanded[found], rigid)
         g2, r2 = _gain_r(commanded[found], parallax)
-        lines.append(f"{name:<8} {axis:<5} ±{limit:<4.0f} {g1:6.2f} {r1:6.3f}   {g2:6.2f} {r2:6.3f}   "
+        lines.append(f"{name:<8} {axis:<5} ±{limit:<4.1f} {g1:6.2f} {r1:6.3f}   {g2:6.2f} {r2:6.3f}   "
                      f"{angle_limit_deg(prepared.pose_limits, axis):5.1f}° "
                      f"{least_area(prepared.face_layer, plan, prepared.pose_limits):6.2f}")
     return lines
@@ -118,6 +120,7 @@ def main() -> None:
     parser.add_argument("--faces", nargs="*", default=None, help="file names in ../shared/faces (default: all)")
     parser.add_argument("--real-clips", nargs="*", default=None,
                         help="file names in ../shared/driving for the calibration (default: all)")
+    parser.add_argument("--scale", type=float, default=1.0, help="sweep this fraction of each axis's angle (default 1)")
     args = parser.parse_args()
     clips = [SHARED / "driving" / c for c in args.real_clips] if args.real_clips else sorted(
         (SHARED / "driving").glob("*.mp4"))
@@ -130,7 +133,7 @@ def main() -> None:
           f"{'limit':>6} {'min det':>7}")
     for face in faces:
         try:
-            for line in sweep_face(face, rates):
+            for line in sweep_face(face, rates, args.scale):
                 print(line)
         except Exception as exc:  # a face the tracker refuses (e.g. no human face) is reported, not fatal
             print(f"{Path(face).name if face else 'sample':<8} not rendered: {exc}")
