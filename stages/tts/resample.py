@@ -75,8 +75,9 @@ def _polyphase(samples: np.ndarray, up: int, down: int) -> np.ndarray:
     padded = np.concatenate([np.zeros(n_taps - 1), samples, np.zeros(n_taps + 2 * down + 1)])
     # Inputs `down` apart lie in one row of this transposed table: residue r = i mod down holds
     # x[r], x[r + down], x[r + 2·down], … contiguously. Read strided from `padded`, every tap's
-    # pass touched a cache line per output (~0.5 s for 45 s of speech); read from here, the
-    # same products are summed in the same order (the same bits) in ~0.05 s.
+    # pass touched a cache line per output; read from here, the same products are summed in the
+    # same order (the same bits) in 0.040 s of CPU for 45 s of speech instead of 0.058 s, and
+    # 0.15–0.18 s of wall instead of 0.25–0.44 s beside a thread that holds the GIL.
     rows = len(padded) // down
     by_residue = np.ascontiguousarray(padded[: rows * down].reshape(rows, down).T)
     out = np.empty(n_out)
