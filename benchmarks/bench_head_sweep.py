@@ -14,6 +14,10 @@ slope through the sweep, and Pearson r), read two ways:
   pitch: across it), turned into an angle with the rate real heads show: the real clips in
   ../shared/driving are tracked the same way and their nose travel per unit sine of their own
   rigid-fit angle is the calibration (printed first). Roll: the eye line's angle in the picture.
+and two MediaPipe-free readings of the same parallax (is a low gain the render's or the judge's?):
+- flow: the actor's own nose-tip and eye-corner points carried from the rest frame into each
+  rendered frame by dense optical flow (stages.verify.flow_parallax): what the picture did;
+- field: where the face layer's forward field puts those points: what the warp was told to do.
 It also prints the warp's fold-free limit per axis and the least Jacobian determinant of the head
 layer's field over the sweep (> 0: no fold).
 """
@@ -68,30 +72,68 @@ def _gain_r(commanded: np.ndarray, rendered: np.ndarray) -> tuple[float, float]:
     return float(np.polyfit(commanded, rendered, 1)[0]), float(np.corrcoef(commanded, rendered)[0, 1])
 
 
+def _as_angle(travel: np.ndarray, rate: float, sign_ref: np.ndarray) -> np.ndarray:
+    """Nose travel (eye distances, relative to the rest frame) → degrees at real heads' `rate`
+    per unit sine, its sign aligned with `sign_ref` (the picture's axes fix the travel's sign)."""
+    angle = np.degrees(np.arcsin(np.clip((travel - travel[0]) / rate, -1.0, 1.0)))
+    return angle * np.sign(np.dot(angle, sign_ref) or 1.0)
+
+
 def _readings(axis: str, lm: np.ndarray, rates: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
     """(rigid, parallax) angles in the plan's signs, relative to the sweep's first (rest) frame."""
     rigid = geo.head_rotation_deg(lm, lm[0])[:, _AXIS[axis]] * PLAN_TO_LP_SIGN[axis]
     if axis == "roll":
         flat = geo.eye_line_roll_deg(lm)
         return rigid, (flat - flat[0]) * PLAN_TO_LP_SIGN["roll"]
-    travel = geo.nose_parallax(lm)[:, _AXIS[axis]]
-    sine = np.clip((travel - travel[0]) / rates[axis], -1.0, 1.0)
-    # Sign: the nose travel's own sign per axis is fixed by the picture's axes; align it with
-    # the rigid reading (both are measurements of the same turn).
-    parallax = np.degrees(np.arcsin(sine))
-    return rigid, parallax * np.sign(np.dot(parallax, rigid) or 1.0)
+    return rigid, _as_angle(geo.nose_parallax(lm)[:, _AXIS[axis]], rates[axis], rigid)
+
+
+def _roll_of_points(points: np.ndarray) -> np.ndarray:
+    """(T,) the eye line's angle (degrees, plan's sign) from (T, 5, 2) flow_parallax.POINTS, relative to frame 0."""
+    line = (points[:, 3] + points[:, 4] - points[:, 1] - points[:, 2]) / 2
+    flat = np.degrees(np.arctan2(line[:, 1], line[:, 0]))
+    return (flat - flat[0]) * PLAN_TO_LP_SIGN["roll"]
+
+
+def _mediapipe_free(axis: str, points: np.ndarray, rates: dict[str, float], commanded: np.ndarray) -> np.ndarray:
+    """The angle read from flow_parallax.POINTS' positions (T, 5, 2): the nose's parallax as an
+    angle (yaw, pitch) or the eye line's (roll)."""
+    from stages.verify.flow_parallax import parallax_of_points
+
+    if axis == "roll":
+        return _roll_of_points(points)
+    return _as_angle(parallax_of_points(points)[:, _AXIS[axis]], rates[axis], commanded)
+
+
+def _field_points(prepared, plan, start_px: np.ndarray) -> np.ndarray:
+    """(T, 5, 2) where the face layer's forward field puts `start_px` (5, 2) on each frame of
+    `plan`: the warp's own answer, exact up to the render's inversion and resampling."""
+    from stages.types import FRAME_SIZE_PX
+    from stages.warp.mesh.features import N_FEATURES, fill_features
+
+    features = np.zeros((plan.n_frames, N_FEATURES), np.float32)
+    fill_features(plan, 0, plan.n_frames, FRAME_SIZE_PX, features)
+    prepared.pose_limits.apply(features)
+    layer = prepared.face_layer
+    out = np.empty((plan.n_frames,) + start_px.shape)
+    for t, row in enumerate(features):
+        field = (row.astype(np.float64) @ layer.basis).reshape(layer.grid.shape + (2,))
+        out[t] = start_px + [layer.grid.displacement_at(field, p) for p in start_px]
+    return out
 
 
 def sweep_face(face: str | None, rates: dict[str, float], scale: float = 1.0) -> list[str]:
     """One printed line per axis for one face."""
     from stages.image import load_actor
     from stages.image.face import track_landmarks
+    from stages.verify.flow_parallax import POINTS, track_points
     from stages.warp.mesh import MeshWarpBackend
     from stages.warp.mesh.bases import angle_limit_deg, least_area
     from tests.stages.warp.mesh.conftest import make_plan, new_slab
 
     actor = load_actor(image=face)
     prepared = MeshWarpBackend().prepare(actor)
+    rest_px = np.asarray(actor.landmarks_px, np.float64)[list(POINTS), :2]
     name = Path(face).name if face else "sample"
     lines = []
     for axis, full in SWEEPS_DEG.items():
@@ -100,6 +142,9 @@ def sweep_face(face: str | None, rates: dict[str, float], scale: float = 1.0) ->
         plan = make_plan(len(commanded), **{f"head_{axis}_deg": commanded})
         slab = new_slab(len(commanded))
         prepared.render(plan, slice(0, len(commanded)), slab)
+        # MediaPipe-free: the actor's own points carried by optical flow, and by the warp's field.
+        flow = _gain_r(commanded, _mediapipe_free(axis, track_points(slab, actor.landmarks_px), rates, commanded))
+        field = _gain_r(commanded, _mediapipe_free(axis, _field_points(prepared, plan, rest_px), rates, commanded))
         lm = track_landmarks(slab)
         found = ~np.isnan(lm[:, 0, 0])
         if not found[0] or found.sum() < len(found) - 2:
@@ -109,6 +154,7 @@ def sweep_face(face: str | None, rates: dict[str, float], scale: float = 1.0) ->
         g1, r1 = _gain_r(commanded[found], rigid)
         g2, r2 = _gain_r(commanded[found], parallax)
         lines.append(f"{name:<8} {axis:<5} ±{limit:<4.1f} {g1:6.2f} {r1:6.3f}   {g2:6.2f} {r2:6.3f}   "
+                     f"{flow[0]:6.2f} {flow[1]:6.3f}   {field[0]:6.2f}   "
                      f"{angle_limit_deg(prepared.pose_limits, axis):5.1f}° "
                      f"{least_area(prepared.face_layer, plan, prepared.pose_limits):6.2f}")
     return lines
@@ -129,8 +175,8 @@ def main() -> None:
     print(f"  median: yaw {rates['yaw']:.3f}, pitch {rates['pitch']:.3f} eye distances per unit sine\n")
     faces = [None] + ([str(SHARED / "faces" / f) for f in args.faces] if args.faces is not None
                       else [str(p) for p in sorted((SHARED / "faces").glob("*.jpg"))])
-    print(f"{'face':<8} {'axis':<5} {'sweep':<5} {'rigid gain':>10} {'r':>6}   {'parallax gain':>6} {'r':>6}   "
-          f"{'limit':>6} {'min det':>7}")
+    print(f"{'face':<8} {'axis':<5} {'sweep':<5} {'rigid gain':>10} {'r':>6}   {'parallax':>6} {'r':>6}   "
+          f"{'flow':>6} {'r':>6}   {'field':>6}   {'limit':>6} {'min det':>7}")
     for face in faces:
         try:
             for line in sweep_face(face, rates, args.scale):
