@@ -52,7 +52,7 @@ class _Timers:
 def _wrap_inverter(timers: _Timers, inverter, layer: str) -> None:
     timers.wrap(inverter, "invert", f"{layer} layer: inverse map")
     timers.wrap(inverter, "_iterate", "fixed-point iterations")
-    timers.wrap(inverter, "_upsample", "upsample to pixels")
+    timers.wrap(inverter, "_resize", "upsample to pixels")
 
 
 def _instrument(prepared, timers: _Timers) -> None:

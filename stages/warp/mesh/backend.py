@@ -159,12 +159,14 @@ def _sub_box(inner: Box, outer: Box) -> tuple[slice, slice]:
             slice(inner.x0 - outer.x0, inner.x0 - outer.x0 + inner.w))
 
 
-def _above_below(box: Box) -> list[tuple[slice, slice]]:
-    """(rows, cols) slices of the frame's bands above and below `box`, the empty ones left out
-    (the bands beside it are copied row by row with the head ROI's, see `_remap_head`)."""
+def _outside(box: Box) -> list[tuple[slice, slice]]:
+    """(rows, cols) slices of the frame's bands above, below, left and right of `box`, the empty
+    ones left out: together with the box they cover the frame once."""
     n = FRAME_SIZE_PX
-    bands = [(slice(0, box.y0), slice(0, n)), (slice(box.y0 + box.h, n), slice(0, n))]
-    return [(r, c) for r, c in bands if r.stop > r.start]
+    bands = [(slice(0, box.y0), slice(0, n)), (slice(box.y0 + box.h, n), slice(0, n)),
+             (slice(box.y0, box.y0 + box.h), slice(0, box.x0)),
+             (slice(box.y0, box.y0 + box.h), slice(box.x0 + box.w, n))]
+    return [(r, c) for r, c in bands if r.stop > r.start and c.stop > c.start]
 
 
 class PreparedMeshWarp:
@@ -188,7 +190,7 @@ class PreparedMeshWarp:
         base_grid = Grid.covering(*head.bounding_box_px(frame), step=base_step,
                                   within=Box(0, 0, FRAME_SIZE_PX, FRAME_SIZE_PX))
         self.roi = base_grid.box
-        self._above_below_roi = _above_below(self.roi)
+        self._outside_roi = _outside(self.roi)
         self.mouth_patch = MouthPatch.build(image, lm, frame, mouth, self.roi, mouth_step,
                                             max_drop_px=1.3 * jaw_drop_px(frame))
         self.eye_patches = [EyePatch.build(frame, eye, self.roi) for eye in eyes]
@@ -287,36 +289,32 @@ class PreparedMeshWarp:
                 self._draw_lids(ws, layers["base"], j, float(blink[j]), fine, dst)
 
     def _copy_frame(self, dst: np.ndarray) -> None:
-        """The actor image into the frame above and below the head ROI (`_remap_head` writes the
-        ROI's rows)."""
-        for part in self._above_below_roi:
+        """The actor image into the frame outside the head ROI (`_remap_head` writes the ROI)."""
+        for part in self._outside_roi:
             np.copyto(dst[part], self.image[part])
 
     def _remap_head(self, inverter: GridInverter, dst: np.ndarray, scratch: np.ndarray,
                     skip: tuple[slice, slice] | None = None) -> None:
-        """The face layer: the head ROI's rows of `dst` sampled from the actor image through the
-        map `inverter` just made, but for the ROI's rows and columns `skip` (left as they are).
+        """The face layer: the head ROI of `dst` sampled from the actor image through the map
+        `inverter` just made, but for the ROI's rows and columns `skip` (left as they are).
 
         Only where the map moves a pixel is it remapped, stripe by stripe of the ROI between the
-        first and last moving tile; the rest (the corners around the head, at least, and the
-        frame beside the ROI) is copied, which gives the same bytes (see
-        GridInverter.moving_tiles) at a fraction of the cost. Whole rows at a time: a row's
-        ends share cache lines with its middle, written just before.
+        first and last moving tile; the rest (the corners around the head, at least) is copied,
+        which gives the same bytes (see GridInverter.moving_tiles) at a fraction of the cost.
         The remap reads the RGBA copy of the image into `scratch` (ROI-sized RGBA), and the RGB
         is taken from there: cv2 remaps four channels faster than three, with the same bytes
         in each (a channel's bilinear weights and rounding do not depend on the others).
         """
-        roi_dst = dst[self.roi.slices]
-        tiles, step, (y0, x0) = inverter.moving_tiles(), inverter.grid.step, (self.roi.y0, self.roi.x0)
+        roi_dst, roi_src = dst[self.roi.slices], self.image[self.roi.slices]
+        tiles, step = inverter.moving_tiles(), inverter.grid.step
         n_rows = tiles.shape[0]
         for r0, c0, c1 in _moving_spans(tiles, STRIPE_TILES):
             rows = slice(r0 * step, min(r0 + STRIPE_TILES, n_rows) * step)
             c0, c1 = c0 * step, c1 * step
+            np.copyto(roi_dst[rows, :c0], roi_src[rows, :c0])
+            np.copyto(roi_dst[rows, c1:], roi_src[rows, c1:])
             for part in _around(rows, slice(c0, c1), skip):
                 self._remap_part(inverter.fine, part, scratch, roi_dst)
-            frame_rows = slice(y0 + rows.start, y0 + rows.stop)
-            np.copyto(dst[frame_rows, :x0 + c0], self.image[frame_rows, :x0 + c0])
-            np.copyto(dst[frame_rows, x0 + c1:], self.image[frame_rows, x0 + c1:])
 
     def _remap_part(self, fine: np.ndarray, part: tuple[slice, slice], scratch: np.ndarray,
                     roi_dst: np.ndarray) -> None:

@@ -205,7 +205,7 @@ class GridInverter:
         """The box's part of the upsampled map (a view; rows are contiguous)."""
 
     def invert(self, field_px: np.ndarray, area: tuple[slice, slice] | None = None,
-               converge: bool = False) -> np.ndarray:
+               converge: bool = False, upsample: bool = True) -> np.ndarray:
         """Inverse map for forward node displacements `field_px` (rows, cols, 2) → self.fine.
 
         self.fine[y, x] is the frame pixel (x, y) whose content lands on box pixel (y, x). With
@@ -213,11 +213,20 @@ class GridInverter:
         step only it is: the nodes around it iterated and upsampled on their own, a node past
         each edge included), the same values as a whole box's. With `converge`, the fixed steps
         are followed by up to `extra_iterations` more while a step still moves a node by more
-        than the tolerance (for a steep field).
+        than the tolerance (for a steep field). Without `upsample` only the nodes are made
+        (in frame pixels): `upsample` then makes the part of `area` that is wanted.
         """
         nodes = self._nodes_for(area)
         self._iterate(field_px, self.extra_iterations if converge else 0, nodes)
-        self._upsample(nodes)
+        self._to_pixels(nodes)
+        if upsample:
+            self._resize(nodes)
+        return self.fine
+
+    def upsample(self, part: tuple[slice, slice]) -> np.ndarray:
+        """self.fine over `part` of the area the last `invert(…, upsample=False)` was given
+        (the same values as upsampling that whole area)."""
+        self._resize(self._nodes_for(part))
         return self.fine
 
     def _nodes_for(self, area: tuple[slice, slice] | None) -> tuple[slice, slice]:
@@ -307,19 +316,41 @@ class GridInverter:
                 return
             moved = moved[_bits(new) != _bits(old)]
 
-    def _upsample(self, nodes: tuple[slice, slice]) -> None:
-        """The `nodes` block's inverse → frame pixel coordinates at every pixel those nodes
+    def _to_pixels(self, nodes: tuple[slice, slice]) -> None:
+        """The `nodes` block's inverse, in node-index units, → frame pixel coordinates."""
+        s_idx = self._s_idx[nodes]
+        np.multiply(s_idx, float(self.grid.step), out=s_idx)
+        np.add(s_idx, self._origin[nodes], out=s_idx)
+
+    def _resize(self, nodes: tuple[slice, slice]) -> None:
+        """The `nodes` block's inverse (frame pixels) upsampled to every pixel those nodes
         interpolate (self.fine, or the part of it `_nodes_for` chose)."""
         s = self.grid.step
         s_idx = self._s_idx[nodes]
-        np.multiply(s_idx, float(s), out=s_idx)
-        np.add(s_idx, self._origin[nodes], out=s_idx)
         # cv2.resize places output pixels at (k + 0.5)/s − 0.5 of its input: exact in binary
         # for power-of-two steps only, so only then does a part upsample bit for bit alike
         # (`_nodes_for` gives other steps all nodes).
         (nr0, nr1), (nc0, nc1) = ((sl.start, sl.stop) for sl in nodes)
         cv2.resize(s_idx, ((nc1 - nc0) * s, (nr1 - nr0) * s),
                    dst=self._fine_all[nr0 * s:nr1 * s, nc0 * s:nc1 * s], interpolation=cv2.INTER_LINEAR)
+
+    def rows_reached(self, area: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) float32 per row of box `area`: bounds on the frame y that the map of the last
+        `invert(…, area)` holds in that row over the area's columns.
+
+        Read off the nodes: a map pixel is a bilinear mix of the 2 × 2 nodes around it, so it
+        lies between their extremes; each row is given the extremes of the node rows around
+        it (one more on either side, within the ones `invert` made, for cv2.resize's rounding).
+        """
+        s = self.grid.step
+        nodes = self._nodes_for(area)
+        ys = self._s_idx[nodes][..., 1]  # pixel units: `_to_pixels` converted them
+        lo_n, hi_n = ys.min(axis=1), ys.max(axis=1)
+        # fine_all row R (box row + s) interpolates node rows ⌊(R + ½)/s − ½⌋ and the next.
+        r = np.arange(area[0].start + s, area[0].stop + s, dtype=np.float64)
+        j = np.floor((r + 0.5) / s - 0.5).astype(np.intp) - nodes[0].start
+        near = [np.clip(j + k, 0, len(lo_n) - 1) for k in (-1, 0, 1, 2)]
+        return np.minimum.reduce([lo_n[k] for k in near]), np.maximum.reduce([hi_n[k] for k in near])
 
     def moving_tiles(self, tol_px: float = 1.0 / 128.0) -> np.ndarray:
         """(gh, gw) uint8, nonzero for the box's tiles (step × step pixels, tile (r, c) at box

@@ -240,6 +240,10 @@ class MouthCompositor:
         self._ys = np.arange(h, dtype=np.float32)[:, None]
         self._xs = np.arange(w, dtype=np.float32)[None, :]
         self._opaque_rim = _opaque_rim(patch)
+        # Per side: how many of the source image's rows up to each row hold a nonzero pixel.
+        self._nonzero_rows = {k: np.concatenate([[0], np.cumsum(src.reshape(src.shape[0], -1).any(axis=1))])
+                              for k, src in (("upper", patch.upper), ("lower", patch.lower), ("teeth", patch.teeth))}
+        self._live: dict[str, tuple[slice, slice]] = {}
 
     def active_area(self, reach: np.ndarray) -> tuple[slice, slice]:
         """Patch rows and columns the mouth layers can reach this frame (plus a feather), from
@@ -283,16 +287,52 @@ class MouthCompositor:
         np.multiply(fp, rx, out=fp)
         return fp
 
-    def _sample(self, name: str, source: np.ndarray, s: np.ndarray, area: tuple[slice, slice]) -> np.ndarray:
-        """Remap a source-space RGBA image with map s over `area`; return its alpha in [0, 1]."""
-        rgba, claim, alpha = self._rgba[name][area], self._claim[name][area], self._alpha_u8[area]
-        cv2.remap(source, s[area], None, cv2.INTER_LINEAR, dst=rgba, borderMode=cv2.BORDER_REPLICATE)
-        cv2.extractChannel(rgba, 3, dst=alpha)
-        np.multiply(alpha, np.float32(1.0 / 255.0), out=claim)
-        return claim
+    def _sample(self, name: str, source: np.ndarray, s: np.ndarray | GridInverter, field: np.ndarray | None,
+                area: tuple[slice, slice]) -> np.ndarray:
+        """Remap a source-space RGBA image over `area` with map s; return its alpha in [0, 1].
+
+        For a lip or teeth side, s is the side's inverter and `field` its node field: it is
+        inverted over `area` but upsampled and remapped only on the side's live rows
+        (`_live_rows`, kept in self._live); the rest are zero, as the remap gives.
+        """
+        rgba_all, claim_all = self._rgba[name], self._claim[name]
+        live = area
+        if isinstance(s, GridInverter):
+            s.invert(field, area, upsample=False)
+            live = (self._live_rows(name, s, area), area[1])
+            self._live[name] = live
+            for dead in (slice(area[0].start, live[0].start), slice(live[0].stop, area[0].stop)):
+                rgba_all[dead, area[1]] = 0
+                claim_all[dead, area[1]] = 0.0
+            s = s.upsample(live) if live[0].start < live[0].stop else s.fine
+        if live[0].start < live[0].stop:
+            rgba, claim, alpha = rgba_all[live], claim_all[live], self._alpha_u8[live]
+            cv2.remap(source, s[live], None, cv2.INTER_LINEAR, dst=rgba, borderMode=cv2.BORDER_REPLICATE)
+            cv2.extractChannel(rgba, 3, dst=alpha)
+            np.multiply(alpha, np.float32(1.0 / 255.0), out=claim)
+        return claim_all[area]
+
+    def _live_rows(self, name: str, inverter: GridInverter, area: tuple[slice, slice]) -> slice:
+        """The rows of `area` where side `name`'s remap can be nonzero. Outside them every source
+        row it could read (its map's rows' bounds, GridInverter.rows_reached, a row more for
+        the bilinear and the map's 1/32 px rounding) is all zero in the side's image, and so
+        is the remap: the lip sides are empty beyond the lip line, the teeth side but for a
+        few rows."""
+        lo, hi = inverter.rows_reached(area)
+        cum = self._nonzero_rows[name]
+        top = len(cum) - 2
+        first = np.clip(np.floor(lo).astype(np.intp) - 1, 0, top)
+        last = np.clip(np.floor(hi).astype(np.intp) + 2, 0, top)
+        live = cum[last + 1] > cum[first]
+        k0 = int(np.argmax(live))
+        if not live[k0]:
+            return slice(area[0].start, area[0].start)
+        return slice(area[0].start + k0, area[0].start + len(live) - int(np.argmax(live[::-1])))
 
     def _accumulate(self, rgba: np.ndarray, weight: np.ndarray, area: tuple[slice, slice]) -> None:
-        """acc += rgb · weight over `area` (rgba and weight patch-sized)."""
+        """acc += rgb · weight over `area` (rgba and weight patch-sized; nothing when empty)."""
+        if area[0].start >= area[0].stop:
+            return
         rgb, colour, w3 = self._rgb[area], self._colour[area], self._w3[area]
         cv2.cvtColor(rgba[area], cv2.COLOR_RGBA2RGB, dst=rgb)
         np.copyto(colour, rgb, casting="unsafe")
@@ -322,46 +362,43 @@ class MouthCompositor:
         """
         if area[0].start >= area[0].stop or area[1].start >= area[1].stop:
             return
-        s_l, s_t, c_low = self._claim_sides(area, upper_field, lower_field, teeth_field)
+        self._claim_sides(area, upper_field, lower_field, teeth_field)
+        with_teeth = self.patch.has_interior
         opening = self._open_rows(area)
         if opening is not None:
             # Only between the mouth corners may nobody's claim become an opening; elsewhere the
-            # shortfall is renormalised away below.
-            may_open = self._sample("cavity", self.patch.cavity_paint, s_l, opening)
+            # shortfall is renormalised away below. (The sides' maps were made on their live
+            # rows only: the opening's are made here.)
+            may_open = self._sample("cavity", self.patch.cavity_paint, self.lower.upsample(opening), None, opening)
             np.multiply(self.hole[opening], may_open, out=self.hole[opening])
-        scale = self._blend_sides(area, out_view, c_low, with_teeth=s_t is not None)
+        scale = self._blend_sides(area, out_view, with_teeth)
         if opening is not None:
-            self._paint_opening(opening, scale, s_t if s_t is not None else self.teeth.invert(teeth_field, opening))
+            s_t = self.teeth.upsample(opening) if with_teeth else self.teeth.invert(teeth_field, opening)
+            self._paint_opening(opening, scale, s_t)
         cv2.convertScaleAbs(self._acc[area], dst=out_view[area])
 
     def _claim_sides(self, area: tuple[slice, slice], upper_field: np.ndarray, lower_field: np.ndarray,
-                     teeth_field: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+                     teeth_field: np.ndarray) -> None:
         """Each side's claim over `area`, in priority order: upper lip, then lower lip, then teeth,
         each taking at most what the ones before it left; what is left after all three (in
-        `self.hole`, unclipped in `self._free`) is the opened mouth. Returns the jaw side's map,
-        the teeth side's (None when the actor shows no teeth of its own) and the jaw side's claim."""
+        `self.hole`, and in `self._free`) is the opened mouth. The kept claims of the jaw and teeth
+        sides go to self._kept; the teeth side only when the actor shows teeth of its own."""
         p = self.patch
-        s_u = self.upper.invert(upper_field, area)
-        s_l = self.lower.invert(lower_field, area)
-        c_up = self._sample("upper", p.upper, s_u, area)
-        label_low = self._sample("lower", p.lower, s_l, area)
+        c_up = self._sample("upper", p.upper, self.upper, upper_field, area)
+        label_low = self._sample("lower", p.lower, self.lower, lower_field, area)
         free, hole, c_low = self._free[area], self.hole[area], self._kept["lower"][area]
         np.subtract(1.0, c_up, out=free)
         np.minimum(label_low, free, out=c_low)
         np.subtract(free, c_low, out=free)
-        s_t = None
         if p.has_interior:
-            s_t = self.teeth.invert(teeth_field, area)
             c_teeth = self._kept["teeth"][area]
-            np.minimum(self._sample("teeth", p.teeth, s_t, area), free, out=c_teeth)
+            np.minimum(self._sample("teeth", p.teeth, self.teeth, teeth_field, area), free, out=c_teeth)
             np.subtract(free, c_teeth, out=free)
         # Each claim takes at most what is left (and labels lie in [0, 1]), so `free` stays in
         # [0, 1]: the hole is `free` as it is.
         np.copyto(hole, free)
-        return s_l, s_t, c_low
 
-    def _blend_sides(self, area: tuple[slice, slice], out_view: np.ndarray, c_low: np.ndarray,
-                     with_teeth: bool) -> np.ndarray:
+    def _blend_sides(self, area: tuple[slice, slice], out_view: np.ndarray, with_teeth: bool) -> np.ndarray:
         """Start `self._acc` over `area` as the face layer times (1 − feather) and add each side's
         colour by its claim; returns the patch-sized scale, feather / (claims + opening)."""
         free, hole, weight = self._free[area], self.hole[area], self._weight[area]
@@ -377,21 +414,23 @@ class MouthCompositor:
         cv2.merge([weight, weight, weight], dst=w3)
         cv2.multiply(colour, w3, dst=acc)
         # Sides are premultiplied by their labels: a side's colour weight is the share of its
-        # label it kept after the priorities (1 for the upper side), times the scale.
-        self._accumulate(self._rgba["upper"], scale, area)
-        sides = [("lower", c_low)] + ([("teeth", self._kept["teeth"][area])] if with_teeth else [])
-        for name, claim in sides:
-            np.maximum(self._claim[name][area], 1e-3, out=weight)
-            np.divide(claim, weight, out=weight)
-            np.multiply(weight, scale[area], out=weight)
-            self._accumulate(self._rgba[name], self._weight, area)
+        # label it kept after the priorities (1 for the upper side), times the scale. Only on
+        # its live rows: elsewhere its colour is zero and would add nothing.
+        self._accumulate(self._rgba["upper"], scale, self._live["upper"])
+        for name in ("lower", "teeth") if with_teeth else ("lower",):
+            live = self._live[name]
+            weight = self._weight[live]
+            np.maximum(self._claim[name][live], 1e-3, out=weight)
+            np.divide(self._kept[name][live], weight, out=weight)
+            np.multiply(weight, scale[live], out=weight)
+            self._accumulate(self._rgba[name], self._weight, live)
         return scale
 
     def _paint_opening(self, opening: tuple[slice, slice], scale: np.ndarray, s_t: np.ndarray) -> None:
         """Add the opening to `self._acc`, only on its rows: painted upper teeth (riding on the
         teeth side's map `s_t`: they hang from the skull) over the tongue and cavity (riding on
         the jaw side, sampled by `render`)."""
-        alpha = self._sample("paint", self.patch.teeth_paint, s_t, opening)
+        alpha = self._sample("paint", self.patch.teeth_paint, s_t, None, opening)
         weight = self._weight[opening]
         np.multiply(self.hole[opening], scale[opening], out=weight)
         np.multiply(alpha, weight, out=alpha)
