@@ -31,7 +31,7 @@ from stages.warp.mesh.controls import build_controls, jaw_drop_px
 from stages.warp.mesh.eyes import EyeCompositor, EyePatch
 from stages.warp.base import check_slab, validate_plan
 from stages.warp.mesh.features import F, N_FEATURES, fill_features
-from stages.warp.mesh.field import Box, Grid, GridInverter
+from stages.warp.mesh.field import Box, Grid, GridInverter, parts_around
 from stages.warp.mesh.lipline import refine_inner_lips
 from stages.warp.mesh.bases import LayerBases, PoseLimits
 from stages.warp.mesh.layers import HeadModel, LayerFields, pack
@@ -136,21 +136,6 @@ def _moving_spans(tiles: np.ndarray, stripe: int) -> list[tuple[int, int, int]]:
 def _offset(part: tuple[slice, slice], dy: int, dx: int) -> tuple[slice, slice]:
     """(rows, cols) slices moved by dy rows and dx columns."""
     return slice(part[0].start + dy, part[0].stop + dy), slice(part[1].start + dx, part[1].stop + dx)
-
-
-def _around(rows: slice, cols: slice, skip: tuple[slice, slice] | None) -> list[tuple[slice, slice]]:
-    """The non-empty parts of rows × cols that lie outside the rectangle `skip` (all of it
-    when `skip` is None): the rows above and below it, and left and right of it beside it."""
-    if skip is None or cols.start >= cols.stop:
-        return [(rows, cols)] if cols.start < cols.stop else []
-    (sr0, sr1), (sc0, sc1) = (skip[0].start, skip[0].stop), (skip[1].start, skip[1].stop)
-    mid0, mid1 = max(rows.start, sr0), min(rows.stop, sr1)
-    if mid0 >= mid1 or sc0 >= cols.stop or sc1 <= cols.start:
-        return [(rows, cols)]
-    parts = [(slice(rows.start, mid0), cols), (slice(mid1, rows.stop), cols),
-             (slice(mid0, mid1), slice(cols.start, max(cols.start, sc0))),
-             (slice(mid0, mid1), slice(min(cols.stop, sc1), cols.stop))]
-    return [(r, c) for r, c in parts if r.start < r.stop and c.start < c.stop]
 
 
 def _sub_box(inner: Box, outer: Box) -> tuple[slice, slice]:
@@ -313,7 +298,7 @@ class PreparedMeshWarp:
             c0, c1 = c0 * step, c1 * step
             np.copyto(roi_dst[rows, :c0], roi_src[rows, :c0])
             np.copyto(roi_dst[rows, c1:], roi_src[rows, c1:])
-            for part in _around(rows, slice(c0, c1), skip):
+            for part in parts_around(rows, slice(c0, c1), skip):
                 self._remap_part(inverter.fine, part, scratch, roi_dst)
 
     def _remap_part(self, fine: np.ndarray, part: tuple[slice, slice], scratch: np.ndarray,

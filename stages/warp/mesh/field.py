@@ -115,6 +115,21 @@ class Grid:
         return self.shape[0] * self.shape[1]
 
 
+def parts_around(rows: slice, cols: slice, skip: tuple[slice, slice] | None) -> list[tuple[slice, slice]]:
+    """The non-empty parts of rows × cols that lie outside the rectangle `skip` (all of it
+    when `skip` is None): the rows above and below it, and left and right of it beside it."""
+    if skip is None or cols.start >= cols.stop:
+        return [(rows, cols)] if cols.start < cols.stop else []
+    (sr0, sr1), (sc0, sc1) = (skip[0].start, skip[0].stop), (skip[1].start, skip[1].stop)
+    mid0, mid1 = max(rows.start, sr0), min(rows.stop, sr1)
+    if mid0 >= mid1 or sc0 >= cols.stop or sc1 <= cols.start:
+        return [(rows, cols)]
+    parts = [(slice(rows.start, mid0), cols), (slice(mid1, rows.stop), cols),
+             (slice(mid0, mid1), slice(cols.start, max(cols.start, sc0))),
+             (slice(mid0, mid1), slice(min(cols.stop, sc1), cols.stop))]
+    return [(r, c) for r, c in parts if r.start < r.stop and c.start < c.stop]
+
+
 def gaussian_rbf_weights(nodes_px: np.ndarray, controls_px: np.ndarray, sigma_px: float,
                          ridge: float = 1e-3) -> np.ndarray:
     """(n_nodes, n_controls) matrix W so that W @ values interpolates control values at nodes.
@@ -150,20 +165,6 @@ def squared_distances(a_px: np.ndarray, b_px: np.ndarray) -> np.ndarray:
     b = np.asarray(b_px, dtype=np.float64).reshape(-1, 2)
     d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
     return np.maximum(d2, 0.0)
-
-
-FULL_STEPS = 3
-"""Undamped fixed-point steps taken on every node before only the still-moving ones are stepped
-(after three, a tenth to a half of a face grid's nodes still move)."""
-GATHER_SHARE = 0.3
-"""Up to this share of the grid's nodes still moving, they are gathered and stepped alone;
-beyond it stepping the whole grid costs less."""
-
-
-def _bits(xy: np.ndarray) -> np.ndarray:
-    """(..., 2) float32 (x, y) pairs as one int64 each, (...): equal exactly where both
-    coordinates are the same bits (one comparison per node instead of a reduction over pairs)."""
-    return xy.view(np.int64)[..., 0]
 
 
 class GridInverter:
@@ -264,57 +265,22 @@ class GridInverter:
     def _settle(self, nodes: tuple[slice, slice], iterations: int, extra: int) -> None:
         """Undamped steps s ← q − d(s) on the `nodes` block of self._s_idx: `iterations` of
         them, then up to `extra` more while a step moves some node by more than the tolerance.
-
-        remap reads d at s rounded to 1/32 of a node, so a node whose step left it where it was,
-        bit for bit, samples the same d again and stays there for good. After FULL_STEPS whole
-        steps, when few nodes still move, only they are stepped, gathered into one short row;
-        they get the very values whole steps give them.
-        """
+        The fixed steps alternate between two buffers (no copy per step)."""
         s_idx, ident, sampled = self._s_idx[nodes], self._ident[nodes], self._sampled[nodes]
         cur, prev = s_idx, sampled
-        full = min(FULL_STEPS, iterations)
-        for _ in range(full):
+        for _ in range(iterations):
             cv2.remap(self._d_idx, cur, None, cv2.INTER_LINEAR, dst=prev, borderMode=cv2.BORDER_REPLICATE)
             np.subtract(ident, prev, out=prev)
-            cur, prev = prev, cur  # ping-pong: the new estimate becomes the current one
-        moved = None
-        if full and iterations + extra > full and s_idx.flags.c_contiguous:  # the whole grid
-            moved = np.flatnonzero(_bits(cur) != _bits(prev))
+            cur, prev = prev, cur  # the new estimate becomes the current one
         if cur is not s_idx:
             np.copyto(s_idx, cur)
-        if moved is not None and moved.size <= GATHER_SHARE * (s_idx.size // 2):
-            self._step_gathered(s_idx.reshape(-1, 2), ident.reshape(-1, 2), moved, iterations - full, extra)
-        elif iterations + extra > full:
-            self._step_whole(s_idx, ident, sampled, iterations - full, extra)
-
-    def _step_whole(self, s_idx: np.ndarray, ident: np.ndarray, scratch: np.ndarray, iterations: int,
-                    extra: int) -> None:
-        """The rest of `_settle`'s steps on the whole block `s_idx` (`scratch` its size)."""
-        for k in range(iterations + extra):
-            cv2.remap(self._d_idx, s_idx, None, cv2.INTER_LINEAR, dst=scratch, borderMode=cv2.BORDER_REPLICATE)
-            np.subtract(ident, scratch, out=scratch)
-            if k < iterations:
-                np.copyto(s_idx, scratch)
-                continue
-            step = float(np.abs(scratch - s_idx).max())
-            np.copyto(s_idx, scratch)
+        for _ in range(extra):
+            cv2.remap(self._d_idx, s_idx, None, cv2.INTER_LINEAR, dst=sampled, borderMode=cv2.BORDER_REPLICATE)
+            np.subtract(ident, sampled, out=sampled)
+            step = float(np.abs(sampled - s_idx).max())
+            np.copyto(s_idx, sampled)
             if step <= self._tolerance_nodes:
                 return
-
-    def _step_gathered(self, s_flat: np.ndarray, ident_flat: np.ndarray, moved: np.ndarray, iterations: int,
-                       extra: int) -> None:
-        """The rest of `_settle`'s steps on the nodes `moved` alone (flat indices into the grid's
-        nodes as rows of (x, y), `s_flat`), dropping each node as soon as a step leaves it put."""
-        for k in range(iterations + extra):
-            if moved.size == 0:
-                return
-            old = s_flat[moved]
-            new = cv2.remap(self._d_idx, old[None], None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0]
-            np.subtract(ident_flat[moved], new, out=new)
-            s_flat[moved] = new
-            if k >= iterations and float(np.abs(new - old).max()) <= self._tolerance_nodes:
-                return
-            moved = moved[_bits(new) != _bits(old)]
 
     def _to_pixels(self, nodes: tuple[slice, slice]) -> None:
         """The `nodes` block's inverse, in node-index units, → frame pixel coordinates."""

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from stages.warp.mesh import anatomy as an
-from stages.warp.mesh.field import Box, Grid, GridInverter
+from stages.warp.mesh.field import Box, Grid, GridInverter, parts_around
 from stages.warp.mesh.interior import MouthColours, paint_cavity, paint_upper_teeth
 from stages.warp.mesh.regions import below_coverage, between_coverage, face_rect_box, smoothstep
 
@@ -271,8 +271,9 @@ class MouthCompositor:
             return None
         return rows, cols
 
-    def _fade_in(self, area: tuple[slice, slice]) -> np.ndarray:
-        """The patch feather times a ramp in from the edges of this frame's active area."""
+    def _fade_in(self, area: tuple[slice, slice], opaque: tuple[slice, slice] | None) -> np.ndarray:
+        """The patch feather times a ramp in from the edges of this frame's active area (1 on
+        its `opaque_part`, what the product gives there, without multiplying it out)."""
         rows, cols = area
         f, fp = self.patch.feather_px, self._feather[area]
         ry, rx = self._ramp_y[rows], self._ramp_x[:, cols]
@@ -283,8 +284,11 @@ class MouthCompositor:
         np.clip(rx, 0, f, out=rx)
         np.multiply(ry, 1.0 / f, out=ry)
         np.multiply(rx, 1.0 / f, out=rx)
-        np.multiply(self.patch.feather[area], ry, out=fp)
-        np.multiply(fp, rx, out=fp)
+        if opaque is not None:
+            self._feather[opaque] = 1.0
+        for r, c in parts_around(rows, cols, opaque):
+            np.multiply(self.patch.feather[r, c], self._ramp_y[r], out=self._feather[r, c])
+            np.multiply(self._feather[r, c], self._ramp_x[:, c], out=self._feather[r, c])
         return fp
 
     def _sample(self, name: str, source: np.ndarray, s: np.ndarray | GridInverter, field: np.ndarray | None,
@@ -405,14 +409,19 @@ class MouthCompositor:
         np.subtract(1.0, free, out=weight)
         np.add(weight, hole, out=weight)
         np.maximum(weight, 1e-4, out=weight)
-        fade = self._fade_in(area)
+        opaque = self.opaque_part(area)
+        fade = self._fade_in(area, opaque)
         np.divide(fade, weight, out=free)  # free is now the scale
         scale = self._free
-        acc, colour, w3 = self._acc[area], self._colour[area], self._w3[area]
-        np.copyto(colour, out_view[area], casting="unsafe")
-        np.subtract(1.0, fade, out=weight)
-        cv2.merge([weight, weight, weight], dst=w3)
-        cv2.multiply(colour, w3, dst=acc)
+        # The face layer, by 1 − fade: nothing on the opaque part (colour · 0 is 0 there).
+        if opaque is not None:
+            self._acc[opaque] = 0.0
+        for part in parts_around(area[0], area[1], opaque):
+            colour, weight, w3 = self._colour[part], self._weight[part], self._w3[part]
+            np.copyto(colour, out_view[part], casting="unsafe")
+            np.subtract(1.0, self._feather[part], out=weight)
+            cv2.merge([weight, weight, weight], dst=w3)
+            cv2.multiply(colour, w3, dst=self._acc[part])
         # Sides are premultiplied by their labels: a side's colour weight is the share of its
         # label it kept after the priorities (1 for the upper side), times the scale. Only on
         # its live rows: elsewhere its colour is zero and would add nothing.
