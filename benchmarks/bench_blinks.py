@@ -23,10 +23,14 @@ at the blink's deepest frame against the open frames:
   contour on the open frame) whose pixels are unchanged at the shut frame (eye still visible);
   band o / band s, the darkest band's height down the eye's middle columns over the eye width
   (iris and lashes open, the lash line shut; soft real lines read wide);
+- rise: how far the lower lid's middle points (145/153/144, 374/380/373) rise at the shut frame
+  against the open ones, over the eye width (real clips: the median over the clip's blinks, each
+  laid by a similarity fit of the nose and face sides on its open frames within ±1 s);
 - render s: preparing the face and rendering the plan.
 
 With --clips, the same readings at the most shut frame of real driving clips (band o at the
-most open one). With --save-dir, the open and the deepest frame's eyes are written side by side
+most open one), then every blink's most shut reading (median, range, how many over 0.08) and
+its depth floor. With --save-dir, the open and the deepest frame's eyes are written side by side
 (×3) as a PNG.
 """
 
@@ -52,6 +56,7 @@ _UPPER = ((159, 158, 160), (386, 385, 387))  # as face_geometry.eye_aperture rea
 _LOWER = ((145, 153, 144), (374, 380, 373))
 _RINGS = ((33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7),
           (263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249))
+_RIGID = (1, 2, 4, 5, 195, 197, 98, 327, 234, 454, 93, 323, 132, 361)  # the nose and the face's sides
 _SAME_LEVELS = 6  # a pixel within this many levels of the open frame still shows the open eye
 _CURVES = ("jaw_open", "lip_width", "lip_round", "lips_closed", "eye_wide", "brow", "smile",
            "head_yaw_deg", "head_pitch_deg", "head_roll_deg", "shift_x_px", "shift_y_px")
@@ -106,6 +111,30 @@ def across_gap(landmarks: np.ndarray) -> np.ndarray:
         offset = landmarks[:, list(upper), :2] - landmarks[:, list(lower), :2]
         gaps.append(np.abs((offset * normal[:, None]).sum(axis=-1)).mean(axis=1) / width)
     return np.mean(gaps, axis=0)
+
+
+def lower_lid_rise(landmarks: np.ndarray, shut: int, open_ids: np.ndarray, fit: bool) -> float:
+    """How far the lower lid's middle points rise at frame `shut` against the median of the
+    `open_ids` frames, over the eye width, both eyes averaged. With `fit` (a real clip, whose head
+    moves) the shut frame is first laid on the open one by a similarity fit of the nose and the
+    face's sides; a render's head is still, and there MediaPipe's own mesh shifts on shut frames
+    (s5: its forehead points 6–8 px down, s10: the whole mesh), which a fit would read as lid motion."""
+    ref = np.nanmedian(landmarks[open_ids, :, :2], axis=0).astype(np.float64)
+    laid = landmarks[shut, :, :2].astype(np.float64)
+    if fit:
+        src, dst = laid[list(_RIGID)], ref[list(_RIGID)]
+        ms, md = src.mean(0), dst.mean(0)
+        u, sv, vt = np.linalg.svd((src - ms).T @ (dst - md))  # Procrustes: rows map by rot·scale
+        flip = np.array([1.0, np.sign(np.linalg.det(u @ vt))])
+        laid = (laid - ms) @ (u @ np.diag(flip) @ vt) * float((sv * flip).sum() / ((src - ms) ** 2).sum()) + md
+    rises = []
+    for (a, b), lower in zip(_CORNERS, _LOWER):
+        axis = ref[b] - ref[a]
+        width = float(np.linalg.norm(axis))
+        up = np.array([axis[1], -axis[0]]) / width
+        up = up if up[1] < 0 else -up  # toward the brow: image y decreases
+        rises.append(float(((laid[list(lower)] - ref[list(lower)]) @ up).mean()) / width)
+    return float(np.mean(rises))
 
 
 def eye_cover(open_frame: np.ndarray, shut_frame: np.ndarray, landmarks: np.ndarray) -> tuple[float, float, float]:
@@ -163,11 +192,14 @@ def lid_figures(frames: np.ndarray) -> dict[str, float]:
     showing, band_open, band_shut = eye_cover(frames[0], frames[deepest], landmarks[0])
     return {"open": float(np.nanmedian(aperture[:OPEN_FRAMES])), "shut": float(aperture[deepest]),
             "shut_2d": float(flat[deepest]), "floor": float(depth_floor(landmarks)[deepest]),
-            "across": float(across_gap(landmarks)[deepest]), "showing": showing, "band_open": band_open, "band_shut": band_shut, "deepest": deepest}
+            "across": float(across_gap(landmarks)[deepest]), "showing": showing, "band_open": band_open,
+            "band_shut": band_shut, "rise": lower_lid_rise(landmarks, deepest, np.arange(OPEN_FRAMES), fit=False),
+            "deepest": deepest}
 
 
-def real_shut(path: Path) -> dict[str, float]:
-    """A driving clip's readings at its most shut frame (band_open: at its most open one)."""
+def real_shut(path: Path) -> dict:
+    """A driving clip's readings at its most shut frame (band_open: at its most open one); the
+    lower-lid rise as the median over its blinks; every blink's most shut aperture and depth floor."""
     import av
 
     from stages.image.face import track_landmarks
@@ -178,11 +210,36 @@ def real_shut(path: Path) -> dict[str, float]:
     landmarks = track_landmarks(frames)
     aperture, flat = apertures(landmarks)
     i, o = int(np.nanargmin(aperture)), int(np.nanargmax(aperture))
-    return {"open": open_level(aperture[np.isfinite(aperture)]), "shut": float(aperture[i]),
-            "shut_2d": float(flat[i]), "floor": float(depth_floor(landmarks)[i]),
+    level = open_level(aperture[np.isfinite(aperture)])
+    blinks, floor = _real_blinks(landmarks, aperture, level), depth_floor(landmarks)
+    return {"open": level, "shut": float(aperture[i]),
+            "shut_2d": float(flat[i]), "floor": float(floor[i]),
             "across": float(across_gap(landmarks)[i]),
             "band_open": eye_cover(frames[o], frames[o], landmarks[o])[1],
-            "band_shut": eye_cover(frames[i], frames[i], landmarks[i])[1]}
+            "band_shut": eye_cover(frames[i], frames[i], landmarks[i])[1],
+            "rise": float(np.nanmedian([r for _, r in blinks])) if blinks else float("nan"),
+            "blinks": [float(aperture[j]) for j, _ in blinks],
+            "blink_floors": [float(floor[j]) for j, _ in blinks]}
+
+
+def _real_blinks(landmarks: np.ndarray, aperture: np.ndarray, level: float,
+                 fps: int = 24) -> list[tuple[int, float]]:
+    """(most shut frame, lower-lid rise) of each of a clip's blinks: runs of frames under 0.35 of
+    the open aperture, the rise against the open frames (over 0.85 of open) within a second."""
+    finite = np.isfinite(aperture)
+    shut = np.flatnonzero(finite & (aperture < 0.35 * level))
+    blinks, start = [], 0
+    for end in np.append(np.flatnonzero(np.diff(shut) > 2) + 1, len(shut)):
+        run = shut[start:end]
+        start = end
+        if len(run) == 0:
+            continue
+        deepest = int(run[np.argmin(aperture[run])])
+        near = np.arange(max(deepest - fps, 0), min(deepest + fps + 1, len(aperture)))
+        near = near[finite[near] & (aperture[near] > 0.85 * level)]
+        rise = lower_lid_rise(landmarks, deepest, near, fit=True) if len(near) >= 4 else float("nan")
+        blinks.append((deepest, rise))
+    return blinks
 
 
 def _row(name: str, f: dict[str, float], seconds: float | None = None) -> str:
@@ -190,7 +247,7 @@ def _row(name: str, f: dict[str, float], seconds: float | None = None) -> str:
     showing = f"{100 * f['showing']:8.0f}%" if "showing" in f else f"{'':>9}"
     tail = f" {seconds:8.2f}" if seconds is not None else ""
     return (f"{name:<8} {f['open']:6.3f} {f['shut']:6.3f} {f['shut_2d']:8.3f} {f['floor']:6.3f} {f['across']:6.3f} "
-            f"{f['shut'] / f['open']:9.2f} {showing} {f['band_open']:6.3f} {f['band_shut']:6.3f}{tail}")
+            f"{f['shut'] / f['open']:9.2f} {showing} {f['band_open']:6.3f} {f['band_shut']:6.3f} {f['rise']:6.3f}{tail}")
 
 
 def _save_eyes(path: Path, frames: np.ndarray, deepest: int) -> None:
@@ -221,7 +278,7 @@ def main() -> None:
     faces = ([SHARED / "faces" / n for n in args.faces] if args.faces is not None
              else [None] + sorted((SHARED / "faces").glob("*.jpg")))
     print(f"{'face':<8} {'open':>6} {'shut':>6} {'shut 2-D':>8} {'floor':>6} {'across':>6} {'shut/open':>9} {'showing':>9} "
-          f"{'band o':>6} {'band s':>6} {'render s':>8}")
+          f"{'band o':>6} {'band s':>6} {'rise':>6} {'render s':>8}")
     shut_all = []
     for face in faces:
         name = "sample" if face is None else face.stem
@@ -238,7 +295,12 @@ def main() -> None:
     if shut_all:
         print(f"{'worst':<8} {'':>6} {max(shut_all):6.3f}")
     for clip in args.clips:  # real lids: the clip's most shut frame
-        print(_row(Path(clip).stem, real_shut(SHARED / "driving" / clip)), flush=True)
+        real = real_shut(SHARED / "driving" / clip)
+        print(_row(Path(clip).stem, real), flush=True)
+        shut, floors = np.array(real["blinks"]), np.array(real["blink_floors"])
+        if len(shut):  # every blink, not only the clip's deepest: how shut a real lid usually reads
+            print(f"{'':<8} {len(shut)} blinks: shut median {np.median(shut):.3f} (range {shut.min():.3f}–"
+                  f"{shut.max():.3f}, {(shut > 0.08).sum()} over 0.08), floor median {np.median(floors):.3f}")
 
 
 if __name__ == "__main__":
