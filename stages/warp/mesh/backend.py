@@ -104,7 +104,6 @@ class _Workspace:
 
     def __init__(self, image: np.ndarray, base_grid: Grid, mouth: MouthPatch, eyes: tuple[EyePatch, ...]) -> None:
         self.base = GridInverter(base_grid, iterations=FACE_ITERATIONS, extra_iterations=FACE_EXTRA_ITERATIONS)
-        self.head_rgba = np.empty((base_grid.box.h, base_grid.box.w, 4), np.uint8)
         self.mouth = MouthCompositor(mouth, image)
         self.eyes = tuple(EyeCompositor(p, image) for p in eyes)
 
@@ -160,7 +159,6 @@ class PreparedMeshWarp:
     def __init__(self, actor: Actor) -> None:
         image, lm = _check_actor(actor)
         self.image = image
-        self._image_rgba = cv2.cvtColor(image, cv2.COLOR_RGB2RGBA)  # what the head ROI remaps
         frame = an.FaceFrame.from_landmarks(lm)
         mouth = refine_inner_lips(image, lm, frame, an.MouthGeometry.measure(frame, lm))
         eyes = (an.EyeGeometry.measure(frame, lm, "right"), an.EyeGeometry.measure(frame, lm, "left"))
@@ -267,7 +265,7 @@ class PreparedMeshWarp:
             under_mouth = ws.mouth.opaque_part(area)
             if under_mouth is not None:
                 under_mouth = _offset(under_mouth, mouth_box.y0 - self.roi.y0, mouth_box.x0 - self.roi.x0)
-            self._remap_head(ws.base, dst, ws.head_rgba, under_mouth)
+            self._remap_head(ws.base, dst, under_mouth)
             ws.mouth.render(layers["upper"].fields[j], layers["lower"].fields[j],
                             layers["teeth"].fields[j], area, dst[mouth_box.slices])
             if blink[j] > _BLINK_EPS:  # with open eyes the lid layer is the face layer
@@ -278,17 +276,13 @@ class PreparedMeshWarp:
         for part in self._outside_roi:
             np.copyto(dst[part], self.image[part])
 
-    def _remap_head(self, inverter: GridInverter, dst: np.ndarray, scratch: np.ndarray,
-                    skip: tuple[slice, slice] | None = None) -> None:
+    def _remap_head(self, inverter: GridInverter, dst: np.ndarray, skip: tuple[slice, slice] | None = None) -> None:
         """The face layer: the head ROI of `dst` sampled from the actor image through the map
         `inverter` just made, but for the ROI's rows and columns `skip` (left as they are).
 
         Only where the map moves a pixel is it remapped, stripe by stripe of the ROI between the
         first and last moving tile; the rest (the corners around the head, at least) is copied,
         which gives the same bytes (see GridInverter.moving_tiles) at a fraction of the cost.
-        The remap reads the RGBA copy of the image into `scratch` (ROI-sized RGBA), and the RGB
-        is taken from there: cv2 remaps four channels faster than three, with the same bytes
-        in each (a channel's bilinear weights and rounding do not depend on the others).
         """
         roi_dst, roi_src = dst[self.roi.slices], self.image[self.roi.slices]
         tiles, step = inverter.moving_tiles(), inverter.grid.step
@@ -299,14 +293,8 @@ class PreparedMeshWarp:
             np.copyto(roi_dst[rows, :c0], roi_src[rows, :c0])
             np.copyto(roi_dst[rows, c1:], roi_src[rows, c1:])
             for part in parts_around(rows, slice(c0, c1), skip):
-                self._remap_part(inverter.fine, part, scratch, roi_dst)
-
-    def _remap_part(self, fine: np.ndarray, part: tuple[slice, slice], scratch: np.ndarray,
-                    roi_dst: np.ndarray) -> None:
-        """ROI rows and columns `part` of the head remapped through `fine` into `roi_dst`."""
-        rgba = scratch[part]
-        cv2.remap(self._image_rgba, fine[part], None, cv2.INTER_LINEAR, dst=rgba, borderMode=cv2.BORDER_REPLICATE)
-        cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB, dst=roi_dst[part])
+                cv2.remap(self.image, inverter.fine[part], None, cv2.INTER_LINEAR, dst=roi_dst[part],
+                          borderMode=cv2.BORDER_REPLICATE)
 
     def _draw_lids(self, ws: _Workspace, base: LayerFields, j: int, blink: float, fine: np.ndarray,
                    dst: np.ndarray) -> None:

@@ -373,13 +373,21 @@ class MouthCompositor:
             # Only between the mouth corners may nobody's claim become an opening; elsewhere the
             # shortfall is renormalised away below. (The sides' maps were made on their live
             # rows only: the opening's are made here.)
-            may_open = self._sample("cavity", self.patch.cavity_paint, self.lower.upsample(opening), None, opening)
+            may_open = self._sample("cavity", self.patch.cavity_paint, self._side_map("lower", opening), None, opening)
             np.multiply(self.hole[opening], may_open, out=self.hole[opening])
         scale = self._blend_sides(area, out_view, with_teeth)
         if opening is not None:
-            s_t = self.teeth.upsample(opening) if with_teeth else self.teeth.invert(teeth_field, opening)
+            s_t = self._side_map("teeth", opening) if with_teeth else self.teeth.invert(teeth_field, opening)
             self._paint_opening(opening, scale, s_t)
         cv2.convertScaleAbs(self._acc[area], dst=out_view[area])
+
+    def _side_map(self, name: str, part: tuple[slice, slice]) -> np.ndarray:
+        """Side `name`'s map (its inverter's fine), made over `part` too if its live rows, the
+        only ones `_sample` made, leave some of `part`'s out."""
+        inverter, live = getattr(self, name), self._live[name][0]
+        if live.start <= part[0].start and part[0].stop <= live.stop:
+            return inverter.fine
+        return inverter.upsample(part)
 
     def _claim_sides(self, area: tuple[slice, slice], upper_field: np.ndarray, lower_field: np.ndarray,
                      teeth_field: np.ndarray) -> None:
