@@ -11,7 +11,12 @@ checked against the speech with the lip-sync judge.
     .venv/bin/python benchmarks/bench_driving.py --faces sample s5.jpg s12.jpg   # the sample and two shared faces
 
 Yaw and pitch are read two ways, each as r and gain (the rendered motion's amplitude over the
-clip's): the rigid fit of the skull's points, and the nose's 2-D parallax across the eye line.
+clip's): the rigid fit of the skull's points, and the nose's 2-D parallax across the eye line;
+and the parallax once more without MediaPipe on the slot's side ("flow yaw", "flow pitch": the
+slot's first frame's nose and eye corners carried by optical flow, stages.verify.flow_parallax),
+against the clip's MediaPipe parallax. MediaPipe reads small turns of a warped photo short (see
+docs/driving.md); the flow columns read what the picture does. --no-flow leaves them out (the
+flow costs ~35 ms of CPU per frame).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=("pose", "full"), default="pose")
     parser.add_argument("--faces", nargs="*", default=["sample"],
                         help="actors to drive: 'sample' (the built-in) and/or portraits in ../shared/faces")
+    parser.add_argument("--no-flow", action="store_true", help="leave out the optical-flow columns")
     parser.add_argument("--liveportrait", metavar="WEIGHTS",
                         help="warp with LivePortrait instead of the mesh: the official release's folder, or "
                              "tiny / full for random weights (the path's mechanics: no face to judge)")
@@ -53,11 +59,12 @@ def main() -> None:
               "judged on the decoded MP4")
         print(f"{'face':<7} {'video':<8} {'yaw r/gain':>11} {'pitch r/gain':>12} {'par. yaw':>11} {'par. pitch':>11} "
               f"{'blinks d/r':>10} {'±1 frame':>8} {'extra':>5} {'join°':>6} {'clip max°':>9} {'jitter r/d':>13} "
-              f"{'lip lag':>7} {'render s':>8}")
+              f"{'lip lag':>7} {'render s':>8} {'flow yaw':>11} {'flow pitch':>11}")
         for face in [None if name == "sample" else SHARED.parent / "faces" / name for name in args.faces]:
             for video in videos:
                 row = judge_driven_slot(video, TEXT, args.seconds, args.mode, Path(folder), backends, face)
-                print(f"{face.stem if face else 'sample':<7} {_row_text(row)}")
+                flow = "" if args.no_flow or row["report"] is None else _flow_text(video, face, Path(folder))
+                print(f"{face.stem if face else 'sample':<7} {_row_text(row)} {flow}")
         backends.close()
 
 
@@ -75,6 +82,23 @@ def _row_text(row: dict) -> str:
             f"{blinks} {r.blinks_within_one_frame:>8} {r.extra_blinks:>5} {r.join_step_deg:6.2f} "
             f"{r.clip_max_step_deg:9.2f} {r.rendered_jitter:6.4f}/{r.driving_jitter:6.4f} "
             f"{row['lag_frames']!s:>7} {row['render_s']:8.1f}")
+
+
+def _flow_text(video: Path, face: Path | None, folder: Path) -> str:
+    """The flow columns of a judged slot: its published MP4 decoded again and read by optical flow
+    (judge_driven_slot, in tests/support, does not hand back its frames)."""
+    from stages.encode.decode import decode_mp4
+    from stages.image.face import track_landmarks
+    from stages.motion.driving import fit_to_slot, track_video
+    from stages.verify.motion_transfer import flow_transfer
+
+    decoded = decode_mp4(folder / f"driven-{video.stem}-{face.stem if face else 'sample'}" / "video.mp4")
+    rest = track_landmarks(decoded.frames[:1])[0]
+    motion = pipeline.load_driving_motion(video)
+    fitted = fit_to_slot(motion, len(decoded.frames), decoded.fps)
+    yaw_r, yaw_gain, pitch_r, pitch_gain = flow_transfer(track_video(video).landmarks, motion.reference_frame,
+                                                         fitted.positions, decoded.frames, rest)
+    return f"{yaw_r:5.2f}/{yaw_gain:4.2f} {pitch_r:5.2f}/{pitch_gain:4.2f}"
 
 
 if __name__ == "__main__":

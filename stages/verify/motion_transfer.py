@@ -8,6 +8,12 @@ shows (its blinks are found on its own frames, then placed there the same way). 
 and pitch correlation and amplitude (gain) by both readings, blink timing and blinks the clip does not have, the steps at the loop joins
 against the clip's own largest step, and the high-frequency jitter of the eye midpoint (the clip's
 measured on its own frames, since resampling it would smooth it).
+
+`flow_transfer` reads the rendered side a third way, without MediaPipe: the nose tip and eye
+corners carried from the slot's first frame by optical flow (stages.verify.flow_parallax). On
+warped photos MediaPipe's landmarks move less than the picture does on small turns (0.69 of it
+on the sample actor at ±7.5° of yaw, 0.91 at ±25°; benchmarks/bench_head_sweep.py), while on a
+real head's small turns they move with it (d9: 1.04); the flow column tells the two apart.
 """
 
 from __future__ import annotations
@@ -130,6 +136,22 @@ def jitter(eye_mid: np.ndarray, sigma_frames: float = JITTER_SIGMA_FRAMES) -> fl
     `sigma_frames` does not keep."""
     smooth = np.column_stack([gaussian_smooth(eye_mid[:, k], sigma_frames) for k in range(2)])
     return float(np.sqrt(np.mean(np.sum((eye_mid - smooth) ** 2, axis=1))))
+
+
+def flow_transfer(driving_landmarks: np.ndarray, reference_frame: int, positions: np.ndarray,
+                  rendered_frames: np.ndarray, rendered_rest_landmarks: np.ndarray) -> tuple[float, float, float, float]:
+    """(yaw r, yaw gain, pitch r, pitch gain) of the rendered nose parallax read by optical flow
+    (points from `rendered_rest_landmarks`, the slot's first frame's landmarks, carried into every
+    frame of `rendered_frames`) against the driving video's MediaPipe parallax at the clip
+    `positions`: the slot's turn as the picture shows it, free of MediaPipe's reading of a warp."""
+    from stages.verify.flow_parallax import flow_parallax
+
+    driving = geo.nose_parallax(driving_landmarks) - geo.nose_parallax(driving_landmarks[reference_frame][None])
+    frames = np.arange(len(driving))
+    rendered = flow_parallax(rendered_frames, rendered_rest_landmarks)
+    (yaw_r, yaw_gain), (pitch_r, pitch_gain) = (_r_gain(np.interp(positions, frames, driving[:, k]), rendered[:, k])
+                                                for k in (0, 1))
+    return yaw_r, yaw_gain, pitch_r, pitch_gain
 
 
 def measure_transfer(driving_landmarks: np.ndarray, driving_fps: float, reference_frame: int,
