@@ -53,3 +53,26 @@ def test_parallax_matches_face_geometry_on_landmarks(photo) -> None:
     moved[2, :, :2] *= 1.3
     expected = nose_parallax(moved)
     assert np.allclose(parallax_of_points(moved[:, list(POINTS), :2]), expected, atol=1e-12)
+
+
+def test_flow_transfer_reads_a_known_gain(photo) -> None:
+    """A "driving clip" whose nose swings across the eye line by a sine, and a "slot" whose
+    picture is sheared so its nose swings 0.9 as far in step: the judge's flow columns must read
+    r ≈ 1 and gain ≈ 0.9 along the eye line, whatever the slot's frames are made of."""
+    from stages.motion.driving.face_geometry import nose_parallax
+    from stages.verify.motion_transfer import flow_transfer
+
+    image, lm = photo
+    lm = lm.astype(np.float64)
+    start = lm[list(POINTS), :2]
+    eye_y = start[1:].mean(axis=0)[1]
+    nose_below = start[0, 1] - eye_y
+    phase = np.sin(np.linspace(0.0, 2.0 * np.pi, 13))
+    driving = lm[None].repeat(len(phase), axis=0)
+    driving[:, 1, 0] += 4.0 * phase  # the nose tip alone slides along the eye line: 4 px at most
+    shears = 0.9 * 4.0 * phase / nose_below  # the slot's nose slides 0.9 × as far
+    frames = np.array([_warped(image, np.array([[1.0, k, -k * eye_y], [0.0, 1.0, 0.0]])) for k in shears])
+    yaw_r, yaw_gain, _, _ = flow_transfer(driving, 0, np.arange(len(phase), dtype=np.float64), frames, lm)
+    assert yaw_r > 0.995
+    assert abs(yaw_gain - 0.9) < 0.05, yaw_gain
+    assert np.ptp(nose_parallax(driving)[:, 0]) > 0.15  # the case is not a trivial one
