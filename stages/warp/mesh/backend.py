@@ -41,8 +41,10 @@ from stages.warp.mesh.regions import HeadEllipse
 BLOCK_FRAMES = 32
 """Frames whose node fields are computed together (one matmul per layer)."""
 N_THREADS = 2
-STRIPE_TILES = 4
-"""Grid rows per stripe of the head ROI that is remapped between its first and last moving tile."""
+STRIPE_TILES = 8
+"""Grid rows per stripe of the head ROI that is remapped between its first and last moving tile
+(and, for a power-of-two step, upsampled just before: 64 rows of map, ~250 KB, still in cache
+when the remap reads them; 32-row stripes upsample half as many rows again around them)."""
 FIELDS_FRAMES = 1
 """About how many frames' rendering a block's fields take (~2 ms of 32 frames at ~4 ms each;
 the main thread renders that many fewer frames of a block while it computes the next block's,
@@ -259,7 +261,10 @@ class PreparedMeshWarp:
         for j in js:
             dst = out[block_start + j]
             self._copy_frame(dst)
-            fine = ws.base.invert(layers["base"].fields[j], converge=bool(block.strong_turn[j]))
+            # Where it can, the face map is upsampled stripe by stripe as the ROI is remapped
+            # (each stripe's map still in cache when read), not all at once.
+            ws.base.invert(layers["base"].fields[j], converge=bool(block.strong_turn[j]),
+                           upsample=not ws.base.upsamples_in_parts)
             area = ws.mouth.active_area(block.reach[j])
             # What the mouth covers whole, the face layer need not draw first.
             under_mouth = ws.mouth.opaque_part(area)
@@ -269,7 +274,7 @@ class PreparedMeshWarp:
             ws.mouth.render(layers["upper"].fields[j], layers["lower"].fields[j],
                             layers["teeth"].fields[j], area, dst[mouth_box.slices])
             if blink[j] > _BLINK_EPS:  # with open eyes the lid layer is the face layer
-                self._draw_lids(ws, layers["base"], j, float(blink[j]), fine, dst)
+                self._draw_lids(ws, layers["base"], j, float(blink[j]), dst)
 
     def _copy_frame(self, dst: np.ndarray) -> None:
         """The actor image into the frame outside the head ROI (`_remap_head` writes the ROI)."""
@@ -292,12 +297,14 @@ class PreparedMeshWarp:
             c0, c1 = c0 * step, c1 * step
             np.copyto(roi_dst[rows, :c0], roi_src[rows, :c0])
             np.copyto(roi_dst[rows, c1:], roi_src[rows, c1:])
-            for part in parts_around(rows, slice(c0, c1), skip):
+            parts = parts_around(rows, slice(c0, c1), skip)
+            if parts and inverter.upsamples_in_parts:
+                inverter.upsample((rows, slice(c0, c1)))
+            for part in parts:
                 cv2.remap(self.image, inverter.fine[part], None, cv2.INTER_LINEAR, dst=roi_dst[part],
                           borderMode=cv2.BORDER_REPLICATE)
 
-    def _draw_lids(self, ws: _Workspace, base: LayerFields, j: int, blink: float, fine: np.ndarray,
-                   dst: np.ndarray) -> None:
+    def _draw_lids(self, ws: _Workspace, base: LayerFields, j: int, blink: float, dst: np.ndarray) -> None:
         """Both upper lids at `blink` over frame `dst` (row j of the face layer `base`'s block),
         where the eyes are now."""
         for eye, patch in zip(ws.eyes, self.eye_patches):
@@ -305,7 +312,9 @@ class PreparedMeshWarp:
             # carries it tens of pixels from where it sits in the picture.
             dx, dy = base.grid.displacement_at(base.fields[j], patch.centre_px)
             box = patch.box.moved_within(round(float(dx)), round(float(dy)), self.roi)
-            eye.render(blink, fine[_sub_box(box, self.roi)], dst[box.slices])
+            part = _sub_box(box, self.roi)
+            fine = ws.base.upsample(part) if ws.base.upsamples_in_parts else ws.base.fine
+            eye.render(blink, fine[part], dst[box.slices])
 
 
 class MeshWarpBackend:

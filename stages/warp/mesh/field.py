@@ -224,7 +224,13 @@ class GridInverter:
             self._resize(nodes)
         return self.fine
 
-    def upsample(self, part: tuple[slice, slice]) -> np.ndarray:
+    @property
+    def upsamples_in_parts(self) -> bool:
+        """Whether `upsample` makes only the part it is given (power-of-two steps), not all."""
+        s = self.grid.step
+        return not s & (s - 1)
+
+    def upsample(self, part: tuple[slice, slice] | None) -> np.ndarray:
         """self.fine over `part` of the area the last `invert(…, upsample=False)` was given
         (the same values as upsampling that whole area)."""
         self._resize(self._nodes_for(part))
