@@ -232,7 +232,12 @@ def _eye_and_brow_rules(r: _Rules, eyes: tuple[an.EyeGeometry, an.EyeGeometry]) 
         r.add("brow_down", b, du=toward_mid, dv=0.025 * face_h)
         r.add("brow_down", r3, dv=0.012 * face_h)
         r.add("brow_down", r2, dv=0.005 * face_h)
-        r.add("blink", low, dv=-0.05 * h)
+        # A blink's lower lid rises a little as the upper one comes down: 0.03 of the eye's width
+        # at mid-eye, as real lids do (MediaPipe on d9, d3 and d14: 0.030–0.034, bench_blinks
+        # --clips), its corners 0.05 of the eye's height.
+        lo, hi = eye.u_range
+        across = np.clip((u - 0.5 * (lo + hi)) / (0.5 * (hi - lo)), -1.0, 1.0) ** 2
+        r.add("blink", low, dv=-(0.05 * h * across + 0.03 * eye.width_px * (1.0 - across)))
         r.add("blink", b, dv=0.006 * face_h)
         r.add("smile", low, dv=-0.01 * face_h)
     brow_line_v = np.maximum(v[list(an.RIGHT_BROW)].min(), v[list(an.LEFT_BROW)].min())
