@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_head_sweep.py                        # sample actor + every shared face
     .venv/bin/python benchmarks/bench_head_sweep.py --faces s5.jpg --real-clips d9.mp4 d12.mp4
     .venv/bin/python benchmarks/bench_head_sweep.py --faces --scale 0.3   # small turns, sample only
+    .venv/bin/python benchmarks/bench_head_sweep.py --faces --real-clips d9.mp4 --real-flow   # MediaPipe on a real head
 
 For each face (the slot's framing, stages.image.load_actor), one axis at a time is swept
 0 → +limit → −limit → 0 (yaw ±25°, pitch ±15°, roll ±10°), rendered with the mesh warp and tracked
@@ -17,7 +18,9 @@ slope through the sweep, and Pearson r), read two ways:
 and two MediaPipe-free readings of the same parallax (is a low gain the render's or the judge's?):
 - flow: the actor's own nose-tip and eye-corner points carried from the rest frame into each
   rendered frame by dense optical flow (stages.verify.flow_parallax): what the picture did;
-- field: where the face layer's forward field puts those points: what the warp was told to do.
+- field: where the face layer's forward field puts those points: what the warp was told to do;
+and "MP/flow", how much of the picture's nose travel MediaPipe's nose tip follows (the slope of
+its parallax on the flow's: 1 when the landmarks move with the pixels).
 It also prints the warp's fold-free limit per axis and the least Jacobian determinant of the head
 layer's field over the sweep (> 0: no fold).
 """
@@ -49,15 +52,44 @@ def sweep_angles(limit_deg: float) -> np.ndarray:
     return np.concatenate([up, across, back])
 
 
-def real_parallax_rate(clips: list[Path]) -> dict[str, float]:
-    """Median over real clips of the nose's travel (eye distances) per unit sine of the rigid-fit angle."""
+SMALL_TURN_DEG = 6.0
+"""--real-flow compares MediaPipe with the flow on a real clip's frames turned less than this
+(further, a real turn hides the nose's far flank and the flow from the rest frame loses it)."""
+
+
+def _clip_frames(path: Path) -> np.ndarray:
+    """(T, H, W, 3) the frames track_video tracks (every frame_step-th, upright)."""
+    from stages.motion.driving.video import frame_step, open_video, upright
+
+    with open_video(path) as (container, stream, fps):
+        step = frame_step(fps)
+        return np.array([upright(f.to_ndarray(format="rgb24"), f.rotation)
+                         for i, f in enumerate(container.decode(stream)) if i % step == 0])
+
+
+def _real_flow_line(clip: Path, lm: np.ndarray, rest: int, angles: np.ndarray, k: int) -> str:
+    """MediaPipe's and the flow's nose travel per unit sine on a real clip's small turns."""
+    from stages.verify.flow_parallax import flow_parallax
+
+    small = np.abs(angles[:, k]) < SMALL_TURN_DEG
+    sine = np.sin(np.radians(angles[small, k]))
+    mp = np.polyfit(sine, geo.nose_parallax(lm)[small, k], 1)[0]
+    flow = np.polyfit(sine, flow_parallax(_clip_frames(clip), lm[rest], rest)[small, k], 1)[0]
+    return (f"    small turns (|angle| < {SMALL_TURN_DEG:.0f}°, {small.sum()} frames): MediaPipe {abs(mp):.3f}, "
+            f"flow {abs(flow):.3f} per unit sine, MP/flow {mp / flow:.2f}")
+
+
+def real_parallax_rate(clips: list[Path], with_flow: bool = False) -> dict[str, float]:
+    """Median over real clips of the nose's travel (eye distances) per unit sine of the rigid-fit
+    angle; with_flow also prints the flow's reading of the same clips' small turns."""
     from stages.motion.driving.motion import neutral_frame
     from stages.motion.driving.video import track_video
 
     rates: dict[str, list[float]] = {"yaw": [], "pitch": []}
     for clip in clips:
         lm = track_video(clip).landmarks
-        angles = geo.head_rotation_deg(lm, lm[neutral_frame(lm)])
+        rest = neutral_frame(lm)
+        angles = geo.head_rotation_deg(lm, lm[rest])
         parallax = geo.nose_parallax(lm)
         for axis in rates:
             k = _AXIS[axis]
@@ -65,6 +97,8 @@ def real_parallax_rate(clips: list[Path]) -> dict[str, float]:
             rates[axis].append(abs(float(slope)))
             print(f"  {clip.name:<8} {axis:<5} nose travel {abs(slope):.3f} per unit sine "
                   f"(rigid-fit range {angles[:, k].min():+.1f}…{angles[:, k].max():+.1f}°)")
+            if with_flow:
+                print(_real_flow_line(clip, lm, rest, angles, k))
     return {axis: float(np.median(values)) for axis, values in rates.items()}
 
 
@@ -105,6 +139,17 @@ def _mediapipe_free(axis: str, points: np.ndarray, rates: dict[str, float], comm
     return _as_angle(parallax_of_points(points)[:, _AXIS[axis]], rates[axis], commanded)
 
 
+def _followed(axis: str, lm: np.ndarray, flow_points: np.ndarray) -> str:
+    """How much of the picture's nose travel MediaPipe's nose follows: the slope of its parallax
+    on the flow's (1: the landmarks move with the pixels; yaw and pitch only)."""
+    from stages.verify.flow_parallax import parallax_of_points
+
+    if axis == "roll":
+        return "-"
+    k = _AXIS[axis]
+    return f"{np.polyfit(parallax_of_points(flow_points)[:, k], geo.nose_parallax(lm)[:, k], 1)[0]:.2f}"
+
+
 def _field_points(prepared, plan, start_px: np.ndarray) -> np.ndarray:
     """(T, 5, 2) where the face layer's forward field puts `start_px` (5, 2) on each frame of
     `plan`: the warp's own answer, exact up to the render's inversion and resampling."""
@@ -143,7 +188,8 @@ def sweep_face(face: str | None, rates: dict[str, float], scale: float = 1.0) ->
         slab = new_slab(len(commanded))
         prepared.render(plan, slice(0, len(commanded)), slab)
         # MediaPipe-free: the actor's own points carried by optical flow, and by the warp's field.
-        flow = _gain_r(commanded, _mediapipe_free(axis, track_points(slab, actor.landmarks_px), rates, commanded))
+        flow_points = track_points(slab, actor.landmarks_px)
+        flow = _gain_r(commanded, _mediapipe_free(axis, flow_points, rates, commanded))
         field = _gain_r(commanded, _mediapipe_free(axis, _field_points(prepared, plan, rest_px), rates, commanded))
         lm = track_landmarks(slab)
         found = ~np.isnan(lm[:, 0, 0])
@@ -153,8 +199,9 @@ def sweep_face(face: str | None, rates: dict[str, float], scale: float = 1.0) ->
         rigid, parallax = _readings(axis, lm[found], rates)
         g1, r1 = _gain_r(commanded[found], rigid)
         g2, r2 = _gain_r(commanded[found], parallax)
+        followed = _followed(axis, lm[found], flow_points[found])
         lines.append(f"{name:<8} {axis:<5} ±{limit:<4.1f} {g1:6.2f} {r1:6.3f}   {g2:6.2f} {r2:6.3f}   "
-                     f"{flow[0]:6.2f} {flow[1]:6.3f}   {field[0]:6.2f}   "
+                     f"{flow[0]:6.2f} {flow[1]:6.3f}   {field[0]:6.2f}  {followed:>7}   "
                      f"{angle_limit_deg(prepared.pose_limits, axis):5.1f}° "
                      f"{least_area(prepared.face_layer, plan, prepared.pose_limits):6.2f}")
     return lines
@@ -167,16 +214,18 @@ def main() -> None:
     parser.add_argument("--real-clips", nargs="*", default=None,
                         help="file names in ../shared/driving for the calibration (default: all)")
     parser.add_argument("--scale", type=float, default=1.0, help="sweep this fraction of each axis's angle (default 1)")
+    parser.add_argument("--real-flow", action="store_true",
+                        help="also read the real clips' small turns by optical flow (MediaPipe against the picture)")
     args = parser.parse_args()
     clips = [SHARED / "driving" / c for c in args.real_clips] if args.real_clips else sorted(
         (SHARED / "driving").glob("*.mp4"))
     print("real heads (calibration of the parallax reading):")
-    rates = real_parallax_rate(clips)
+    rates = real_parallax_rate(clips, args.real_flow)
     print(f"  median: yaw {rates['yaw']:.3f}, pitch {rates['pitch']:.3f} eye distances per unit sine\n")
     faces = [None] + ([str(SHARED / "faces" / f) for f in args.faces] if args.faces is not None
                       else [str(p) for p in sorted((SHARED / "faces").glob("*.jpg"))])
     print(f"{'face':<8} {'axis':<5} {'sweep':<5} {'rigid gain':>10} {'r':>6}   {'parallax':>6} {'r':>6}   "
-          f"{'flow':>6} {'r':>6}   {'field':>6}   {'limit':>6} {'min det':>7}")
+          f"{'flow':>6} {'r':>6}   {'field':>6}  {'MP/flow':>7}   {'limit':>6} {'min det':>7}")
     for face in faces:
         try:
             for line in sweep_face(face, rates, args.scale):
