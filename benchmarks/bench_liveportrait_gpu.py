@@ -2,7 +2,7 @@
 
 Run from the repository root (on a CUDA machine; elsewhere it says so and exits 0):
 
-    python benchmarks/bench_liveportrait_gpu.py [--chunks auto,8,16] [--slots 3] [--profile]
+    python benchmarks/bench_liveportrait_gpu.py [--chunks auto,8,16] [--slots 3] [--profile] [--json out.json]
 
 Prints, per chunk size: frames/s and seconds per 1080-frame slot, peak memory (weights
 included) and its drift over slots; then ms/frame of W, G and paste-back (CUDA events), the
@@ -11,11 +11,15 @@ difference (TF32 off), start-up cold and warm (the compiler's cache), and with -
 kernels with their input shapes. Weights are random with realistic statistics: speed and memory
 do not depend on the values. The actor is the built-in astronaut; its landmarks come from
 MediaPipe, or from --landmarks (an .npy made where MediaPipe runs; see benchmarks/gpu/).
+With --json every figure is also written there (benchmarks/gpu/collect.py reads it); the slots
+rendered at each chunk size are hashed, and `identical_twice` says whether they came out the same.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import subprocess
 import sys
 import tempfile
@@ -95,14 +99,15 @@ def slot_run(backend: LivePortraitBackend, actor: Actor, slots: int) -> dict[str
     prepared.render(plan, slice(0, backend.engine.chunk_frames), slab)  # compile + capture, if not yet
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    allocated, seconds = [], 0.0
+    allocated, seconds, digests = [], 0.0, set()
     for _ in range(slots):
         start = time.perf_counter()
         prepared.render(plan, slice(0, SLOT_FRAMES), slab)
         seconds = time.perf_counter() - start
         allocated.append(torch.cuda.memory_allocated())
+        digests.add(hashlib.sha256(slab).hexdigest())  # after the timing: hashing is not the warp's
     return {"fps": SLOT_FRAMES / seconds, "slot_s": seconds, "peak_gib": torch.cuda.max_memory_allocated() / GIB,
-            "drift_bytes": allocated[-1] - allocated[0]}
+            "drift_bytes": allocated[-1] - allocated[0], "identical": len(digests) == 1}
 
 
 def stage_ms(backend: LivePortraitBackend) -> dict[str, float]:
@@ -166,27 +171,11 @@ def kernel_profile(backend: LivePortraitBackend, top: int = 15) -> str:
     return prof.key_averages(group_by_input_shape=True).table(sort_by="cuda_time_total", row_limit=top)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Print the report."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--chunks", default="auto,8,16", help="chunk sizes to run ('auto': from the budget)")
-    parser.add_argument("--slots", type=int, default=3, help="slots per chunk size (drift is over these)")
-    parser.add_argument("--landmarks", type=Path, help="astronaut landmarks .npy (where MediaPipe is absent)")
-    parser.add_argument("--no-compile", action="store_true", help="eager fp16 + graph, as before P6")
-    parser.add_argument("--profile", action="store_true", help="print the top kernels of the eager step")
-    args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("bench_liveportrait_gpu: no CUDA device visible to torch; nothing to measure here.")
-        return 0
-    torch.backends.cudnn.benchmark = False
-    actor = astronaut(args.landmarks)
-    work = Path(tempfile.mkdtemp(prefix="lp-gpu-"))
-    write_random_checkpoints(work / "weights")
-    peak_tflops, flops = matmul_peak_tflops(), flops_per_frame()
-    print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  fp16 matmul peak {peak_tflops:.0f} TFLOP/s  "
-          f"work {flops / 1e12:.3f} TFLOP/frame  budget {DEFAULT_BUDGET_BYTES / GIB:.2f} GiB")
+def chunk_table(args: argparse.Namespace, work: Path, actor: Actor, flops: float,
+                peak_tflops: float) -> tuple[list[dict], LivePortraitBackend]:
+    """Run every chunk size of --chunks, print its row; the rows and the shipped ("auto") backend."""
     print(f"{'chunk':>6}{'frames/s':>10}{'s/slot':>8}{'peak GiB':>10}{'drift B':>9}{'TFLOP/s':>9}{'% peak':>8}")
-    served = None
+    rows, shipped = [], None
     for chunk in args.chunks.split(","):
         # An explicit chunk is measured whatever it needs: its region is the whole card; "auto"
         # fits the chunk to the served budget.
@@ -199,20 +188,62 @@ def main(argv: list[str] | None = None) -> int:
         label = f"{backend.engine.chunk_frames}" + ("*" if chunk == "auto" else "")
         print(f"{label:>6}{r['fps']:10.0f}{r['slot_s']:8.2f}{r['peak_gib']:10.2f}{r['drift_bytes']:9d}"
               f"{achieved:9.0f}{100 * achieved / peak_tflops:7.0f}%")
-        served = backend
+        rows.append({"chunk": backend.engine.chunk_frames, "auto": chunk == "auto", "fps": round(r["fps"], 1),
+                     "slot_s": round(r["slot_s"], 3), "peak_mib": round(r["peak_gib"] * 1024, 1),
+                     "drift_bytes": r["drift_bytes"], "tflops": round(achieved, 1),
+                     "pct_of_matmul_peak": round(100 * achieved / peak_tflops, 1), "identical_twice": r["identical"]})
+        if shipped is None or chunk == "auto":
+            shipped = backend
     print("* chosen from the budget and the memory measured at start-up")
+    return rows, shipped
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the report (and write it as JSON with --json)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chunks", default="auto,8,16", help="chunk sizes to run ('auto': from the budget)")
+    parser.add_argument("--slots", type=int, default=3, help="slots per chunk size (drift is over these)")
+    parser.add_argument("--landmarks", type=Path, help="astronaut landmarks .npy (where MediaPipe is absent)")
+    parser.add_argument("--no-compile", action="store_true", help="eager fp16 + graph, as before P6")
+    parser.add_argument("--profile", action="store_true", help="print the top kernels of the eager step")
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench_liveportrait_gpu: no CUDA device visible to torch; nothing to measure here.")
+        return 0
+    torch.backends.cudnn.benchmark = False
+    actor = astronaut(args.landmarks)
+    work = Path(tempfile.mkdtemp(prefix="lp-gpu-"))
+    write_random_checkpoints(work / "weights")
+    peak_tflops, flops = matmul_peak_tflops(), flops_per_frame()
+    print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  fp16 matmul peak {peak_tflops:.0f} TFLOP/s  "
+          f"work {flops / 1e12:.3f} TFLOP/frame  budget {DEFAULT_BUDGET_BYTES / GIB:.2f} GiB")
+    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+              "matmul_peak_tflops": round(peak_tflops, 1), "tflop_per_frame": flops / 1e12,
+              "budget_mib": DEFAULT_BUDGET_BYTES / 2**20, "compile": not args.no_compile}
+    report["chunks"], served = chunk_table(args, work, actor, flops, peak_tflops)
     ms = stage_ms(served)
     print("per frame at chunk {}: W {W:.2f} ms, G {G:.2f} ms, paste {paste:.3f} ms".format(
         served.engine.chunk_frames, **ms))
     diff = fp16_vs_fp32(served, actor)
     print(f"fp16 vs fp32 over {FP_COMPARE_FRAMES} frames: mean {diff.mean():.2f}, p99 {np.percentile(diff, 99):.0f}, "
           f"max {diff.max()} grey levels; fp32 re-renders {served.fp32_rerenders}")
+    report.update(stage_ms_per_frame={k: round(v, 4) for k, v in ms.items()}, stage_chunk=served.engine.chunk_frames,
+                  fp16_vs_fp32={"frames": FP_COMPARE_FRAMES, "mean": round(float(diff.mean()), 3),
+                                "p99": float(np.percentile(diff, 99)), "max": int(diff.max()),
+                                "fp32_rerenders": served.fp32_rerenders})
     if not args.no_compile:
         cache = work / "startup-cache"
         cold, warm = startup_s(work / "weights", cache, "auto"), startup_s(work / "weights", cache, "auto")
         print(f"start-up (build + compile + capture + first step): cold {cold:.1f} s, warm cache {warm:.1f} s")
+        report["startup_s"] = {"cold": round(cold, 2), "warm": round(warm, 2)}
+    if args.json is not None:  # written before the profile: a profile that fails loses no figure
+        args.json.write_text(json.dumps(report, indent=1))
     if args.profile:
-        print(kernel_profile(served))
+        table = kernel_profile(served)
+        print(table)
+        if args.json is not None:
+            args.json.write_text(json.dumps({**report, "profile_top": table}, indent=1))
     return 0
 
 
