@@ -15,8 +15,10 @@ clip's): the rigid fit of the skull's points, and the nose's 2-D parallax across
 and the parallax once more without MediaPipe on the slot's side ("flow yaw", "flow pitch": the
 slot's first frame's nose and eye corners carried by optical flow, stages.verify.flow_parallax),
 against the clip's MediaPipe parallax. MediaPipe reads small turns of a warped photo short (see
-docs/driving.md); the flow columns read what the picture does. --no-flow leaves them out (the
-flow costs ~35 ms of CPU per frame).
+docs/driving.md); the flow columns read what the picture does. And the rigid fit once more
+with the slot's frames tracked out of order ("shuf. yaw", "shuf. pitch": one tracker, a fixed
+shuffled order): MediaPipe's tracking mode lags behind a warp turning by small steps. --no-flow
+leaves these four out (they cost ~45 ms of CPU per frame).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support is not in the wheel
 
@@ -59,7 +63,7 @@ def main() -> None:
               "judged on the decoded MP4")
         print(f"{'face':<7} {'video':<8} {'yaw r/gain':>11} {'pitch r/gain':>12} {'par. yaw':>11} {'par. pitch':>11} "
               f"{'blinks d/r':>10} {'±1 frame':>8} {'extra':>5} {'join°':>6} {'clip max°':>9} {'jitter r/d':>13} "
-              f"{'lip lag':>7} {'render s':>8} {'flow yaw':>11} {'flow pitch':>11}")
+              f"{'lip lag':>7} {'render s':>8} {'flow yaw':>11} {'flow pitch':>11}  {'shuf. yaw':>11} {'shuf. pitch':>11}")
         for face in [None if name == "sample" else SHARED.parent / "faces" / name for name in args.faces]:
             for video in videos:
                 row = judge_driven_slot(video, TEXT, args.seconds, args.mode, Path(folder), backends, face)
@@ -90,15 +94,22 @@ def _flow_text(video: Path, face: Path | None, folder: Path) -> str:
     from stages.encode.decode import decode_mp4
     from stages.image.face import track_landmarks
     from stages.motion.driving import fit_to_slot, track_video
-    from stages.verify.motion_transfer import flow_transfer
+    from stages.verify.motion_transfer import flow_transfer, measure_transfer, track_out_of_order
 
     decoded = decode_mp4(folder / f"driven-{video.stem}-{face.stem if face else 'sample'}" / "video.mp4")
     rest = track_landmarks(decoded.frames[:1])[0]
     motion = pipeline.load_driving_motion(video)
     fitted = fit_to_slot(motion, len(decoded.frames), decoded.fps)
-    yaw_r, yaw_gain, pitch_r, pitch_gain = flow_transfer(track_video(video).landmarks, motion.reference_frame,
+    tracked = track_video(video)
+    yaw_r, yaw_gain, pitch_r, pitch_gain = flow_transfer(tracked.landmarks, motion.reference_frame,
                                                          fitted.positions, decoded.frames, rest)
-    return f"{yaw_r:5.2f}/{yaw_gain:4.2f} {pitch_r:5.2f}/{pitch_gain:4.2f}"
+    text = f"{yaw_r:5.2f}/{yaw_gain:4.2f} {pitch_r:5.2f}/{pitch_gain:4.2f}"
+    shuffled = track_out_of_order(decoded.frames)
+    if not np.isfinite(shuffled[:, 0, 0]).all():
+        return text + "  (shuffled tracking lost the face)"
+    r = measure_transfer(tracked.landmarks, tracked.fps, motion.reference_frame, shuffled, decoded.fps,
+                         fitted.positions, fitted.joins)
+    return text + f"  {r.yaw_r:5.2f}/{r.yaw_gain:4.2f} {r.pitch_r:5.2f}/{r.pitch_gain:4.2f}"
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ and two MediaPipe-free readings of the same parallax (is a low gain the render's
   rendered frame by dense optical flow (stages.verify.flow_parallax): what the picture did;
 - field: where the face layer's forward field puts those points: what the warp was told to do;
 and "MP/flow", how much of the picture's nose travel MediaPipe's nose tip follows (the slope of
-its parallax on the flow's: 1 when the landmarks move with the pixels).
+its parallax on the flow's: 1 when the landmarks move with the pixels); and "shuffled", the rigid
+fit's gain with the frames tracked out of order (MediaPipe's tracking mode lags behind a warp
+turning by small steps; a real clip reads the same in either order).
 It also prints the warp's fold-free limit per axis and the least Jacobian determinant of the head
 layer's field over the sweep (> 0: no fold).
 """
@@ -154,6 +156,18 @@ def _followed(axis: str, lm: np.ndarray, flow_points: np.ndarray) -> str:
     return f"{np.polyfit(parallax_of_points(flow_points)[:, k], geo.nose_parallax(lm)[:, k], 1)[0]:.2f}"
 
 
+def _shuffled_rigid_gain(axis: str, slab: np.ndarray, commanded: np.ndarray, rates: dict[str, float]) -> str:
+    """The rigid-fit gain with the sweep's frames tracked out of order (motion_transfer.track_out_of_order):
+    what MediaPipe reads without its tracking mode's lag behind a slow turn."""
+    from stages.verify.motion_transfer import track_out_of_order
+
+    lm = track_out_of_order(slab)
+    found = np.isfinite(lm[:, 0, 0])
+    if not found[0] or found.sum() < len(found) - 2:
+        return "lost"
+    return f"{_gain_r(commanded[found], _readings(axis, lm[found], rates)[0])[0]:.2f}"
+
+
 def _field_points(prepared, plan, start_px: np.ndarray) -> np.ndarray:
     """(T, 5, 2) where the face layer's forward field puts `start_px` (5, 2) on each frame of
     `plan`: the warp's own answer, exact up to the render's inversion and resampling."""
@@ -204,8 +218,9 @@ def sweep_face(face: str | None, rates: dict[str, float], scale: float = 1.0) ->
         g1, r1 = _gain_r(commanded[found], rigid)
         g2, r2 = _gain_r(commanded[found], parallax)
         followed = _followed(axis, lm[found], flow_points[found])
+        shuffled = _shuffled_rigid_gain(axis, slab, commanded, rates)
         lines.append(f"{name:<8} {axis:<5} ±{limit:<4.1f} {g1:6.2f} {r1:6.3f}   {g2:6.2f} {r2:6.3f}   "
-                     f"{flow[0]:6.2f} {flow[1]:6.3f}   {field[0]:6.2f}  {followed:>7}   "
+                     f"{flow[0]:6.2f} {flow[1]:6.3f}   {field[0]:6.2f}  {followed:>7}  {shuffled:>8}   "
                      f"{angle_limit_deg(prepared.pose_limits, axis):5.1f}° "
                      f"{least_area(prepared.face_layer, plan, prepared.pose_limits):6.2f}")
     return lines
@@ -229,7 +244,7 @@ def main() -> None:
     faces = [None] + ([str(SHARED / "faces" / f) for f in args.faces] if args.faces is not None
                       else [str(p) for p in sorted((SHARED / "faces").glob("*.jpg"))])
     print(f"{'face':<8} {'axis':<5} {'sweep':<5} {'rigid gain':>10} {'r':>6}   {'parallax':>6} {'r':>6}   "
-          f"{'flow':>6} {'r':>6}   {'field':>6}  {'MP/flow':>7}   {'limit':>6} {'min det':>7}")
+          f"{'flow':>6} {'r':>6}   {'field':>6}  {'MP/flow':>7}  {'shuffled':>8}   {'limit':>6} {'min det':>7}")
     for face in faces:
         try:
             for line in sweep_face(face, rates, args.scale):
