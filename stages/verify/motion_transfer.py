@@ -13,7 +13,10 @@ measured on its own frames, since resampling it would smooth it).
 corners carried from the slot's first frame by optical flow (stages.verify.flow_parallax). On
 warped photos MediaPipe's landmarks move less than the picture does on small turns (0.69 of it
 on the sample actor at ±7.5° of yaw, 0.91 at ±25°; benchmarks/bench_head_sweep.py), while on a
-real head's small turns they move with it (d9: 1.04); the flow column tells the two apart.
+real head's small turns they move with it; the flow column tells the two apart. Part of that
+shortfall is MediaPipe's tracking mode: it crops each frame where the last one's face was, and
+lags behind a warp turning by small steps; `track_out_of_order` tracks the frames in a shuffled
+order to read the slot without that lag.
 """
 
 from __future__ import annotations
