@@ -243,9 +243,7 @@ class MouthCompositor:
         # Per side: how many of the source image's rows up to each row hold a nonzero pixel.
         self._nonzero_rows = {k: np.concatenate([[0], np.cumsum(src.reshape(src.shape[0], -1).any(axis=1))])
                               for k, src in (("upper", patch.upper), ("lower", patch.lower), ("teeth", patch.teeth))}
-        self._live: dict[str, tuple[slice, slice]] = {}  # per side, this frame: rows remapped,
-        self._inverted: dict[str, slice] = {}  # rows whose nodes were inverted,
-        self._fields: dict[str, np.ndarray] = {}  # and its node field
+        self._live: dict[str, tuple[slice, slice]] = {}
 
     def active_area(self, reach: np.ndarray) -> tuple[slice, slice]:
         """Patch rows and columns the mouth layers can reach this frame (plus a feather), from
@@ -298,19 +296,14 @@ class MouthCompositor:
         """Remap a source-space RGBA image over `area` with map s; return its alpha in [0, 1].
 
         For a lip or teeth side, s is the side's inverter and `field` its node field: it is
-        inverted only over the rows its field's range lets it reach a pixel of the side
-        (`_field_rows`), and upsampled and remapped only on its live rows among them
-        (GridInverter.rows_reached, kept in self._live); the rest are zero, as the remap gives.
+        inverted over `area` but upsampled and remapped only on the side's live rows
+        (`_live_rows`, kept in self._live); the rest are zero, as the remap gives.
         """
         rgba_all, claim_all = self._rgba[name], self._claim[name]
         live = area
         if isinstance(s, GridInverter):
-            inverted = (self._field_rows(name, field, area), area[1])
-            self._inverted[name], self._fields[name] = inverted[0], field
-            live = (inverted[0], area[1])
-            if inverted[0].start < inverted[0].stop:
-                s.invert(field, inverted, upsample=False)
-                live = (self._pixel_rows(name, *s.rows_reached(inverted), inverted[0]), area[1])
+            s.invert(field, area, upsample=False)
+            live = (self._live_rows(name, s, area), area[1])
             self._live[name] = live
             for dead in (slice(area[0].start, live[0].start), slice(live[0].stop, area[0].stop)):
                 rgba_all[dead, area[1]] = 0
@@ -323,23 +316,13 @@ class MouthCompositor:
             np.multiply(alpha, np.float32(1.0 / 255.0), out=claim)
         return claim_all[area]
 
-    def _field_rows(self, name: str, field_px: np.ndarray, area: tuple[slice, slice]) -> slice:
-        """The rows of `area` whose map can reach a pixel of side `name`, from its node field
-        alone: s = q − d(s) (and a damped step's mix of two such) holds a y within
-        [q.y − max dy, q.y − min dy] at a node, and a map pixel mixes nodes less than a step
-        from it (a pixel more for float rounding)."""
-        dy = field_px[..., 1]
-        lo_d, hi_d = float(dy.min()), float(dy.max())
-        pad = self.patch.grid.step + 1.0
-        ys = self._ys[area[0], 0] + float(self.patch.grid.box.y0)
-        return self._pixel_rows(name, ys - (hi_d + pad), ys - (lo_d - pad), area[0])
-
-    def _pixel_rows(self, name: str, lo: np.ndarray, hi: np.ndarray, rows: slice) -> slice:
-        """The part of `rows` (patch rows) that can sample a nonzero pixel of side `name`, given
-        bounds (lo, hi) on the frame y its map holds in each. A row is out when every source
-        row it could read (a row more each way for the bilinear and the map's 1/32 px
-        rounding) is all zero in the side's image: the lip sides are empty beyond the lip
-        line, the teeth side but for a few rows."""
+    def _live_rows(self, name: str, inverter: GridInverter, area: tuple[slice, slice]) -> slice:
+        """The rows of `area` where side `name`'s remap can be nonzero. Outside them every source
+        row it could read (its map's rows' bounds, GridInverter.rows_reached, a row more for
+        the bilinear and the map's 1/32 px rounding) is all zero in the side's image, and so
+        is the remap: the lip sides are empty beyond the lip line, the teeth side but for a
+        few rows."""
+        lo, hi = inverter.rows_reached(area)
         cum = self._nonzero_rows[name]
         top = len(cum) - 2
         first = np.clip(np.floor(lo).astype(np.intp) - 1, 0, top)
@@ -347,8 +330,8 @@ class MouthCompositor:
         live = cum[last + 1] > cum[first]
         k0 = int(np.argmax(live))
         if not live[k0]:
-            return slice(rows.start, rows.start)
-        return slice(rows.start + k0, rows.start + len(live) - int(np.argmax(live[::-1])))
+            return slice(area[0].start, area[0].start)
+        return slice(area[0].start + k0, area[0].start + len(live) - int(np.argmax(live[::-1])))
 
     def _accumulate(self, rgba: np.ndarray, weight: np.ndarray, area: tuple[slice, slice]) -> None:
         """acc += rgb · weight over `area` (rgba and weight patch-sized; nothing when empty)."""
@@ -399,14 +382,12 @@ class MouthCompositor:
         cv2.convertScaleAbs(self._acc[area], dst=out_view[area])
 
     def _side_map(self, name: str, part: tuple[slice, slice]) -> np.ndarray:
-        """Side `name`'s map (its inverter's fine), made over `part` too where `_sample` made
-        it only on fewer rows: upsampled if its nodes were inverted, else inverted there."""
-        inverter, live, inverted = getattr(self, name), self._live[name][0], self._inverted[name]
+        """Side `name`'s map (its inverter's fine), made over `part` too if its live rows, the
+        only ones `_sample` made, leave some of `part`'s out."""
+        inverter, live = getattr(self, name), self._live[name][0]
         if live.start <= part[0].start and part[0].stop <= live.stop:
             return inverter.fine
-        if inverted.start <= part[0].start and part[0].stop <= inverted.stop:
-            return inverter.upsample(part)
-        return inverter.invert(self._fields[name], part)
+        return inverter.upsample(part)
 
     def _claim_sides(self, area: tuple[slice, slice], upper_field: np.ndarray, lower_field: np.ndarray,
                      teeth_field: np.ndarray) -> None:

@@ -67,8 +67,8 @@ class _EveryRow(MouthCompositor):
     """The mouth without its shortcut: every side inverted, upsampled and remapped on every row
     of the active area."""
 
-    def _pixel_rows(self, name: str, lo: np.ndarray, hi: np.ndarray, rows: slice) -> slice:
-        return rows
+    def _live_rows(self, name: str, inverter, area: tuple[slice, slice]) -> slice:
+        return area[0]
 
 
 def test_leaving_out_the_rows_a_mouth_side_cannot_reach_changes_no_pixel(prepared):
