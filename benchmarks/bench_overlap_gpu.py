@@ -2,20 +2,22 @@
 
 Run from the repository root on a CUDA machine (elsewhere it says so and exits 0):
 
-    python benchmarks/bench_overlap_gpu.py [--landmarks astronaut.npy] [--slots 2]
+    python benchmarks/bench_overlap_gpu.py [--landmarks astronaut.npy] [--slots 2] [--json out.json]
 
 The warp (LivePortrait, full-size random weights, in its arena region with the high-priority
 stream, chunk from the region) renders 1080-frame slots alone, then while the verify stage of the
 neighbouring slot runs beside it (the CLIP ensemble, full-size random ViT-B-32 + ViT-L-14, in its
 own region and stream, scoring slots back to back in another thread), as the daemon overlaps them.
 Prints the warp's frames/s both ways and the cost, each region's peak against its budget, and the
-device's free memory. (Flux cannot run on the device machine — no diffusers — so image generation
-is not part of the overlap measured here.)
+device's free memory; with --json also as JSON (benchmarks/gpu/collect.py keeps it in the run's
+results file). Image generation is not part of the overlap measured here: a random-weight Flux
+draws no face, and the full-size model's weights are not at hand.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import threading
@@ -85,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--landmarks", type=Path, help="astronaut landmarks .npy (where MediaPipe is missing)")
     parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to measure here")
@@ -111,11 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     together, scored = _warp_fps_beside_verify(prepared, plan, slab, args.slots, judge, frames, actor.image)
     print(f"warp chunk {warp.engine.chunk_frames}: alone {alone:.0f} frames/s, with verify beside {together:.0f} "
           f"frames/s ({100 * (1 - together / alone):.1f} % slower); {scored} slots verified meanwhile")
+    regions = {}
     for region, peak in arena.peaks().items():
         budget = arena.plan.region(region).budget_bytes
-        print(f"region {region}: peak {peak / 2**20:.0f} MiB of {budget / 2**20:.0f} MiB, "
-              f"in use {arena.usage()[region].used_bytes / 2**20:.0f} MiB")
+        used = arena.usage()[region].used_bytes
+        print(f"region {region}: peak {peak / 2**20:.0f} MiB of {budget / 2**20:.0f} MiB, in use {used / 2**20:.0f} MiB")
+        regions[region] = {"peak_mib": round(peak / 2**20, 1), "budget_mib": round(budget / 2**20, 1),
+                           "used_mib": round(used / 2**20, 1)}
     print(f"device free: {torch.cuda.mem_get_info()[0] / 2**30:.1f} GiB")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"chunk": warp.engine.chunk_frames, "warp_fps_alone": round(alone, 1),
+                                         "warp_fps_beside_verify": round(together, 1),
+                                         "cost_pct": round(100 * (1 - together / alone), 1),
+                                         "slots_verified_beside": scored, "regions": regions}, indent=1))
     return 0
 
 
