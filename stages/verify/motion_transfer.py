@@ -11,12 +11,12 @@ measured on its own frames, since resampling it would smooth it).
 
 `flow_transfer` reads the rendered side a third way, without MediaPipe: the nose tip and eye
 corners carried from the slot's first frame by optical flow (stages.verify.flow_parallax). On
-warped photos MediaPipe's landmarks move less than the picture does on small turns (0.69 of it
-on the sample actor at ±7.5° of yaw, 0.91 at ±25°; benchmarks/bench_head_sweep.py), while on a
-real head's small turns they move with it; the flow column tells the two apart. Part of that
-shortfall is MediaPipe's tracking mode: it crops each frame where the last one's face was, and
-lags behind a warp turning by small steps; `track_out_of_order` tracks the frames in a shuffled
-order to read the slot without that lag.
+warped photos MediaPipe's landmarks move less than the picture does (its nose tip 0.69–1.07 of
+the picture's travel, its rigid fit 0.66–0.88 of the yaw; benchmarks/bench_head_sweep.py,
+docs/driving.md); the flow columns read what the picture did. Part of that shortfall is
+MediaPipe's tracking mode: it crops each frame where the last one's face was, and lags behind a
+warp turning by small steps (a real clip reads the same in either order);
+`track_out_of_order` tracks the frames in a shuffled order to read a slot without that lag.
 """
 
 from __future__ import annotations
