@@ -40,7 +40,10 @@ because it cannot show what a real turn shows besides (the far cheek and ear hid
 ear revealed, the light moving). The gains were set on commanded sweeps so that the nose
 crosses the face as far per degree as it does on the real heads turning in ../shared/driving
 (0.56–0.69 of the eye distance per unit sine there; benchmarks/bench_head_sweep.py), while the
-forehead and skull, which the frame's top edge holds, move little more than before."""
+forehead and skull, which the frame's top edge holds, move little more than before.
+Read without MediaPipe (optical flow on the rendered sweeps, stages/verify/flow_parallax.py),
+the picture's nose then crosses 0.68–0.75 eye distances per unit sine, at ±7.5° as at ±25°: a
+little further than real noses; MediaPipe is what reads it short (docs/driving.md)."""
 RASTER_STEP_PX = 2
 """Raster pitch of the depth map: finer than every grid that samples it (≥ 2 px)."""
 JOIN_BAND = 0.06
