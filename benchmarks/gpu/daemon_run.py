@@ -26,6 +26,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -218,11 +220,12 @@ def start(daemon: DaemonProcess) -> float:
         raise SystemExit(f"daemon did not become READY: {exc}") from None
 
 
-def serve_and_measure(folder: Path, config: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Start cold, run both phases, collect, stop; start again on the warm compile cache, stop."""
+def serve_and_measure(folder: Path, config: Path, args: argparse.Namespace, save) -> dict[str, Any]:
+    """Start cold, run both phases, collect, stop; start again on the warm compile cache, stop.
+    `save(figures)` is called with the figures so far before the warm start, and again after it."""
     daemon = DaemonProcess(folder, config)
-    ready_cold_s = start(daemon)
     try:
+        ready_cold_s = start(daemon)
         watcher = StateWatcher(daemon).start()
         phases = run_phases(daemon, watcher, folder, args)
         time.sleep(1.5)  # the arena gauges in /metrics are refreshed once a second
@@ -232,11 +235,16 @@ def serve_and_measure(folder: Path, config: Path, args: argparse.Namespace) -> d
     finally:
         stopped = daemon.stop()
     rows = slot_rows(slots, phases, list(watcher.seen))
-    figures = summarise(rows, status["stats"], region_figures(status, metrics), args)
+    figures = {**summarise(rows, status["stats"], region_figures(status, metrics), args),
+               "ready_cold_s": ready_cold_s, "ready_warm_s": None, "exit_status": stopped}
+    save(figures)  # a run stopped at its time cap during the warm start keeps the slots' figures
     again = DaemonProcess(folder, config)
-    ready_warm_s = start(again)
-    again.stop()
-    return {**figures, "ready_cold_s": ready_cold_s, "ready_warm_s": ready_warm_s, "exit_status": stopped}
+    try:
+        figures["ready_warm_s"] = start(again)
+    finally:
+        again.stop()
+    save(figures)
+    return figures
 
 
 def device_name(device: str) -> str:
@@ -280,23 +288,33 @@ def main(argv: list[str] | None = None) -> int:
     config = write_config(folder, device=args.device, cadence_s=args.cadence, margin_s=2.0,
                           max_slot_frames=int(round(args.duration * 24)), arena_prefault=True, channel=False,
                           drain_timeout_s=120.0, **model_settings(folder, args))
-    try:
-        result = {"device": device_name(args.device), "tiny": args.tiny, "flux": args.flux,
-                  **serve_and_measure(folder, config, args)}
-    finally:
+    head = {"device": device_name(args.device), "tiny": args.tiny, "flux": args.flux}
+
+    def save(figures: dict[str, Any]) -> None:
         if args.out is not None:
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            log = folder / "daemon.log"
-            if log.exists():
-                args.out.with_suffix(".log").write_bytes(log.read_bytes()[-4_000_000:])
+            args.out.write_text(json.dumps({**head, **figures}, indent=1))
+
+    def keep_log() -> None:
+        log = folder / "daemon.log"
+        if args.out is not None and log.exists():
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.with_suffix(".log").write_bytes(log.read_bytes()[-4_000_000:])
+
+    def stopped_at_cap(signum: int, _frame: Any) -> None:
+        # `timeout` (run.sh's time cap) sends SIGTERM and SIGKILL 10 s later: keep the log first.
+        keep_log()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stopped_at_cap)
+    try:
+        result = {**head, **serve_and_measure(folder, config, args, save)}
+    finally:
+        keep_log()
         if args.keep:
             print(f"work folder: {folder}")
         else:
-            import shutil
-
             shutil.rmtree(folder, ignore_errors=True)
-    if args.out is not None:
-        args.out.write_text(json.dumps(result, indent=1))
     print_summary(result)
     ok = result["published"] == result["slots"] and not result["missed"] and result["exit_status"] == 0
     return 0 if ok else 1

@@ -34,8 +34,11 @@ else
 fi
 python3 - "$out/meta.json" "$call" <<'EOF'
 import datetime, json, pathlib, subprocess, sys, torch
-smi = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                     capture_output=True, text=True).stdout.strip()
+try:
+    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                         capture_output=True, text=True).stdout.strip()
+except OSError as exc:  # no driver tools: say so in the record rather than lose the run's metadata
+    smi = f"nvidia-smi: {exc}"
 commit = pathlib.Path(f".gpu/{sys.argv[2]}/commit")
 pathlib.Path(sys.argv[1]).write_text(json.dumps({
     "commit": commit.read_text().strip() if commit.exists() else None,
