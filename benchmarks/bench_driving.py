@@ -63,7 +63,8 @@ def main() -> None:
               "judged on the decoded MP4")
         print(f"{'face':<7} {'video':<8} {'yaw r/gain':>11} {'pitch r/gain':>12} {'par. yaw':>11} {'par. pitch':>11} "
               f"{'blinks d/r':>10} {'±1 frame':>8} {'extra':>5} {'join°':>6} {'clip max°':>9} {'jitter r/d':>13} "
-              f"{'lip lag':>7} {'render s':>8} {'flow yaw':>11} {'flow pitch':>11}  {'shuf. yaw':>11} {'shuf. pitch':>11}")
+              f"{'lip lag':>7} {'render s':>8} {'flow yaw':>11} {'flow pitch':>11}  "
+              f"{'shuf. yaw':>11} {'shuf. pitch':>11}")
         for face in [None if name == "sample" else SHARED.parent / "faces" / name for name in args.faces]:
             for video in videos:
                 row = judge_driven_slot(video, TEXT, args.seconds, args.mode, Path(folder), backends, face)

@@ -142,7 +142,8 @@ def jitter(eye_mid: np.ndarray, sigma_frames: float = JITTER_SIGMA_FRAMES) -> fl
 
 
 def flow_transfer(driving_landmarks: np.ndarray, reference_frame: int, positions: np.ndarray,
-                  rendered_frames: np.ndarray, rendered_rest_landmarks: np.ndarray) -> tuple[float, float, float, float]:
+                  rendered_frames: np.ndarray,
+                  rendered_rest_landmarks: np.ndarray) -> tuple[float, float, float, float]:
     """(yaw r, yaw gain, pitch r, pitch gain) of the rendered nose parallax read by optical flow
     (points from `rendered_rest_landmarks`, the slot's first frame's landmarks, carried into every
     frame of `rendered_frames`) against the driving video's MediaPipe parallax at the clip
