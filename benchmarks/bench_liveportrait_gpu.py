@@ -171,11 +171,12 @@ def kernel_profile(backend: LivePortraitBackend, top: int = 15) -> str:
     return prof.key_averages(group_by_input_shape=True).table(sort_by="cuda_time_total", row_limit=top)
 
 
-def chunk_table(args: argparse.Namespace, work: Path, actor: Actor, flops: float,
-                peak_tflops: float) -> tuple[list[dict], LivePortraitBackend]:
-    """Run every chunk size of --chunks, print its row; the rows and the shipped ("auto") backend."""
+def chunk_table(args: argparse.Namespace, work: Path, actor: Actor, flops: float, peak_tflops: float,
+                rows: list[dict], save) -> LivePortraitBackend:
+    """Run every chunk size of --chunks, print its row, append it to `rows` and `save()`; the
+    shipped ("auto") backend."""
     print(f"{'chunk':>6}{'frames/s':>10}{'s/slot':>8}{'peak GiB':>10}{'drift B':>9}{'TFLOP/s':>9}{'% peak':>8}")
-    rows, shipped = [], None
+    shipped = None
     for chunk in args.chunks.split(","):
         # An explicit chunk is measured whatever it needs: its region is the whole card; "auto"
         # fits the chunk to the served budget.
@@ -192,10 +193,11 @@ def chunk_table(args: argparse.Namespace, work: Path, actor: Actor, flops: float
                      "slot_s": round(r["slot_s"], 3), "peak_mib": round(r["peak_gib"] * 1024, 1),
                      "drift_bytes": r["drift_bytes"], "tflops": round(achieved, 1),
                      "pct_of_matmul_peak": round(100 * achieved / peak_tflops, 1), "identical_twice": r["identical"]})
+        save()
         if shipped is None or chunk == "auto":
             shipped = backend
     print("* chosen from the budget and the memory measured at start-up")
-    return rows, shipped
+    return shipped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.json is not None:
             args.json.write_text(json.dumps(report, indent=1))
 
-    report["chunks"], served = chunk_table(args, work, actor, flops, peak_tflops)
-    save()
+    report["chunks"] = []
+    served = chunk_table(args, work, actor, flops, peak_tflops, report["chunks"], save)
     ms = stage_ms(served)
     print("per frame at chunk {}: W {W:.2f} ms, G {G:.2f} ms, paste {paste:.3f} ms".format(
         served.engine.chunk_frames, **ms))

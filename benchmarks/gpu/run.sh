@@ -2,8 +2,8 @@
 # Issue P13's GPU kit in two device calls (after `bash benchmarks/gpu/prepare.sh` here). Make the
 # second call at once after the first (the machine stays warm 30 s; each call also stands alone):
 #
-#   run(command="bash benchmarks/gpu/run.sh warp", carry=[".gpu/call1"], timeout_s=420)
-#   run(command="bash benchmarks/gpu/run.sh daemon", carry=[".gpu/call2"], timeout_s=330)
+#   run(command="bash benchmarks/gpu/run.sh warp", carry=[".gpu/call1"], timeout_s=380)
+#   run(command="bash benchmarks/gpu/run.sh daemon", carry=[".gpu/call2"], timeout_s=305)
 #
 # then here: python3 benchmarks/gpu/collect.py <files_at of call 1> <files_at of call 2>
 # (writes benchmarks/results/gpu/<date>-<card>.json; commit it) and
@@ -60,14 +60,14 @@ step() {  # step NAME SECONDS COMMAND...: run with a time cap, log it, record it
 }
 case $mode in
 warp)
-    step fidelity 45 python3 -m stages.warp.liveportrait.fidelity .gpu/call1/liveportrait --device cuda
-    step fidelity-inference 45 python3 -m stages.warp.liveportrait.fidelity .gpu/call1/liveportrait --device cuda --inference
-    step pytest-gpu 100 python3 -m pytest -q -p no:cacheprovider -m gpu tests/stages/warp/liveportrait tests/vram
+    step fidelity 40 python3 -m stages.warp.liveportrait.fidelity .gpu/call1/liveportrait --device cuda
+    step fidelity-inference 40 python3 -m stages.warp.liveportrait.fidelity .gpu/call1/liveportrait --device cuda --inference
+    step pytest-gpu 80 python3 -m pytest -q -p no:cacheprovider -m gpu tests/stages/warp/liveportrait tests/vram
     step bench-liveportrait 200 python3 benchmarks/bench_liveportrait_gpu.py --landmarks .gpu/call1/astronaut_landmarks.npy \
         --chunks auto,16 --slots 2 --no-startup --profile --json "$out/liveportrait.json"
     ;;
 daemon)
-    step daemon 310 python3 benchmarks/gpu/daemon_run.py --device cuda:0 --slots 5 --alone 2 --cadence 15 \
+    step daemon 290 python3 benchmarks/gpu/daemon_run.py --device cuda:0 --slots 5 --alone 2 --cadence 15 \
         --duration 45 --out "$out/daemon.json"
     ;;
 overlap)
