@@ -1,5 +1,6 @@
-"""The GPU kit's daemon run, rehearsed on the CPU with the test networks: the same script starts a
-real vortexd, feeds it over the socket with vortexctl, and writes the figures P13 records."""
+"""The GPU kit's daemon run with the test networks, on the CPU (a rehearsal) and on CUDA (gpu-marked):
+the same script starts a real vortexd, feeds it over the socket with vortexctl, and writes the
+figures P13 records."""
 
 from __future__ import annotations
 
@@ -10,19 +11,21 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 
 pytestmark = pytest.mark.slow
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu" / "daemon_run.py"
 
 
-def test_the_daemon_run_publishes_its_slots_and_writes_the_figures(tmp_path: Path) -> None:
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda:0", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")])])
+def test_the_daemon_run_publishes_its_slots_and_writes_the_figures(tmp_path: Path, device: str) -> None:
     """One slot of each phase (2 s of video, a 60 s cadence the CPU holds): both publish, no deadline
     is missed, each warp's seconds and the regions' peaks within their budgets are written, and the
     daemon became READY twice (cold, then on the warm cache)."""
     out = tmp_path / "daemon.json"
-    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--slots", "1", "--alone", "1",
+    done = subprocess.run([sys.executable, str(SCRIPT), "--device", device, "--tiny", "--slots", "1", "--alone", "1",
                            "--duration", "2", "--cadence", "60", "--out", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
