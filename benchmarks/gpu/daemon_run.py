@@ -1,11 +1,12 @@
 """The whole daemon on one device, end to end: a real `vortexd serve` fed over its Unix socket by vortexctl.
 
     python3 benchmarks/gpu/daemon_run.py --out $OUT/daemon.json                 # a CUDA node (P13)
-    .venv/bin/python benchmarks/gpu/daemon_run.py --device cpu --tiny --slots 2 --alone 1 --duration 2 --cadence 20
+    .venv/bin/python benchmarks/gpu/daemon_run.py --device cpu --tiny --slots 1 --alone 1 --duration 2 --cadence 60
 
 The daemon runs LivePortrait (random weights in the official layout: the release's sizes, or the
 test networks with --tiny) in its arena region, the CLIP judge (two small random models, fp16 on
-CUDA) in its region, espeak-ng speech on the CPU, and with --flux a tiny random Flux in its region.
+CUDA) in its region, espeak-ng speech on the CPU, and with --flux a tiny random Flux in its region
+(which today stops the daemon before READY: its warm-up asks Flux for a face, see docs/gpu-kit.md).
 The actor is the built-in astronaut (its landmarks from MediaPipe, which the kit carries).
 
 Two phases, so the overlap's cost to the warp is measured on the same daemon:
