@@ -78,4 +78,6 @@ overlap)
     ;;
 *) echo "unknown mode $mode" >&2; exit 2 ;;
 esac
+echo "== steps (name, exit status, seconds)"  # last, so the reply's output tail always shows them
+cat "$out/steps.tsv"
 exit $status
