@@ -103,9 +103,15 @@ class SlotRunner:
         `slab`, then the CLIP judge on it), so the first slot pays no first-call costs."""
         settings = self.settings
         flux = self.backends.flux  # loads Flux if configured: missing weights stop the start-up here
+        if flux is not None:
+            # Flux runs once on its own; the slot below uses the sample actor. A warm-up slot with
+            # a prompt stopped the start-up whenever Flux drew no face for it (random or poorly
+            # fitting weights: NoFaceError after face_attempts pictures), and the face gate and
+            # crop it would have warmed are the ones the sample actor goes through anyway.
+            flux.generate(WARM_UP_PROMPT, 0)
         recipe = Recipe.model_validate({
             "slot_id": "warm-up",
-            "actor": {"prompt": WARM_UP_PROMPT} if flux is not None else {},
+            "actor": {},
             "speech": {"text": WARM_UP_TEXT, "voice": settings.default_voice},
             "output": {"duration_s": settings.warp_chunk_frames / 24, "fps": 24}})
         if settings.kokoro_warm_up:

@@ -58,3 +58,24 @@ def test_fallback_serves_prompts_from_the_library(tmp_path: Path) -> None:
     settings = Settings(output_dir=tmp_path / "out", image_backend="flux", image_fallback="library", verify=False)
     result = render_slot(_recipe(tmp_path, "fallback", prompt="a man"), settings, settings.output_dir)
     assert result.manifest["actor_source"] == "builtin:astronaut"
+
+
+def test_a_flux_that_draws_no_face_does_not_stop_the_start_up(tmp_path: Path) -> None:
+    """The daemon's warm-up runs Flux once but warms the slot on the sample actor: random tiny
+    weights draw no face (a prompt slot with them is refused), and the start-up still succeeds."""
+    from vortexd import pipeline
+    from vortexd.backends import Backends
+    from vortexd.slot_runner import WARM_UP_PROMPT, SlotRunner
+
+    settings = Settings(output_dir=tmp_path / "out", image_backend="flux", verify=False,
+                        flux_weights_dir=build_tiny_flux(tmp_path / "flux"))
+    backends = Backends(settings)
+    try:
+        with pytest.raises(NoFaceError):
+            backends.flux.make_actor(WARM_UP_PROMPT, seed=0)
+        runner = SlotRunner(settings, backends, settings.output_dir)
+        slab = pipeline.allocate_slab(settings.warp_chunk_frames)
+        runner.warm_up(slab)
+        assert slab.any(), "the warm-up chunk was not warped"
+    finally:
+        backends.close()
