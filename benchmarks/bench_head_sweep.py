@@ -73,16 +73,22 @@ def _clip_frames(path: Path) -> np.ndarray:
                          for i, f in enumerate(container.decode(stream)) if i % step == 0])
 
 
-def _real_flow_line(clip: Path, lm: np.ndarray, rest: int, angles: np.ndarray, k: int) -> str:
-    """MediaPipe's and the flow's nose travel per unit sine on a real clip's small turns."""
+def _real_flow_line(frames: np.ndarray, lm: np.ndarray, rest: int, angles: np.ndarray, k: int) -> str:
+    """MediaPipe's and the flow's nose travel per unit sine on a real clip's small turns, and the
+    rigid fit's angle with the frames tracked out of order, on the angle tracked in order."""
     from stages.verify.flow_parallax import flow_parallax
+    from stages.verify.motion_transfer import track_out_of_order
 
     small = np.abs(angles[:, k]) < SMALL_TURN_DEG
     sine = np.sin(np.radians(angles[small, k]))
     mp = np.polyfit(sine, geo.nose_parallax(lm)[small, k], 1)[0]
-    flow = np.polyfit(sine, flow_parallax(_clip_frames(clip), lm[rest], rest)[small, k], 1)[0]
+    flow = np.polyfit(sine, flow_parallax(frames, lm[rest], rest)[small, k], 1)[0]
+    shuffled = track_out_of_order(frames)
+    ok = np.isfinite(shuffled[:, 0, 0])
+    out_of_order = geo.head_rotation_deg(shuffled[ok], lm[rest])[:, k]
     return (f"    small turns (|angle| < {SMALL_TURN_DEG:.0f}°, {small.sum()} frames): MediaPipe {abs(mp):.3f}, "
-            f"flow {abs(flow):.3f} per unit sine, MP/flow {mp / flow:.2f}")
+            f"flow {abs(flow):.3f} per unit sine, MP/flow {mp / flow:.2f}; tracked out of order: "
+            f"{np.polyfit(angles[ok, k], out_of_order, 1)[0]:.2f} of the angle in order")
 
 
 def real_parallax_rate(clips: list[Path], with_flow: bool = False) -> dict[str, float]:
@@ -97,6 +103,7 @@ def real_parallax_rate(clips: list[Path], with_flow: bool = False) -> dict[str, 
         rest = neutral_frame(lm)
         angles = geo.head_rotation_deg(lm, lm[rest])
         parallax = geo.nose_parallax(lm)
+        frames = None
         for axis in rates:
             k = _AXIS[axis]
             slope = np.polyfit(np.sin(np.radians(angles[:, k])), parallax[:, k], 1)[0]
@@ -104,7 +111,8 @@ def real_parallax_rate(clips: list[Path], with_flow: bool = False) -> dict[str, 
             print(f"  {clip.name:<8} {axis:<5} nose travel {abs(slope):.3f} per unit sine "
                   f"(rigid-fit range {angles[:, k].min():+.1f}…{angles[:, k].max():+.1f}°)")
             if with_flow:
-                print(_real_flow_line(clip, lm, rest, angles, k))
+                frames = frames if frames is not None else _clip_frames(clip)
+                print(_real_flow_line(frames, lm, rest, angles, k))
     return {axis: float(np.median(values)) for axis, values in rates.items()}
 
 
@@ -234,7 +242,7 @@ def main() -> None:
                         help="file names in ../shared/driving for the calibration (default: all)")
     parser.add_argument("--scale", type=float, default=1.0, help="sweep this fraction of each axis's angle (default 1)")
     parser.add_argument("--real-flow", action="store_true",
-                        help="also read the real clips' small turns by optical flow (MediaPipe against the picture)")
+                        help="also read the real clips' small turns by optical flow, and track them out of order")
     args = parser.parse_args()
     clips = [SHARED / "driving" / c for c in args.real_clips] if args.real_clips else sorted(
         (SHARED / "driving").glob("*.mp4"))
