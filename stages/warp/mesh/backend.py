@@ -263,8 +263,7 @@ class PreparedMeshWarp:
             self._copy_frame(dst)
             # Where it can, the face map is upsampled stripe by stripe as the ROI is remapped
             # (each stripe's map still in cache when read), not all at once.
-            ws.base.invert(layers["base"].fields[j], converge=bool(block.strong_turn[j]),
-                           upsample=not ws.base.upsamples_in_parts)
+            ws.base.invert(layers["base"].fields[j], converge=bool(block.strong_turn[j]), upsample=False)
             area = ws.mouth.active_area(block.reach[j])
             # What the mouth covers whole, the face layer need not draw first.
             under_mouth = ws.mouth.opaque_part(area)
@@ -298,7 +297,7 @@ class PreparedMeshWarp:
             np.copyto(roi_dst[rows, :c0], roi_src[rows, :c0])
             np.copyto(roi_dst[rows, c1:], roi_src[rows, c1:])
             parts = parts_around(rows, slice(c0, c1), skip)
-            if parts and inverter.upsamples_in_parts:
+            if parts:
                 inverter.upsample((rows, slice(c0, c1)))
             for part in parts:
                 cv2.remap(self.image, inverter.fine[part], None, cv2.INTER_LINEAR, dst=roi_dst[part],
@@ -313,8 +312,7 @@ class PreparedMeshWarp:
             dx, dy = base.grid.displacement_at(base.fields[j], patch.centre_px)
             box = patch.box.moved_within(round(float(dx)), round(float(dy)), self.roi)
             part = _sub_box(box, self.roi)
-            fine = ws.base.upsample(part) if ws.base.upsamples_in_parts else ws.base.fine
-            eye.render(blink, fine[part], dst[box.slices])
+            eye.render(blink, ws.base.upsample(part)[part], dst[box.slices])
 
 
 class MeshWarpBackend:

@@ -204,6 +204,7 @@ class GridInverter:
         self._fine_all = np.empty((rows * s, cols * s, 2), np.float32)
         self.fine = self._fine_all[s:s + grid.box.h, s:s + grid.box.w]
         """The box's part of the upsampled map (a view; rows are contiguous)."""
+        self._fine_stale = True  # the nodes changed since self.fine was made (whole-box steps)
 
     def invert(self, field_px: np.ndarray, area: tuple[slice, slice] | None = None,
                converge: bool = False, upsample: bool = True) -> np.ndarray:
@@ -220,6 +221,7 @@ class GridInverter:
         nodes = self._nodes_for(area)
         self._iterate(field_px, self.extra_iterations if converge else 0, nodes)
         self._to_pixels(nodes)
+        self._fine_stale = True
         if upsample:
             self._resize(nodes)
         return self.fine
@@ -232,8 +234,11 @@ class GridInverter:
 
     def upsample(self, part: tuple[slice, slice] | None) -> np.ndarray:
         """self.fine over `part` of the area the last `invert(…, upsample=False)` was given
-        (the same values as upsampling that whole area)."""
-        self._resize(self._nodes_for(part))
+        (the same values as upsampling that whole area). Where only the whole box can be made
+        (a step not a power of two), the first call after `invert` makes it and later ones
+        return it as it is."""
+        if self.upsamples_in_parts or self._fine_stale:
+            self._resize(self._nodes_for(part))
         return self.fine
 
     def _nodes_for(self, area: tuple[slice, slice] | None) -> tuple[slice, slice]:
@@ -241,7 +246,7 @@ class GridInverter:
         when the step is not a power of two; see `_upsample`)."""
         s = self.grid.step
         n_rows, n_cols = self._s_idx.shape[:2]
-        if area is None or s & (s - 1):
+        if area is None or not self.upsamples_in_parts:
             return slice(0, n_rows), slice(0, n_cols)
         # fine_all row R interpolates nodes R // s - 1 … R // s + 1 (half-pixel centres): a block
         # of nodes from one before to one past those upsamples to the same values in between.
@@ -303,6 +308,7 @@ class GridInverter:
         # for power-of-two steps only, so only then does a part upsample bit for bit alike
         # (`_nodes_for` gives other steps all nodes).
         (nr0, nr1), (nc0, nc1) = ((sl.start, sl.stop) for sl in nodes)
+        self._fine_stale = False  # read only for whole-box steps, where this resize is the whole
         cv2.resize(s_idx, ((nc1 - nc0) * s, (nr1 - nr0) * s),
                    dst=self._fine_all[nr0 * s:nr1 * s, nc0 * s:nc1 * s], interpolation=cv2.INTER_LINEAR)
 

@@ -291,30 +291,29 @@ class MouthCompositor:
             np.multiply(self._feather[r, c], self._ramp_x[:, c], out=self._feather[r, c])
         return fp
 
-    def _sample(self, name: str, source: np.ndarray, s: np.ndarray | GridInverter, field: np.ndarray | None,
-                area: tuple[slice, slice]) -> np.ndarray:
-        """Remap a source-space RGBA image over `area` with map s; return its alpha in [0, 1].
-
-        For a lip or teeth side, s is the side's inverter and `field` its node field: it is
-        inverted over `area` but upsampled and remapped only on the side's live rows
-        (`_live_rows`, kept in self._live); the rest are zero, as the remap gives.
-        """
-        rgba_all, claim_all = self._rgba[name], self._claim[name]
-        live = area
-        if isinstance(s, GridInverter):
-            s.invert(field, area, upsample=False)
-            live = (self._live_rows(name, s, area), area[1])
-            self._live[name] = live
-            for dead in (slice(area[0].start, live[0].start), slice(live[0].stop, area[0].stop)):
-                rgba_all[dead, area[1]] = 0
-                claim_all[dead, area[1]] = 0.0
-            s = s.upsample(live) if live[0].start < live[0].stop else s.fine
-        if live[0].start < live[0].stop:
-            rgba, claim, alpha = rgba_all[live], claim_all[live], self._alpha_u8[live]
-            cv2.remap(source, s[live], None, cv2.INTER_LINEAR, dst=rgba, borderMode=cv2.BORDER_REPLICATE)
+    def _sample(self, name: str, source: np.ndarray, s: np.ndarray, area: tuple[slice, slice]) -> np.ndarray:
+        """Remap a source-space RGBA image with map s over `area`; return its alpha in [0, 1]."""
+        if area[0].start < area[0].stop:
+            rgba, claim, alpha = self._rgba[name][area], self._claim[name][area], self._alpha_u8[area]
+            cv2.remap(source, s[area], None, cv2.INTER_LINEAR, dst=rgba, borderMode=cv2.BORDER_REPLICATE)
             cv2.extractChannel(rgba, 3, dst=alpha)
             np.multiply(alpha, np.float32(1.0 / 255.0), out=claim)
-        return claim_all[area]
+        return self._claim[name][area]
+
+    def _sample_side(self, name: str, source: np.ndarray, inverter: GridInverter, field: np.ndarray,
+                     area: tuple[slice, slice]) -> np.ndarray:
+        """A lip or teeth side: its `field` inverted over `area`, but upsampled and remapped only on
+        the side's live rows (`_live_rows`, kept in self._live); the rest are zero, as the remap
+        gives. Returns its alpha in [0, 1] over `area`."""
+        inverter.invert(field, area, upsample=False)
+        live = (self._live_rows(name, inverter, area), area[1])
+        self._live[name] = live
+        for dead in (slice(area[0].start, live[0].start), slice(live[0].stop, area[0].stop)):
+            self._rgba[name][dead, area[1]] = 0
+            self._claim[name][dead, area[1]] = 0.0
+        if live[0].start < live[0].stop:
+            self._sample(name, source, inverter.upsample(live), live)
+        return self._claim[name][area]
 
     def _live_rows(self, name: str, inverter: GridInverter, area: tuple[slice, slice]) -> slice:
         """The rows of `area` where side `name`'s remap can be nonzero. Outside them every source
@@ -373,7 +372,7 @@ class MouthCompositor:
             # Only between the mouth corners may nobody's claim become an opening; elsewhere the
             # shortfall is renormalised away below. (The sides' maps were made on their live
             # rows only: the opening's are made here.)
-            may_open = self._sample("cavity", self.patch.cavity_paint, self._side_map("lower", opening), None, opening)
+            may_open = self._sample("cavity", self.patch.cavity_paint, self._side_map("lower", opening), opening)
             np.multiply(self.hole[opening], may_open, out=self.hole[opening])
         scale = self._blend_sides(area, out_view, with_teeth)
         if opening is not None:
@@ -396,15 +395,15 @@ class MouthCompositor:
         `self.hole`, and in `self._free`) is the opened mouth. The kept claims of the jaw and teeth
         sides go to self._kept; the teeth side only when the actor shows teeth of its own."""
         p = self.patch
-        c_up = self._sample("upper", p.upper, self.upper, upper_field, area)
-        label_low = self._sample("lower", p.lower, self.lower, lower_field, area)
+        c_up = self._sample_side("upper", p.upper, self.upper, upper_field, area)
+        label_low = self._sample_side("lower", p.lower, self.lower, lower_field, area)
         free, hole, c_low = self._free[area], self.hole[area], self._kept["lower"][area]
         np.subtract(1.0, c_up, out=free)
         np.minimum(label_low, free, out=c_low)
         np.subtract(free, c_low, out=free)
         if p.has_interior:
             c_teeth = self._kept["teeth"][area]
-            np.minimum(self._sample("teeth", p.teeth, self.teeth, teeth_field, area), free, out=c_teeth)
+            np.minimum(self._sample_side("teeth", p.teeth, self.teeth, teeth_field, area), free, out=c_teeth)
             np.subtract(free, c_teeth, out=free)
         # Each claim takes at most what is left (and labels lie in [0, 1]), so `free` stays in
         # [0, 1]: the hole is `free` as it is.
@@ -447,7 +446,7 @@ class MouthCompositor:
         """Add the opening to `self._acc`, only on its rows: painted upper teeth (riding on the
         teeth side's map `s_t`: they hang from the skull) over the tongue and cavity (riding on
         the jaw side, sampled by `render`)."""
-        alpha = self._sample("paint", self.patch.teeth_paint, s_t, None, opening)
+        alpha = self._sample("paint", self.patch.teeth_paint, s_t, opening)
         weight = self._weight[opening]
         np.multiply(self.hole[opening], scale[opening], out=weight)
         np.multiply(alpha, weight, out=alpha)
