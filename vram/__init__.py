@@ -11,6 +11,7 @@ Imports nothing else of Vortex; torch is imported only when a CUDA device or a s
 """
 
 from vram.arena import Arena, RegionUsage, ViewInfo
+from vram.backing import POPULATE_STEP_BYTES, populate_in_steps
 from vram.device import Device, available_bytes, host_available_bytes, parse_device
 from vram.errors import (ArenaClosed, ArenaDoesNotFit, DeviceUnavailable, InvalidDevice, InvalidPlan, InvalidView,
                          NoFreeSlab, RegionBudgetExceeded, SlabAlreadyLeased, SlabPoolError, StageMemoryExceeded,
@@ -22,11 +23,12 @@ from vram.stage_pool import CudaStagePool, HostStagePool, StagePool, make_stage_
 from vram.table import format_budget_table, format_bytes, format_stage_table
 
 __all__ = [
-    "ALIGNMENT_BYTES", "GIB", "KIB", "MIB", "POOL", "VIEWS",
+    "ALIGNMENT_BYTES", "GIB", "KIB", "MIB", "POOL", "POPULATE_STEP_BYTES", "VIEWS",
     "Arena", "ArenaClosed", "ArenaDoesNotFit", "ArenaPlan", "CudaStagePool", "Device", "DeviceUnavailable",
     "HostStagePool", "InvalidDevice", "InvalidPlan", "InvalidView", "NoFreeSlab", "Region", "RegionBudgetExceeded",
     "RegionUsage", "SlabAlreadyLeased", "SlabLease", "SlabPool", "SlabPoolError", "StageMemoryExceeded", "StagePool",
     "UnknownRegion", "ViewConflict", "ViewInfo", "VramError",
     "align_up", "available_bytes", "format_budget_table", "format_bytes", "format_stage_table",
-    "host_available_bytes", "make_stage_pool", "parse_device", "reference_plan", "slab_bytes", "slab_region_bytes",
+    "host_available_bytes", "make_stage_pool", "parse_device", "populate_in_steps", "reference_plan", "slab_bytes",
+    "slab_region_bytes",
 ]

@@ -34,7 +34,7 @@ def test_the_slab_stays_writable_and_readable_after_its_prefault() -> None:
 
 
 def test_the_first_chunks_pages_are_ready_before_the_whole_slab_and_in_order() -> None:
-    from vortexd import slab_prefault
+    from vram import backing
 
     slab = pipeline.allocate_slab(240, prefault=False)  # ~180 MiB: ~23 commit steps
     prefault = SlabPrefault(slab)
@@ -43,18 +43,18 @@ def test_the_first_chunks_pages_are_ready_before_the_whole_slab_and_in_order() -
     # The commit goes in address order: the first chunk's pages are there, written or not.
     slab[:4] = 7
     prefault.wait()
-    assert slab.nbytes > slab_prefault.STEP_BYTES * 8
+    assert slab.nbytes > backing.POPULATE_STEP_BYTES * 8
     assert int(slab[:4].min()) == 7 and not slab[4:].any()
     prefault.wait_for(slab.nbytes)  # after the end: returns at once
 
 
 def test_a_commit_that_fails_is_raised_to_whoever_waits_for_its_pages(monkeypatch) -> None:
-    from vortexd import slab_prefault
+    from vram import backing
 
     def refused(address: int, length: int) -> bool:
         raise MemoryError(f"could not commit {length} B for the video slab")
 
-    monkeypatch.setattr(slab_prefault, "_madvise_populate", refused)
+    monkeypatch.setattr(backing, "_madvise_populate", refused)
     slab = pipeline.allocate_slab(8, prefault=False)
     prefault = SlabPrefault(slab)
     with pytest.raises(MemoryError, match="could not commit"):
